@@ -1,0 +1,209 @@
+/* fork.  In copy mode (the default) the child must end up with a private heap
+ * that is exactly the parent's at the fork, as with an ordinary heap; in share
+ * mode parent and child keep allocating in one segment.
+ *
+ * Copy mode, step by step:
+ *  prepare (parent)  close the fork gate and wait until no other thread of
+ *                    the process is inside a heap edit (busy flags; see
+ *                    alloc.c), then take the heap-0 and span locks, so the
+ *                    segment does not change while the child copies it;
+ *  child             copy the used parts of the segment into a new private
+ *                    segment, put it in place at the same address
+ *                    (SHM_REMAP), fix its header and locks, tell the parent;
+ *  parent            wait for the child's word (a pipe: if the child dies
+ *                    instead, the pipe closes and we go on), release all.
+ *
+ * A thread that forks from a signal handler may have interrupted its own heap
+ * edit or hold the span lock: its own busy flag is not waited for, and the
+ * error-checking lock tells it that it already holds the lock (EDEADLK). */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <sys/syscall.h>
+
+#include "internal.h"
+
+#ifndef SHM_NORESERVE
+#define SHM_NORESERVE 010000
+#endif
+
+_Atomic int sh_fork_gate;
+extern SH_HIDDEN int sh_have_membarrier;
+SH_HIDDEN void sh_thread_forget(void);
+
+static _Atomic int default_mode; /* enum shmheap_fork_mode */
+static SH_TLS int next_mode = -1; /* set by shmheap_fork for one fork */
+static int cur_mode;
+static int sync_pipe[2] = {-1, -1};
+static int took_global, took_heap0;
+
+void sh_gate_barrier_register(void) {
+  sh_have_membarrier =
+      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+static int take(pthread_mutex_t *m) {
+  int r = pthread_mutex_lock(m);
+  if (r == EOWNERDEAD) {
+    atomic_store(&G.hdr->needs_repair, 1);
+    pthread_mutex_consistent(m);
+    return 1;
+  }
+  return r == 0; /* EDEADLK: we hold it already, and the parent keeps it */
+}
+
+static void prepare(void) {
+  if (atomic_load(&sh_ready) != 2) return;
+  cur_mode = next_mode >= 0 ? next_mode : atomic_load(&default_mode);
+  if (cur_mode == SHMHEAP_FORK_SHARE) return;
+  if (pipe2(sync_pipe, O_CLOEXEC) < 0) sync_pipe[0] = sync_pipe[1] = -1;
+  atomic_store(&sh_fork_gate, 1);
+  if (sh_have_membarrier) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+  else atomic_thread_fence(memory_order_seq_cst);
+  for (uint32_t i = 0; i < G.hdr->max_heap; i++) {
+    struct theap *h = &G.heaps[i];
+    if (h == tl_heap || (i && atomic_load(&h->owner_pid) != G.pid)) continue;
+    while (atomic_load_explicit(&h->busy, memory_order_acquire)) sched_yield();
+  }
+  took_heap0 = take(&G.heaps[0].lock);
+  took_global = take(&G.hdr->lock);
+}
+
+static void release(void) {
+  if (took_global) pthread_mutex_unlock(&G.hdr->lock);
+  if (took_heap0) pthread_mutex_unlock(&G.heaps[0].lock);
+  took_global = took_heap0 = 0;
+  atomic_store(&sh_fork_gate, 0);
+  syscall(SYS_futex, &sh_fork_gate, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+static void parent(void) {
+  if (atomic_load(&sh_ready) != 2) return;
+  next_mode = -1;
+  if (cur_mode == SHMHEAP_FORK_SHARE) return;
+  if (sync_pipe[1] >= 0) {
+    close(sync_pipe[1]);
+    char c;
+    while (read(sync_pipe[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    close(sync_pipe[0]);
+  }
+  sync_pipe[0] = sync_pipe[1] = -1;
+  release();
+}
+
+static void copy(void *dst, uint64_t off, uint64_t len) {
+  if (len) memcpy((char *)dst + off, G.base + off, len);
+}
+
+/* Builds the child's private heap: only what is in use is copied, free spans
+ * stay zero in the new segment and are marked so. */
+static void copy_heap(void) {
+  struct shm_header *h = G.hdr;
+  int id = shmget(IPC_PRIVATE, h->size, IPC_CREAT | SHM_NORESERVE | 0600);
+  if (id < 0)
+    sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): raise the shm limits, or use SHMHEAP_FORK=share",
+           (size_t)h->size, errno);
+  char *dst = shmat(id, NULL, 0);
+  if (dst == (void *)-1) {
+    shmctl(id, IPC_RMID, NULL);
+    sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot attach the child's copy of the heap (errno %d)", errno);
+  }
+  copy(dst, 0, h->header_size);
+  copy(dst, h->heaps_off, (uint64_t)h->max_heap * sizeof(struct theap));
+  copy(dst, h->pagemap_off, (uint64_t)h->top * sizeof(uint32_t));
+  copy(dst, h->spans_off, (uint64_t)h->span_count * sizeof(struct span));
+  struct span *ds = (struct span *)(dst + h->spans_off);
+  for (uint32_t i = 1; i < h->span_count; i++) {
+    struct span *s = &G.spans[i];
+    uint64_t off = h->heap_off + ((uint64_t)s->first << SH_PAGE_SHIFT), len = 0;
+    if (s->state == SPAN_LARGE) len = (uint64_t)s->npages << SH_PAGE_SHIFT;
+    else if (s->state == SPAN_SMALL) len = (uint64_t)s->reserved * s->bsize;
+    else if (s->state == SPAN_FREE) ds[i].ndirty = 0; /* not copied: zero */
+    copy(dst, off, len);
+  }
+  ((struct shm_header *)dst)->dirty_pages = 0;
+  /* Swap the mapping before dropping the temporary one: a segment marked
+   * for removal dies when its attach count reaches zero. */
+  if (shmat(id, G.base, SHM_REMAP) == (void *)-1) {
+    int e = errno;
+    shmctl(id, IPC_RMID, NULL);
+    sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot put the child's heap copy at %p (errno %d)", (void *)G.base, e);
+  }
+  shmdt(dst);
+  shmctl(id, IPC_RMID, NULL);
+  G.shmid = id;
+  h->key = 0;
+  memset(h->name, 0, sizeof h->name);
+  h->creator_pid = G.pid;
+  sh_lock_init(&h->lock);
+  sh_lock_init(&G.heaps[0].lock);
+  G.opt.have_key = 0;
+  G.reattached = 0;
+}
+
+static void child(void) {
+  if (atomic_load(&sh_ready) != 2) return;
+  pid_t parent_pid = G.pid;
+  G.pid = (pid_t)syscall(SYS_getpid);
+  next_mode = -1;
+  sh_gate_barrier_register();
+  if (cur_mode == SHMHEAP_FORK_SHARE) {
+    /* Same segment: the parent's slots stay the parent's; this thread takes
+     * a slot of its own on its next allocation. */
+    sh_thread_forget();
+    return;
+  }
+  if (sync_pipe[0] >= 0) close(sync_pipe[0]);
+  copy_heap();
+  /* The copy holds the parent's threads' slots: they do not exist here. */
+  struct theap *mine = tl_heap;
+  sh_heaps_release_process(parent_pid, mine);
+  if (mine) {
+    atomic_store(&mine->owner_pid, G.pid);
+    mine->owner_tid = (int32_t)syscall(SYS_gettid);
+  }
+  if (sync_pipe[1] >= 0) {
+    ssize_t w;
+    do w = write(sync_pipe[1], "c", 1);
+    while (w < 0 && errno == EINTR);
+    close(sync_pipe[1]);
+  }
+  sync_pipe[0] = sync_pipe[1] = -1;
+  took_global = took_heap0 = 0;
+  atomic_store(&sh_fork_gate, 0);
+}
+
+void sh_fork_init(void) {
+  atomic_store(&default_mode, G.opt.fork_share ? SHMHEAP_FORK_SHARE : SHMHEAP_FORK_COPY);
+  pthread_atfork(prepare, parent, child);
+}
+
+SH_API pid_t shmheap_fork(enum shmheap_fork_mode mode) {
+  if (mode != SHMHEAP_FORK_COPY && mode != SHMHEAP_FORK_SHARE) {
+    errno = EINVAL;
+    return -1;
+  }
+  next_mode = (int)mode;
+  pid_t pid = fork();
+  next_mode = -1;
+  return pid;
+}
+
+SH_API int shmheap_set_fork_mode(enum shmheap_fork_mode mode) {
+  if (mode != SHMHEAP_FORK_COPY && mode != SHMHEAP_FORK_SHARE) {
+    errno = EINVAL;
+    return -1;
+  }
+  return atomic_exchange(&default_mode, (int)mode);
+}
+
+SH_API enum shmheap_fork_mode shmheap_get_fork_mode(void) {
+  return (enum shmheap_fork_mode)atomic_load(&default_mode);
+}

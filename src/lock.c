@@ -1,0 +1,42 @@
+/* Locks that live in the segment.  They are process-shared (several processes
+ * may use one heap) and robust: a process can die holding one, and then the
+ * next locker gets EOWNERDEAD instead of a deadlock.  ERRORCHECK lets a thread
+ * that is interrupted inside the allocator (a signal handler that forks) learn
+ * that it already holds the lock instead of waiting on itself. */
+#include <errno.h>
+
+#include "internal.h"
+
+void sh_lock_init(pthread_mutex_t *m) {
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
+  pthread_mutex_init(m, &a);
+  pthread_mutexattr_destroy(&a);
+}
+
+int sh_lock(pthread_mutex_t *m) {
+  int r = pthread_mutex_lock(m);
+  if (likely(r == 0)) return 0;
+  if (r == EOWNERDEAD) {
+    /* The owner died inside a critical section.  The data it guarded may be
+     * half-edited: record that, so the heap is checked and repaired before it
+     * is trusted again, and make the mutex usable (without consistent() it
+     * turns ENOTRECOVERABLE for every process). */
+    atomic_store(&G.hdr->needs_repair, 1);
+    pthread_mutex_consistent(m);
+    return 1;
+  }
+  if (r == ENOTRECOVERABLE)
+    sh_die(SH_EXIT_FOREIGN, "libshmheap: a lock of the heap at %p is unrecoverable (a process died holding it and nobody repaired it): remove the segment (ipcrm -m %d)",
+           (void *)G.base, G.shmid);
+  sh_die(SH_EXIT_OSERR, "libshmheap: pthread_mutex_lock failed with error %d", r);
+}
+
+void sh_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+
+void sh_global_lock(void) { sh_lock(&G.hdr->lock); }
+
+void sh_global_unlock(void) { sh_unlock(&G.hdr->lock); }

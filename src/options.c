@@ -1,0 +1,169 @@
+/* SHMHEAP_* parsing and validation.  Runs inside the first malloc: it reads
+ * environ directly (getenv does not allocate, but environ may still be unset
+ * this early in odd start-ups, then /proc/self/environ is read into a static
+ * buffer), never allocates, and a bad value ends the process with one line
+ * that names the variable, the value and the fix (decision 6). */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+extern char **environ;
+
+static char proc_env[65536];
+static size_t proc_env_len;
+
+static const char *env_get(const char *name) {
+  size_t nl = strlen(name);
+  if (environ) {
+    for (char **e = environ; *e; e++)
+      if (!strncmp(*e, name, nl) && (*e)[nl] == '=') return *e + nl + 1;
+    return NULL;
+  }
+  if (!proc_env_len) {
+    int fd = open("/proc/self/environ", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ssize_t r;
+      while (proc_env_len < sizeof proc_env - 1 &&
+             (r = read(fd, proc_env + proc_env_len, sizeof proc_env - 1 - proc_env_len)) > 0)
+        proc_env_len += (size_t)r;
+      close(fd);
+    }
+    proc_env[proc_env_len] = 0;
+  }
+  for (size_t i = 0; i < proc_env_len; i += strlen(proc_env + i) + 1)
+    if (!strncmp(proc_env + i, name, nl) && proc_env[i + nl] == '=') return proc_env + i + nl + 1;
+  return NULL;
+}
+
+/* Parses an unsigned number: decimal, or hex with 0x.  Returns 0 on success. */
+static int parse_u64(const char *s, unsigned long long *out, const char **end) {
+  unsigned base = 10;
+  unsigned long long v = 0;
+  if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) { base = 16; s += 2; }
+  const char *start = s;
+  for (;; s++) {
+    unsigned d;
+    if (*s >= '0' && *s <= '9') d = (unsigned)(*s - '0');
+    else if (base == 16 && *s >= 'a' && *s <= 'f') d = (unsigned)(*s - 'a' + 10);
+    else if (base == 16 && *s >= 'A' && *s <= 'F') d = (unsigned)(*s - 'A' + 10);
+    else break;
+    if (v > (~0ULL - d) / base) return -1; /* overflow */
+    v = v * base + d;
+  }
+  if (s == start) return -1;
+  *out = v;
+  *end = s;
+  return 0;
+}
+
+int sh_parse_size(const char *s, size_t *out) {
+  unsigned long long v;
+  const char *e;
+  if (parse_u64(s, &v, &e)) return -1;
+  unsigned shift = 0;
+  switch (*e) {
+  case 0: break;
+  case 'k': case 'K': shift = 10; e++; break;
+  case 'm': case 'M': shift = 20; e++; break;
+  case 'g': case 'G': shift = 30; e++; break;
+  case 't': case 'T': shift = 40; e++; break;
+  default: return -1;
+  }
+  if (*e) return -1;
+  if (shift && v > (~0ULL >> shift)) return -1;
+  *out = (size_t)(v << shift);
+  return 0;
+}
+
+/* FNV-1a: a stable hash of the name, the same in every process and release. */
+static uint32_t name_hash(const char *s) {
+  uint32_t h = 2166136261u;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+  return h;
+}
+
+static int all_digits(const char *s) {
+  if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+    s += 2;
+    if (!*s) return 0;
+    for (; *s; s++)
+      if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')))
+        return 0;
+    return 1;
+  }
+  if (!*s) return 0;
+  for (; *s; s++)
+    if (*s < '0' || *s > '9') return 0;
+  return 1;
+}
+
+void sh_options_parse(struct options *o) {
+  const char *v;
+  memset(o, 0, sizeof *o);
+  o->size = SH_DEFAULT_SIZE;
+  o->addr = SH_DEFAULT_ADDR;
+
+  if ((v = env_get("SHMHEAP_KEY")) && *v) {
+    if (all_digits(v)) {
+      unsigned long long k;
+      const char *e;
+      if (parse_u64(v, &k, &e) || k > 0xffffffffULL)
+        sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=%s is out of range: use a key from 1 to 0xffffffff, or a name", v);
+      if (k == 0)
+        sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=0 is IPC_PRIVATE, not a key: unset SHMHEAP_KEY for a private heap, or use a key from 1 to 0xffffffff");
+      o->key = (int32_t)(uint32_t)k;
+    } else {
+      size_t n = strlen(v);
+      if (n >= SH_NAME_MAX)
+        sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=%s is too long: a name has at most %d bytes", v, SH_NAME_MAX - 1);
+      memcpy(o->name, v, n + 1);
+      uint32_t h = name_hash(v);
+      /* 0 is IPC_PRIVATE; keep hashed names out of it. */
+      o->key = (int32_t)(h ? h : 1);
+    }
+    o->have_key = 1;
+  }
+
+  if ((v = env_get("SHMHEAP_SIZE")) && *v) {
+    size_t sz;
+    if (sh_parse_size(v, &sz))
+      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_SIZE=%s is not a size: use bytes with an optional K, M, G or T suffix, e.g. SHMHEAP_SIZE=8G", v);
+    if (sz < SH_MIN_SIZE)
+      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_SIZE=%s is too small: the minimum is 4M", v);
+    /* The heap's page indexes are 32-bit: 16 TiB is the ceiling. */
+    if (sz > ((size_t)1 << 44))
+      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_SIZE=%s is too large: the maximum is 16T", v);
+    o->size = (sz + SH_ADDR_ALIGN - 1) & ~(SH_ADDR_ALIGN - 1);
+    o->size_given = 1;
+  }
+
+  if ((v = env_get("SHMHEAP_ADDR")) && *v) {
+    unsigned long long a;
+    const char *e;
+    if (parse_u64(v, &a, &e) || *e)
+      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_ADDR=%s is not an address: use a hex address such as 0x200000000000", v);
+    if (!a || (a & (SH_ADDR_ALIGN - 1)))
+      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_ADDR=%s is not a multiple of 2 MiB (0x200000): use e.g. SHMHEAP_ADDR=0x200000000000", v);
+    o->addr = (uintptr_t)a;
+    o->addr_given = 1;
+  }
+  /* x86-64 and arm64 user space ends at 2^47 with 4-level page tables. */
+  if (o->addr + o->size < o->addr || o->addr + o->size > ((uintptr_t)1 << 47))
+    sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_ADDR=%p with SHMHEAP_SIZE=%zu ends beyond the user address space (0x800000000000): lower SHMHEAP_ADDR or SHMHEAP_SIZE",
+           (void *)o->addr, o->size);
+
+  if ((v = env_get("SHMHEAP_FORK")) && *v) {
+    if (!strcmp(v, "copy")) o->fork_share = 0;
+    else if (!strcmp(v, "share")) o->fork_share = 1;
+    else sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_FORK=%s is not a fork mode: use copy (the default) or share", v);
+  }
+
+  if ((v = env_get("SHMHEAP_VERBOSE")) && *v) {
+    if (!strcmp(v, "0")) o->verbose = 0;
+    else if (!strcmp(v, "1")) o->verbose = 1;
+    else sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_VERBOSE=%s is not 0 or 1: use SHMHEAP_VERBOSE=1 to print what was attached", v);
+  }
+}

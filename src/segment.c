@@ -1,0 +1,204 @@
+/* The SysV segment: create it, or find it and decide whether it is a heap we
+ * may use, attach it at its fixed address, and lay out a fresh heap in it.
+ *
+ * Rules (decision 6): a segment that is not ours, of another format or size,
+ * or owned by another user is never reformatted or removed; the process gets
+ * one line and a documented exit status.  Everything here runs inside the
+ * first malloc, so it uses system calls only. */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+
+#include "internal.h"
+
+#ifndef SHM_NORESERVE
+#define SHM_NORESERVE 010000
+#endif
+
+#define ROUND_UP(x, a) (((x) + (a)-1) & ~((uint64_t)(a)-1))
+
+/* Places the header, the thread heaps, the page map, the span descriptors and
+ * the heap pages.  The descriptor pool has one entry per page (a span can be
+ * one page), but untouched entries cost no memory. */
+void sh_layout(struct shm_header *h, size_t size, uintptr_t base) {
+  h->size = size;
+  h->base = base;
+  h->page_size = SH_PAGE;
+  h->header_size = (uint32_t)ROUND_UP(sizeof *h, SH_PAGE);
+  h->heaps_off = h->header_size;
+  uint64_t meta = ROUND_UP(h->heaps_off + sizeof(struct theap) * SH_MAX_HEAPS, SH_PAGE);
+  uint64_t per_page = SH_PAGE + sizeof(uint32_t) + sizeof(struct span);
+  uint64_t npages = (size - meta) / per_page;
+  for (;; npages--) {
+    uint64_t spans = ROUND_UP(meta + sizeof(uint32_t) * npages, SH_PAGE);
+    uint64_t heap = ROUND_UP(spans + sizeof(struct span) * (npages + 2), SH_PAGE);
+    if (heap + npages * SH_PAGE <= size) {
+      h->pagemap_off = meta;
+      h->spans_off = spans;
+      h->heap_off = heap;
+      h->npages = (uint32_t)npages;
+      h->nspans = (uint32_t)(npages + 2);
+      return;
+    }
+  }
+}
+
+void sh_cache_pointers(void) {
+  struct shm_header *h = (struct shm_header *)G.base;
+  G.hdr = h;
+  G.heaps = (struct theap *)(G.base + h->heaps_off);
+  G.spans = (struct span *)(G.base + h->spans_off);
+  G.pagemap = (uint32_t *)(G.base + h->pagemap_off);
+  G.heap_lo = (uintptr_t)G.base + h->heap_off;
+  G.heap_len = (size_t)h->npages << SH_PAGE_SHIFT;
+}
+
+static void form_heap(const struct options *o) {
+  struct shm_header *h = (struct shm_header *)G.base;
+  h->format = SH_FORMAT;
+  sh_layout(h, o->size, (uintptr_t)G.base);
+  h->key = o->have_key ? o->key : 0;
+  memcpy(h->name, o->name, sizeof h->name);
+  h->name_hash = (uint32_t)h->key;
+  h->creator_uid = (uint32_t)geteuid();
+  h->creator_pid = G.pid;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  h->created = (uint64_t)ts.tv_sec;
+  h->nclass = SH_NCLASS;
+  memcpy(h->class_size, sh_class_size, sizeof h->class_size);
+  memcpy(h->class_pages, sh_class_pages, sizeof h->class_pages);
+  sh_lock_init(&h->lock);
+  sh_cache_pointers();
+  sh_lock_init(&G.heaps[0].lock);
+  h->span_count = 1; /* descriptor 0 is the empty span every empty class points at */
+  /* The magic goes in last: a process that attaches while we are here sees
+   * an unformed segment and waits, instead of using half a header. */
+  atomic_thread_fence(memory_order_release);
+  atomic_store_explicit((_Atomic uint64_t *)&h->magic, SH_MAGIC, memory_order_release);
+}
+
+static void attach_at(int id, uintptr_t addr, const struct options *o) {
+  void *p = shmat(id, (void *)addr, 0);
+  if (p == (void *)-1) {
+    int e = errno;
+    if (e == EINVAL)
+      sh_die(SH_EXIT_OSERR, "libshmheap: cannot attach the heap at SHMHEAP_ADDR=%p (%zu bytes): the range overlaps a mapping of this process; choose another SHMHEAP_ADDR",
+             (void *)addr, o->size);
+    if (e == EACCES)
+      sh_die(SH_EXIT_OSERR, "libshmheap: no permission to attach segment shmid %d (SHMHEAP_KEY=0x%x): it belongs to another user or is not writable; use another SHMHEAP_KEY",
+             id, (unsigned)o->key);
+    sh_die(SH_EXIT_OSERR, "libshmheap: cannot attach segment shmid %d at %p: %s (errno %d)", id,
+           (void *)addr, e == ENOMEM ? "out of memory" : "shmat failed", e);
+  }
+  G.base = p;
+  G.shmid = id;
+}
+
+static int create_segment(key_t key, const struct options *o) {
+  int id = shmget(key, o->size, IPC_CREAT | (key == IPC_PRIVATE ? 0 : IPC_EXCL) | SHM_NORESERVE | 0600);
+  if (id >= 0 || errno == EEXIST) return id;
+  int e = errno;
+  if (e == EINVAL)
+    sh_die(SH_EXIT_OSERR, "libshmheap: SHMHEAP_SIZE=%zu is beyond the kernel's limit for one segment: raise kernel.shmmax (sysctl) or lower SHMHEAP_SIZE",
+           o->size);
+  if (e == ENOSPC)
+    sh_die(SH_EXIT_OSERR, "libshmheap: cannot create a %zu-byte segment: the system's shared memory limits (kernel.shmall, kernel.shmmni) are reached; raise them or lower SHMHEAP_SIZE",
+           o->size);
+  if (e == ENOMEM)
+    sh_die(SH_EXIT_OSERR, "libshmheap: cannot reserve SHMHEAP_SIZE=%zu bytes (strict overcommit?): lower SHMHEAP_SIZE", o->size);
+  if (e == EACCES || e == EPERM)
+    sh_die(SH_EXIT_OSERR, "libshmheap: no permission to create segment SHMHEAP_KEY=0x%x: use another SHMHEAP_KEY", (unsigned)key);
+  sh_die(SH_EXIT_OSERR, "libshmheap: shmget failed for SHMHEAP_KEY=0x%x: errno %d", (unsigned)key, e);
+}
+
+/* Reads the header of an existing segment without trusting it: attached
+ * read-only at a free address, checked field by field.  Returns the base
+ * address the heap was formed at. */
+static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
+  const char *what = o->name[0] ? o->name : "";
+  const struct shm_header *h = shmat(id, NULL, SHM_RDONLY);
+  if (h == (void *)-1)
+    sh_die(SH_EXIT_OSERR, "libshmheap: cannot read segment shmid %d (SHMHEAP_KEY=0x%x%s%s): errno %d; use another SHMHEAP_KEY",
+           id, (unsigned)o->key, *what ? " " : "", what, errno);
+  /* A creator may still be forming it: wait for the magic, up to 2 s. */
+  for (int i = 0; i < 200; i++) {
+    if (atomic_load_explicit((_Atomic uint64_t *)&h->magic, memory_order_acquire) != 0) break;
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  const char *why = NULL;
+  char buf[160];
+  if (segsz < SH_MIN_SIZE || h->magic != SH_MAGIC) why = "it is not a libshmheap heap";
+  else if (h->format != SH_FORMAT) {
+    sh_fmt(buf, sizeof buf, "it is a libshmheap heap of format %u, this library reads format %u",
+           h->format, SH_FORMAT);
+    why = buf;
+  } else if (h->size != segsz || h->page_size != SH_PAGE || h->nclass != SH_NCLASS)
+    why = "its header does not match the segment (corrupt)";
+  else if ((uint32_t)h->key != (uint32_t)o->key || strncmp(h->name, o->name, SH_NAME_MAX)) {
+    sh_fmt(buf, sizeof buf, "it belongs to heap \"%s\" (key 0x%x), whose name hashes to the same key",
+           h->name, (unsigned)h->key);
+    why = buf;
+  }
+  uintptr_t base = (uintptr_t)h->base;
+  shmdt(h);
+  if (why)
+    sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: segment shmid %d exists but %s; it was left untouched: use another SHMHEAP_KEY, or remove it with ipcrm -m %d",
+           what, *what ? " -> " : "", (unsigned)o->key, id, why, id);
+  if (o->addr_given && base != o->addr)
+    sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_ADDR=%p, but the heap of SHMHEAP_KEY=0x%x was formed at %p: unset SHMHEAP_ADDR or set it to %p",
+           (void *)o->addr, (unsigned)o->key, (void *)base, (void *)base);
+  return base;
+}
+
+void sh_segment_open(void) {
+  struct options *o = &G.opt;
+  if (!o->have_key) {
+    int id = create_segment(IPC_PRIVATE, o);
+    attach_at(id, o->addr, o);
+    /* Removed now, gone when the last process that has it attached is. */
+    shmctl(id, IPC_RMID, NULL);
+    form_heap(o);
+    return;
+  }
+  for (int tries = 0; tries < 100; tries++) {
+    int id = shmget(o->key, 0, 0);
+    if (id < 0 && errno == ENOENT) {
+      id = create_segment(o->key, o);
+      if (id < 0) continue; /* someone created it between the two calls */
+      attach_at(id, o->addr, o);
+      form_heap(o);
+      return;
+    }
+    if (id < 0) {
+      if (errno == EACCES)
+        sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: the segment exists but this user may not use it (another user's?); it was left untouched: use another SHMHEAP_KEY",
+               (unsigned)o->key);
+      sh_die(SH_EXIT_OSERR, "libshmheap: shmget(SHMHEAP_KEY=0x%x) failed: errno %d", (unsigned)o->key, errno);
+    }
+    struct shmid_ds ds;
+    if (shmctl(id, IPC_STAT, &ds) < 0) {
+      if (errno == EIDRM || errno == EINVAL) continue; /* removed meanwhile */
+      sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: cannot inspect segment shmid %d (errno %d); it was left untouched: use another SHMHEAP_KEY",
+             (unsigned)o->key, id, errno);
+    }
+    if (ds.shm_perm.uid != geteuid())
+      sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: segment shmid %d belongs to uid %u, not to this user (uid %u); it was left untouched: use another SHMHEAP_KEY",
+             (unsigned)o->key, id, (unsigned)ds.shm_perm.uid, (unsigned)geteuid());
+    if (o->size_given && ds.shm_segsz != o->size)
+      sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_SIZE=%zu, but the segment of SHMHEAP_KEY=0x%x has %zu bytes; it was left untouched: set SHMHEAP_SIZE=%zu or unset it",
+             o->size, (unsigned)o->key, (size_t)ds.shm_segsz, (size_t)ds.shm_segsz);
+    o->size = ds.shm_segsz; /* SHMHEAP_SIZE unset: the heap keeps its own size */
+    uintptr_t base = validate_existing(id, o, ds.shm_segsz);
+    attach_at(id, base, o);
+    sh_cache_pointers();
+    G.reattached = 1;
+    return;
+  }
+  sh_die(SH_EXIT_OSERR, "libshmheap: SHMHEAP_KEY=0x%x: the segment kept appearing and disappearing while attaching; try again",
+         (unsigned)o->key);
+}

@@ -1,0 +1,289 @@
+/* Runs of 4 KiB pages ("spans") carved from the heap area.  Small-block spans
+ * and large blocks come from here; freed spans are coalesced with their free
+ * neighbours and binned by size; free pages beyond a budget are handed back
+ * with MADV_REMOVE (on shmem, MADV_DONTNEED only drops our mapping and keeps
+ * the pages in the segment).
+ *
+ * Every function here except span_lookup runs with hdr->lock held (I6). */
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+#ifndef MADV_REMOVE
+#define MADV_REMOVE 9
+#endif
+
+/* Free pages we keep committed for reuse before handing them back: a page
+ * fault costs more than a lock, so small churn should not purge. */
+#define DIRTY_MIN_PAGES 2048u /* 8 MiB */
+
+static inline struct shm_header *H(void) { return G.hdr; }
+
+/* ---- descriptor pool ---------------------------------------------------- */
+
+static struct span *desc_new(void) {
+  struct shm_header *h = H();
+  uint32_t i = h->span_free;
+  if (i) h->span_free = G.spans[i].next;
+  else if (h->span_count < h->nspans) i = h->span_count++;
+  else return NULL;
+  struct span *s = &G.spans[i];
+  memset(s, 0, sizeof *s);
+  return s;
+}
+
+static void desc_release(struct span *s) {
+  s->state = SPAN_NONE;
+  s->next = H()->span_free;
+  H()->span_free = span_index(s);
+}
+
+/* ---- bins ----------------------------------------------------------------- */
+
+static unsigned bin_of(uint32_t n) {
+  if (n <= SH_EXACT_BINS) return n - 1;
+  return SH_EXACT_BINS + (31 - (unsigned)__builtin_clz(n)) - 6;
+}
+
+static void bin_insert(struct span *s) {
+  struct shm_header *h = H();
+  unsigned b = bin_of(s->npages);
+  uint32_t i = span_index(s);
+  s->prev = 0;
+  s->next = h->bins[b];
+  if (s->next) G.spans[s->next].prev = i;
+  h->bins[b] = i;
+  h->binmap[b >> 6] |= 1ULL << (b & 63);
+}
+
+static void bin_remove(struct span *s) {
+  struct shm_header *h = H();
+  unsigned b = bin_of(s->npages);
+  if (s->prev) G.spans[s->prev].next = s->next;
+  else h->bins[b] = s->next;
+  if (s->next) G.spans[s->next].prev = s->prev;
+  if (!h->bins[b]) h->binmap[b >> 6] &= ~(1ULL << (b & 63));
+}
+
+/* First non-empty bin at or above b, or -1. */
+static int bin_next(unsigned b) {
+  const uint64_t *m = H()->binmap;
+  for (unsigned w = b >> 6; w < 2; w++) {
+    uint64_t bits = m[w] & (w == (b >> 6) ? ~0ULL << (b & 63) : ~0ULL);
+    if (bits) return (int)(w * 64 + (unsigned)__builtin_ctzll(bits));
+  }
+  return -1;
+}
+
+static inline void map_ends(struct span *s) {
+  uint32_t i = span_index(s);
+  G.pagemap[s->first] = i;
+  G.pagemap[s->first + s->npages - 1] = i;
+}
+
+/* The free span whose first page is pg, if pg starts one. */
+static struct span *free_span_at(uint32_t pg) {
+  if (pg >= H()->top) return NULL;
+  struct span *s = &G.spans[G.pagemap[pg]];
+  return (s->state == SPAN_FREE && s->first == pg) ? s : NULL;
+}
+
+/* The free span whose last page is pg, if pg ends one. */
+static struct span *free_span_ending(uint32_t pg) {
+  struct span *s = &G.spans[G.pagemap[pg]];
+  return (s->state == SPAN_FREE && s->first + s->npages - 1 == pg) ? s : NULL;
+}
+
+/* ---- purging --------------------------------------------------------------- */
+
+static inline uint32_t span_ndirty(const struct span *s) { return s->ndirty; }
+static inline void span_set_ndirty(struct span *s, uint32_t n) { s->ndirty = n; }
+
+static void purge(struct span *s) {
+  if (!s->ndirty) return;
+  madvise(span_addr(s), (size_t)s->npages << SH_PAGE_SHIFT, MADV_REMOVE);
+  H()->dirty_pages -= s->ndirty;
+  H()->purged_pages += s->ndirty;
+  s->ndirty = 0;
+}
+
+/* Hands back free pages, largest spans first, until the dirty pages fit the
+ * budget again (half of it, so a steady churn does not purge every time). */
+static void purge_to_budget(void) {
+  struct shm_header *h = H();
+  uint64_t in_use = h->top - h->dirty_pages; /* rough: pages not free-dirty */
+  uint64_t budget = in_use / 4 > DIRTY_MIN_PAGES ? in_use / 4 : DIRTY_MIN_PAGES;
+  if (h->dirty_pages <= budget) return;
+  for (int b = SH_NBINS - 1; b >= 0 && h->dirty_pages > budget / 2; b--)
+    for (uint32_t i = h->bins[b]; i && h->dirty_pages > budget / 2; i = G.spans[i].next)
+      purge(&G.spans[i]);
+}
+
+size_t span_purge_all(void) {
+  struct shm_header *h = H();
+  uint64_t before = h->purged_pages;
+  for (int b = 0; b < SH_NBINS; b++)
+    for (uint32_t i = h->bins[b]; i; i = G.spans[i].next) purge(&G.spans[i]);
+  return (size_t)(h->purged_pages - before) << SH_PAGE_SHIFT;
+}
+
+/* ---- allocation ------------------------------------------------------------ */
+
+/* Splits the first n pages off free span s (already out of its bin) and bins
+ * the rest.  The dirty count of each part is an upper bound, never less than
+ * the truth: a part may be reported zeroed only if it really is. */
+static int split_front(struct span *s, uint32_t n) {
+  if (s->npages == n) return 0;
+  struct span *r = desc_new();
+  if (!r) return -1;
+  uint32_t nd = span_ndirty(s);
+  r->first = s->first + n;
+  r->npages = s->npages - n;
+  r->state = SPAN_FREE;
+  span_set_ndirty(r, nd < r->npages ? nd : r->npages);
+  H()->dirty_pages += span_ndirty(r);
+  s->npages = n;
+  H()->dirty_pages -= nd;
+  span_set_ndirty(s, nd < n ? nd : n);
+  H()->dirty_pages += span_ndirty(s);
+  map_ends(r);
+  map_ends(s);
+  bin_insert(r);
+  return 0;
+}
+
+static struct span *take_from_top(uint32_t n) {
+  struct shm_header *h = H();
+  if (n > h->npages - h->top) return NULL;
+  struct span *s = desc_new();
+  if (!s) return NULL;
+  s->first = h->top;
+  s->npages = n;
+  h->top += n;
+  map_ends(s);
+  return s;
+}
+
+/* Finds a free span of at least n pages: best fit among the exact bins, first
+ * fit in the logarithmic ones, then fresh pages from the top. */
+static struct span *find_free(uint32_t n) {
+  for (int b = bin_next(bin_of(n)); b >= 0; b = bin_next((unsigned)b + 1)) {
+    for (uint32_t i = H()->bins[b]; i; i = G.spans[i].next) {
+      struct span *s = &G.spans[i];
+      if (s->npages >= n) {
+        bin_remove(s);
+        return s;
+      }
+    }
+  }
+  struct span *s = take_from_top(n);
+  if (s) s->state = SPAN_FREE; /* fresh: zero, not dirty */
+  return s;
+}
+
+struct span *span_alloc(uint32_t npages, uint32_t align_pages, int *zeroed) {
+  uint32_t extra = align_pages > 1 ? align_pages - 1 : 0;
+  if (npages == 0 || npages > H()->npages || extra > H()->npages - npages) return NULL;
+  struct span *s = find_free(npages + extra);
+  if (!s) return NULL;
+  if (extra) {
+    uintptr_t addr = (uintptr_t)span_addr(s);
+    uintptr_t align = (uintptr_t)align_pages << SH_PAGE_SHIFT;
+    uint32_t lead = (uint32_t)(((align - (addr & (align - 1))) & (align - 1)) >> SH_PAGE_SHIFT);
+    if (lead) {
+      /* Give the leading pages back as a free span of their own. */
+      if (split_front(s, lead) < 0) { bin_insert(s); return NULL; }
+      struct span *rest = &G.spans[G.pagemap[s->first + lead]];
+      bin_remove(rest);
+      s->state = SPAN_FREE;
+      bin_insert(s);
+      s = rest;
+    }
+  }
+  if (split_front(s, npages) < 0) { bin_insert(s); return NULL; }
+  H()->dirty_pages -= span_ndirty(s);
+  *zeroed = s->ndirty == 0;
+  span_set_ndirty(s, 0);
+  return s;
+}
+
+/* Returns span s to the free pool, merging it with free neighbours. */
+void span_free(struct span *s) {
+  struct shm_header *h = H();
+  uint32_t nd = s->npages;
+  s->state = SPAN_FREE;
+  s->flags = 0;
+  if (s->first > 0) {
+    struct span *l = free_span_ending(s->first - 1);
+    if (l) {
+      bin_remove(l);
+      nd += span_ndirty(l);
+      h->dirty_pages -= span_ndirty(l);
+      s->first = l->first;
+      s->npages += l->npages;
+      desc_release(l);
+    }
+  }
+  struct span *r = free_span_at(s->first + s->npages);
+  if (r) {
+    bin_remove(r);
+    nd += span_ndirty(r);
+    h->dirty_pages -= span_ndirty(r);
+    s->npages += r->npages;
+    desc_release(r);
+  }
+  span_set_ndirty(s, nd);
+  h->dirty_pages += nd;
+  map_ends(s);
+  bin_insert(s);
+  purge_to_budget();
+}
+
+/* Grows or shrinks a large span in place.  Returns 1 on success. */
+int span_resize(struct span *s, uint32_t npages) {
+  struct shm_header *h = H();
+  uint32_t end = s->first + s->npages;
+  if (npages == s->npages) return 1;
+  if (npages < s->npages) {
+    struct span *t = desc_new();
+    if (!t) return 0;
+    t->first = s->first + npages;
+    t->npages = s->npages - npages;
+    t->state = SPAN_LARGE;
+    s->npages = npages;
+    map_ends(s);
+    map_ends(t);
+    span_free(t);
+    return 1;
+  }
+  uint32_t need = npages - s->npages;
+  if (end == h->top) {
+    if (need > h->npages - h->top) return 0;
+    h->top += need;
+  } else {
+    struct span *r = free_span_at(end);
+    if (!r || r->npages < need) return 0;
+    bin_remove(r);
+    if (split_front(r, need) < 0) { bin_insert(r); return 0; }
+    h->dirty_pages -= span_ndirty(r);
+    desc_release(r);
+  }
+  s->npages = npages;
+  map_ends(s);
+  return 1;
+}
+
+/* The span that holds p, for a pointer the caller got from somewhere: it is
+ * checked against the descriptor it finds (I3), never trusted. */
+struct span *span_lookup(const void *p) {
+  uintptr_t off = (uintptr_t)p - G.heap_lo;
+  if (off >= G.heap_len) return NULL;
+  uint32_t pg = (uint32_t)(off >> SH_PAGE_SHIFT);
+  uint32_t i = G.pagemap[pg];
+  if (i == 0 || i >= G.hdr->span_count) return NULL;
+  struct span *s = &G.spans[i];
+  if (s->state != SPAN_SMALL && s->state != SPAN_LARGE) return NULL;
+  if (pg < s->first || pg - s->first >= s->npages) return NULL;
+  return s;
+}

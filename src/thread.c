@@ -1,0 +1,67 @@
+/* Thread heaps: one slot of the segment's heap table per thread, claimed on
+ * the thread's first allocation and released when it exits.  A released
+ * slot keeps its spans and blocks; the next thread that claims it carries on
+ * with them, so thread churn neither leaks nor makes statistics drift. */
+#include <errno.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+#include "internal.h"
+
+SH_TLS struct theap *tl_heap;
+static pthread_key_t heap_key;
+static int heap_key_ok;
+
+static void thread_exit(void *arg) {
+  struct theap *h = arg;
+  if (tl_heap == h) tl_heap = NULL;
+  /* Only the thread that claimed a slot gives it up (a forked child's copy of
+   * this value points at its parent's slot). */
+  if (h && atomic_load(&h->owner_pid) == G.pid && h->owner_tid == (int32_t)syscall(SYS_gettid))
+    atomic_store_explicit(&h->owner_pid, 0, memory_order_release);
+}
+
+void sh_thread_key_init(void) {
+  /* pthread_key_create does not allocate, so it may run inside malloc. */
+  heap_key_ok = pthread_key_create(&heap_key, thread_exit) == 0;
+}
+
+struct theap *sh_heap_acquire(void) {
+  struct shm_header *hdr = G.hdr;
+  struct theap *h = NULL;
+  sh_global_lock();
+  for (uint32_t i = 1; i < SH_MAX_HEAPS; i++) {
+    if (atomic_load_explicit(&G.heaps[i].owner_pid, memory_order_acquire) == 0) {
+      h = &G.heaps[i];
+      h->index = (uint16_t)i;
+      h->owner_tid = (int32_t)syscall(SYS_gettid);
+      atomic_store_explicit(&h->owner_pid, G.pid, memory_order_relaxed);
+      if (i >= hdr->max_heap) hdr->max_heap = i + 1;
+      break;
+    }
+  }
+  sh_global_unlock();
+  if (!h) return NULL;
+  tl_heap = h;
+  /* May allocate (keys past the first 32 need a second-level array): tl_heap
+   * is set, so that allocation takes the fast path instead of recursing. */
+  if (heap_key_ok) pthread_setspecific(heap_key, h);
+  return h;
+}
+
+/* Forgets the thread heaps a process owned: its threads are gone (a parent
+ * seen from a forked child).  keep, if not NULL, stays with the caller. */
+void sh_heaps_release_process(pid_t pid, struct theap *keep) {
+  atomic_store(&G.heaps[0].busy, 0);
+  for (uint32_t i = 1; i < G.hdr->max_heap; i++) {
+    struct theap *h = &G.heaps[i];
+    if (h != keep && (pid < 0 || atomic_load(&h->owner_pid) == pid))
+      atomic_store(&h->owner_pid, 0);
+    atomic_store(&h->busy, 0);
+  }
+}
+
+void sh_thread_forget(void) {
+  tl_heap = NULL;
+  if (heap_key_ok) pthread_setspecific(heap_key, NULL);
+}
