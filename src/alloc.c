@@ -295,12 +295,12 @@ static void large_free(struct span *s) {
 
 /* Threads with no heap of their own (all slots taken, or a thread that is
  * exiting) use heap 0 under its lock. */
+/* Heap 0 is guarded by its lock alone, not by the fork gate: a copy-mode
+ * fork takes that lock, so its users are quiet while the child copies. */
 static void *alloc_shared(unsigned c) {
   struct theap *h0 = &G.heaps[0];
   sh_lock(&h0->lock);
-  heap_enter(h0);
   void *p = heap_alloc(h0, c);
-  heap_leave(h0);
   sh_unlock(&h0->lock);
   return p;
 }
@@ -401,10 +401,8 @@ static __attribute__((noinline)) void free_slow(struct span *s, void *p) {
   }
   struct theap *h0 = &G.heaps[0];
   sh_lock(&h0->lock);
-  heap_enter(h0);
   if (s->owner == 0) heap_free_local(h0, s, p);
   else heap_free_remote(h0, s, p);
-  heap_leave(h0);
   sh_unlock(&h0->lock);
 }
 

@@ -24,6 +24,7 @@
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sys/ipc.h>
+#include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/syscall.h>
 
@@ -66,9 +67,9 @@ static void prepare(void) {
   atomic_store(&sh_fork_gate, 1);
   if (sh_have_membarrier) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
   else atomic_thread_fence(memory_order_seq_cst);
-  for (uint32_t i = 0; i < G.hdr->max_heap; i++) {
+  for (uint32_t i = 1; i < G.hdr->max_heap; i++) {
     struct theap *h = &G.heaps[i];
-    if (h == tl_heap || (i && atomic_load(&h->owner_pid) != G.pid)) continue;
+    if (h == tl_heap || atomic_load(&h->owner_pid) != G.pid) continue;
     while (atomic_load_explicit(&h->busy, memory_order_acquire)) sched_yield();
   }
   took_heap0 = take(&G.heaps[0].lock);
@@ -98,8 +99,22 @@ static void parent(void) {
   release();
 }
 
-static void copy(void *dst, uint64_t off, uint64_t len) {
-  if (len) memcpy((char *)dst + off, G.base + off, len);
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Copies [off, off+len) of the segment into dst.  In the child neither side
+ * is mapped yet (fork does not copy page tables of shared mappings), so a
+ * plain memcpy takes two page faults per page; populating both ranges first
+ * maps them in one call each (Linux 5.14; older kernels take the faults). */
+static void copy(char *dst, uint64_t off, uint64_t len) {
+  if (!len) return;
+  if (len >= 4 * SH_PAGE) {
+    madvise(G.base + off, len, MADV_POPULATE_READ);
+    madvise(dst + off, len, MADV_POPULATE_WRITE);
+  }
+  memcpy(dst + off, G.base + off, len);
 }
 
 /* Builds the child's private heap: only what is in use is copied, free spans
@@ -119,15 +134,34 @@ static void copy_heap(void) {
   copy(dst, h->heaps_off, (uint64_t)h->max_heap * sizeof(struct theap));
   copy(dst, h->pagemap_off, (uint64_t)h->top * sizeof(uint32_t));
   copy(dst, h->spans_off, (uint64_t)h->span_count * sizeof(struct span));
+  /* Walk the heap in address order (spans tile it, I2) and copy runs of
+   * adjacent used bytes in one go; free spans are not copied and so are zero
+   * in the new segment. */
   struct span *ds = (struct span *)(dst + h->spans_off);
-  for (uint32_t i = 1; i < h->span_count; i++) {
+  uint64_t run_off = 0, run_len = 0;
+  for (uint32_t pg = 0; pg < h->top;) {
+    uint32_t i = G.pagemap[pg];
     struct span *s = &G.spans[i];
-    uint64_t off = h->heap_off + ((uint64_t)s->first << SH_PAGE_SHIFT), len = 0;
+    if (s->first != pg || s->npages == 0) break; /* broken tiling: copy no further */
+    uint64_t off = h->heap_off + ((uint64_t)pg << SH_PAGE_SHIFT), len = 0;
     if (s->state == SPAN_LARGE) len = (uint64_t)s->npages << SH_PAGE_SHIFT;
-    else if (s->state == SPAN_SMALL) len = (uint64_t)s->reserved * s->bsize;
-    else if (s->state == SPAN_FREE) ds[i].ndirty = 0; /* not copied: zero */
-    copy(dst, off, len);
+    else if (s->state == SPAN_SMALL)
+      len = ((uint64_t)s->reserved * s->bsize + SH_PAGE - 1) & ~(uint64_t)(SH_PAGE - 1);
+    else if (s->state == SPAN_FREE) ds[i].ndirty = 0;
+    if (len && run_off + run_len == off) {
+      run_len += len;
+    } else {
+      copy(dst, run_off, run_len);
+      run_off = off;
+      run_len = len;
+    }
+    if (len < ((uint64_t)s->npages << SH_PAGE_SHIFT)) {
+      copy(dst, run_off, run_len);
+      run_len = 0;
+    }
+    pg += s->npages;
   }
+  copy(dst, run_off, run_len);
   ((struct shm_header *)dst)->dirty_pages = 0;
   /* Swap the mapping before dropping the temporary one: a segment marked
    * for removal dies when its attach count reaches zero. */

@@ -163,6 +163,7 @@ struct shm_header {
   uint32_t bins[SH_NBINS];
   uint64_t binmap[2];
   uint64_t dirty_pages;  /* free pages that may be non-zero */
+  uint64_t live_pages;   /* pages in small and large spans */
   uint64_t large_in_use; /* bytes of large blocks handed out */
   uint64_t large_count;
   uint64_t purged_pages; /* statistics */

@@ -112,8 +112,9 @@ static void purge(struct span *s) {
  * budget again (half of it, so a steady churn does not purge every time). */
 static void purge_to_budget(void) {
   struct shm_header *h = H();
-  uint64_t in_use = h->top - h->dirty_pages; /* rough: pages not free-dirty */
-  uint64_t budget = in_use / 4 > DIRTY_MIN_PAGES ? in_use / 4 : DIRTY_MIN_PAGES;
+  /* Keep up to half the live heap (at least 8 MiB) for reuse: a program
+   * that frees and allocates again must not pay a page fault per page. */
+  uint64_t budget = h->live_pages / 2 > DIRTY_MIN_PAGES ? h->live_pages / 2 : DIRTY_MIN_PAGES;
   if (h->dirty_pages <= budget) return;
   for (int b = SH_NBINS - 1; b >= 0 && h->dirty_pages > budget / 2; b--)
     for (uint32_t i = h->bins[b]; i && h->dirty_pages > budget / 2; i = G.spans[i].next)
@@ -203,6 +204,7 @@ struct span *span_alloc(uint32_t npages, uint32_t align_pages, int *zeroed) {
   }
   if (split_front(s, npages) < 0) { bin_insert(s); return NULL; }
   H()->dirty_pages -= span_ndirty(s);
+  H()->live_pages += s->npages;
   *zeroed = s->ndirty == 0;
   span_set_ndirty(s, 0);
   return s;
@@ -212,6 +214,7 @@ struct span *span_alloc(uint32_t npages, uint32_t align_pages, int *zeroed) {
 void span_free(struct span *s) {
   struct shm_header *h = H();
   uint32_t nd = s->npages;
+  h->live_pages -= s->npages;
   s->state = SPAN_FREE;
   s->flags = 0;
   if (s->first > 0) {
@@ -269,6 +272,7 @@ int span_resize(struct span *s, uint32_t npages) {
     h->dirty_pages -= span_ndirty(r);
     desc_release(r);
   }
+  h->live_pages += need;
   s->npages = npages;
   map_ends(s);
   return 1;

@@ -9,12 +9,17 @@
 #include "internal.h"
 
 SH_TLS struct theap *tl_heap;
+/* Set once the thread's heap is released at exit: destructors that run after
+ * ours still allocate and free, through heap 0, rather than claim a slot that
+ * nobody would release. */
+static SH_TLS int tl_exited;
 static pthread_key_t heap_key;
 static int heap_key_ok;
 
 static void thread_exit(void *arg) {
   struct theap *h = arg;
   if (tl_heap == h) tl_heap = NULL;
+  tl_exited = 1;
   /* Only the thread that claimed a slot gives it up (a forked child's copy of
    * this value points at its parent's slot). */
   if (h && atomic_load(&h->owner_pid) == G.pid && h->owner_tid == (int32_t)syscall(SYS_gettid))
@@ -29,6 +34,7 @@ void sh_thread_key_init(void) {
 struct theap *sh_heap_acquire(void) {
   struct shm_header *hdr = G.hdr;
   struct theap *h = NULL;
+  if (tl_exited) return NULL;
   sh_global_lock();
   for (uint32_t i = 1; i < SH_MAX_HEAPS; i++) {
     if (atomic_load_explicit(&G.heaps[i].owner_pid, memory_order_acquire) == 0) {
