@@ -236,9 +236,11 @@ static inline void heap_free_local(struct theap *h, struct span *s, void *p) {
     span_unpark(&h->cls[s->cls], s);
   } else if (unlikely(s->used == 0) && h->cls[s->cls].avail != span_index(s)) {
     list_remove(&h->cls[s->cls].avail, s);
+    int saved = errno; /* free keeps errno; purging may madvise */
     sh_global_lock();
     span_free(s);
     sh_global_unlock();
+    errno = saved;
   }
 }
 
@@ -411,11 +413,9 @@ void sh_free(void *p) {
   if (unlikely(s == NULL)) return; /* NULL, or not a block of ours: ignored */
   struct theap *h = tl_heap;
   if (likely(h != NULL && s->state == SPAN_SMALL && s->owner == h->index)) {
-    int saved = errno; /* free keeps errno: span_free may madvise */
     heap_enter(h);
     heap_free_local(h, s, p);
     heap_leave(h);
-    errno = saved;
     return;
   }
   int saved = errno;

@@ -13,6 +13,9 @@ SH_TLS struct theap *tl_heap;
  * ours still allocate and free, through heap 0, rather than claim a slot that
  * nobody would release. */
 static SH_TLS int tl_exited;
+/* After finding every slot taken, a thread uses heap 0 for a while before it
+ * scans the table again. */
+static SH_TLS unsigned tl_backoff;
 static pthread_key_t heap_key;
 static int heap_key_ok;
 
@@ -35,6 +38,10 @@ struct theap *sh_heap_acquire(void) {
   struct shm_header *hdr = G.hdr;
   struct theap *h = NULL;
   if (tl_exited) return NULL;
+  if (tl_backoff) {
+    tl_backoff--;
+    return NULL;
+  }
   sh_global_lock();
   for (uint32_t i = 1; i < SH_MAX_HEAPS; i++) {
     if (atomic_load_explicit(&G.heaps[i].owner_pid, memory_order_acquire) == 0) {
@@ -47,7 +54,10 @@ struct theap *sh_heap_acquire(void) {
     }
   }
   sh_global_unlock();
-  if (!h) return NULL;
+  if (!h) {
+    tl_backoff = 1024;
+    return NULL;
+  }
   tl_heap = h;
   /* May allocate (keys past the first 32 need a second-level array): tl_heap
    * is set, so that allocation takes the fast path instead of recursing. */
