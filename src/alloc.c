@@ -52,7 +52,9 @@ static inline void heap_enter(struct theap *h) {
   /* With membarrier the forking thread supplies the CPU fence for us
    * (asymmetric Dekker); without it we pay for a real one. */
   if (unlikely(!sh_have_membarrier)) atomic_thread_fence(memory_order_seq_cst);
-  else atomic_signal_fence(memory_order_seq_cst);
+  /* busy must be visible before any edit store, also to whoever finds this
+   * process dead (a release fence: free on x86). */
+  else atomic_thread_fence(memory_order_release);
   if (unlikely(atomic_load_explicit(&sh_fork_gate, memory_order_relaxed))) sh_heap_gate_wait(h);
 }
 

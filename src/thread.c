@@ -3,6 +3,7 @@
  * slot keeps its spans and blocks; the next thread that claims it carries on
  * with them, so thread churn neither leaks nor makes statistics drift. */
 #include <errno.h>
+#include <signal.h>
 #include <unistd.h>
 #include <sys/syscall.h>
 
@@ -43,9 +44,17 @@ struct theap *sh_heap_acquire(void) {
     return NULL;
   }
   sh_global_lock();
-  for (uint32_t i = 1; i < SH_MAX_HEAPS; i++) {
-    if (atomic_load_explicit(&G.heaps[i].owner_pid, memory_order_acquire) == 0) {
-      h = &G.heaps[i];
+  /* A free slot; failing that, the slot of a process that is gone and was
+   * not inside a heap edit when it went (busy is set around every edit, so
+   * an idle slot is consistent).  A slot left busy is for crash repair. */
+  for (int pass = 0; pass < 2 && !h; pass++) {
+    for (uint32_t i = 1; i < SH_MAX_HEAPS; i++) {
+      struct theap *c = &G.heaps[i];
+      pid_t owner = atomic_load_explicit(&c->owner_pid, memory_order_acquire);
+      if (owner != 0 && (pass == 0 || owner == G.pid || atomic_load(&c->busy) ||
+                         kill(owner, 0) == 0 || errno != ESRCH))
+        continue;
+      h = c;
       h->index = (uint16_t)i;
       h->owner_tid = (int32_t)syscall(SYS_gettid);
       atomic_store_explicit(&h->owner_pid, G.pid, memory_order_relaxed);
