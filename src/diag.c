@@ -72,13 +72,18 @@ int sh_fmt(char *buf, size_t len, const char *f, ...) {
   return n;
 }
 
+/* Where messages go: stderr, or with SHMHEAP_VERBOSE=1 a private duplicate
+ * of it taken at start-up, so the exit statistics still appear when the
+ * program has closed its stderr (coreutils close it at exit). */
+int sh_say_fd = 2;
+
 static void emit(const char *f, va_list ap) {
   char buf[1024];
   int n = sh_vfmt(buf, sizeof buf - 1, f, ap);
   if (n < 0) return;
   buf[n++] = '\n';
   for (ssize_t k = 0, w; k < n; k += w) {
-    w = write(2, buf + k, (size_t)(n - k));
+    w = write(sh_say_fd, buf + k, (size_t)(n - k));
     if (w <= 0) break;
   }
 }

@@ -130,6 +130,9 @@ static void copy_heap(void) {
     shmctl(id, IPC_RMID, NULL);
     sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot attach the child's copy of the heap (errno %d)", errno);
   }
+  /* Marked for removal at once (Linux keeps a removed segment attachable
+   * by id while it is attached): if this child dies, nothing is left. */
+  shmctl(id, IPC_RMID, NULL);
   copy(dst, 0, h->header_size);
   copy(dst, h->heaps_off, (uint64_t)h->max_heap * sizeof(struct theap));
   copy(dst, h->pagemap_off, (uint64_t)h->top * sizeof(uint32_t));
@@ -163,15 +166,11 @@ static void copy_heap(void) {
   }
   copy(dst, run_off, run_len);
   ((struct shm_header *)dst)->dirty_pages = 0;
-  /* Swap the mapping before dropping the temporary one: a segment marked
-   * for removal dies when its attach count reaches zero. */
-  if (shmat(id, G.base, SHM_REMAP) == (void *)-1) {
-    int e = errno;
-    shmctl(id, IPC_RMID, NULL);
-    sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot put the child's heap copy at %p (errno %d)", (void *)G.base, e);
-  }
+  /* Swap the mapping before dropping the temporary one: the segment is
+   * marked for removal and dies when its attach count reaches zero. */
+  if (shmat(id, G.base, SHM_REMAP) == (void *)-1)
+    sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot put the child's heap copy at %p (errno %d)", (void *)G.base, errno);
   shmdt(dst);
-  shmctl(id, IPC_RMID, NULL);
   G.shmid = id;
   h->key = 0;
   memset(h->name, 0, sizeof h->name);

@@ -2,6 +2,7 @@
  * libstdc++ allocate while libraries are still being set up), so the heap is
  * set up lazily by whichever comes first: that malloc or our constructor.
  * Nothing on this path allocates (decision 5). */
+#include <fcntl.h>
 #include <sched.h>
 #include <unistd.h>
 #include <sys/auxv.h>
@@ -37,6 +38,8 @@ void sh_init(void) {
   sh_thread_key_init();
   atomic_store_explicit(&sh_ready, 2, memory_order_release);
   if (G.opt.verbose) {
+    int fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
+    if (fd >= 0) sh_say_fd = fd;
     const struct shm_header *h = G.hdr;
     sh_say("libshmheap: attached key=0x%x%s%s shmid=%d addr=%p size=%zu %s pid=%d",
            (unsigned)h->key, h->name[0] ? " name=" : "", h->name, G.shmid, (void *)G.base,

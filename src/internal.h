@@ -235,6 +235,7 @@ SH_HIDDEN void sh_options_parse(struct options *o);
 SH_HIDDEN int sh_parse_size(const char *s, size_t *out);
 
 /* diag.c: output that never allocates */
+extern SH_HIDDEN int sh_say_fd;
 SH_HIDDEN void sh_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 SH_HIDDEN void sh_die(int status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));

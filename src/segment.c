@@ -81,10 +81,12 @@ static void form_heap(const struct options *o) {
   atomic_store_explicit((_Atomic uint64_t *)&h->magic, SH_MAGIC, memory_order_release);
 }
 
-static void attach_at(int id, uintptr_t addr, const struct options *o) {
+/* created: the segment is ours and empty, so a failed attach removes it. */
+static void attach_at(int id, uintptr_t addr, const struct options *o, int created) {
   void *p = shmat(id, (void *)addr, 0);
   if (p == (void *)-1) {
     int e = errno;
+    if (created) shmctl(id, IPC_RMID, NULL);
     if (e == EINVAL)
       sh_die(SH_EXIT_OSERR, "libshmheap: cannot attach the heap at SHMHEAP_ADDR=%p (%zu bytes): the range overlaps a mapping of this process; choose another SHMHEAP_ADDR",
              (void *)addr, o->size);
@@ -159,7 +161,7 @@ void sh_segment_open(void) {
   struct options *o = &G.opt;
   if (!o->have_key) {
     int id = create_segment(IPC_PRIVATE, o);
-    attach_at(id, o->addr, o);
+    attach_at(id, o->addr, o, 1);
     /* Removed now, gone when the last process that has it attached is. */
     shmctl(id, IPC_RMID, NULL);
     form_heap(o);
@@ -170,7 +172,7 @@ void sh_segment_open(void) {
     if (id < 0 && errno == ENOENT) {
       id = create_segment(o->key, o);
       if (id < 0) continue; /* someone created it between the two calls */
-      attach_at(id, o->addr, o);
+      attach_at(id, o->addr, o, 1);
       form_heap(o);
       return;
     }
@@ -194,7 +196,7 @@ void sh_segment_open(void) {
              o->size, (unsigned)o->key, (size_t)ds.shm_segsz, (size_t)ds.shm_segsz);
     o->size = ds.shm_segsz; /* SHMHEAP_SIZE unset: the heap keeps its own size */
     uintptr_t base = validate_existing(id, o, ds.shm_segsz);
-    attach_at(id, base, o);
+    attach_at(id, base, o, 0);
     sh_cache_pointers();
     G.reattached = 1;
     return;
