@@ -40,9 +40,20 @@ SH_HIDDEN void sh_thread_forget(void);
 
 static _Atomic int default_mode; /* enum shmheap_fork_mode */
 static SH_TLS int next_mode = -1; /* set by shmheap_fork for one fork */
-static int cur_mode;
-static int sync_pipe[2] = {-1, -1};
-static int took_global, took_heap0;
+
+/* What one fork took, kept until its parent or child handler gives it back.
+ * A signal handler may fork while this thread is inside another fork's
+ * handlers (glibc runs them unlocked in a single-threaded process), so the
+ * state is a stack: an inner fork works on its own entry and pops it last. */
+struct fork_state {
+  int mode;
+  int pipe[2];
+  int took_global, took_heap0;
+  int closed_gate; /* this fork closed the gate, so it opens it */
+};
+#define FORK_NEST 8
+static struct fork_state fork_stack[FORK_NEST];
+static int fork_depth;
 
 void sh_gate_barrier_register(void) {
   sh_have_membarrier =
@@ -61,10 +72,16 @@ static int take(pthread_mutex_t *m) {
 
 static void prepare(void) {
   if (atomic_load(&sh_ready) != 2) return;
-  cur_mode = next_mode >= 0 ? next_mode : atomic_load(&default_mode);
-  if (cur_mode == SHMHEAP_FORK_SHARE) return;
-  if (pipe2(sync_pipe, O_CLOEXEC) < 0) sync_pipe[0] = sync_pipe[1] = -1;
-  atomic_store(&sh_fork_gate, 1);
+  if (fork_depth >= FORK_NEST)
+    sh_die(SH_EXIT_OSERR, "libshmheap: fork nested %d deep in signal handlers", FORK_NEST);
+  struct fork_state *f = &fork_stack[fork_depth];
+  f->mode = next_mode >= 0 ? next_mode : atomic_load(&default_mode);
+  f->pipe[0] = f->pipe[1] = -1;
+  f->took_global = f->took_heap0 = f->closed_gate = 0;
+  fork_depth++;
+  if (f->mode == SHMHEAP_FORK_SHARE) return;
+  if (pipe2(f->pipe, O_CLOEXEC) < 0) f->pipe[0] = f->pipe[1] = -1;
+  f->closed_gate = atomic_exchange(&sh_fork_gate, 1) == 0;
   if (sh_have_membarrier) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
   else atomic_thread_fence(memory_order_seq_cst);
   for (uint32_t i = 1; i < G.hdr->max_heap; i++) {
@@ -72,31 +89,34 @@ static void prepare(void) {
     if (h == tl_heap || atomic_load(&h->owner_pid) != G.pid) continue;
     while (atomic_load_explicit(&h->busy, memory_order_acquire)) sched_yield();
   }
-  took_heap0 = take(&G.heaps[0].lock);
-  took_global = take(&G.hdr->lock);
+  f->took_heap0 = take(&G.heaps[0].lock);
+  f->took_global = take(&G.hdr->lock);
 }
 
-static void release(void) {
-  if (took_global) pthread_mutex_unlock(&G.hdr->lock);
-  if (took_heap0) pthread_mutex_unlock(&G.heaps[0].lock);
-  took_global = took_heap0 = 0;
-  atomic_store(&sh_fork_gate, 0);
-  syscall(SYS_futex, &sh_fork_gate, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+static void release(struct fork_state *f) {
+  if (f->took_global) pthread_mutex_unlock(&G.hdr->lock);
+  if (f->took_heap0) pthread_mutex_unlock(&G.heaps[0].lock);
+  if (f->closed_gate) {
+    atomic_store(&sh_fork_gate, 0);
+    syscall(SYS_futex, &sh_fork_gate, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+  }
 }
 
 static void parent(void) {
-  if (atomic_load(&sh_ready) != 2) return;
+  if (atomic_load(&sh_ready) != 2 || fork_depth == 0) return;
+  struct fork_state *f = &fork_stack[fork_depth - 1];
   next_mode = -1;
-  if (cur_mode == SHMHEAP_FORK_SHARE) return;
-  if (sync_pipe[1] >= 0) {
-    close(sync_pipe[1]);
-    char c;
-    while (read(sync_pipe[0], &c, 1) < 0 && errno == EINTR) {
+  if (f->mode != SHMHEAP_FORK_SHARE) {
+    if (f->pipe[1] >= 0) {
+      close(f->pipe[1]);
+      char c;
+      while (read(f->pipe[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      close(f->pipe[0]);
     }
-    close(sync_pipe[0]);
+    release(f);
   }
-  sync_pipe[0] = sync_pipe[1] = -1;
-  release();
+  fork_depth--; /* last: a fork from a signal handler above used the next entry */
 }
 
 #ifndef MADV_POPULATE_READ
@@ -182,18 +202,20 @@ static void copy_heap(void) {
 }
 
 static void child(void) {
-  if (atomic_load(&sh_ready) != 2) return;
+  if (atomic_load(&sh_ready) != 2 || fork_depth == 0) return;
+  struct fork_state *f = &fork_stack[fork_depth - 1];
   pid_t parent_pid = G.pid;
   G.pid = (pid_t)syscall(SYS_getpid);
   next_mode = -1;
   sh_gate_barrier_register();
-  if (cur_mode == SHMHEAP_FORK_SHARE) {
+  if (f->mode == SHMHEAP_FORK_SHARE) {
     /* Same segment: the parent's slots stay the parent's; this thread takes
      * a slot of its own on its next allocation. */
     sh_thread_forget();
+    fork_depth--;
     return;
   }
-  if (sync_pipe[0] >= 0) close(sync_pipe[0]);
+  if (f->pipe[0] >= 0) close(f->pipe[0]);
   copy_heap();
   /* The copy holds the parent's threads' slots: they do not exist here. */
   struct theap *mine = tl_heap;
@@ -202,15 +224,17 @@ static void child(void) {
     atomic_store(&mine->owner_pid, G.pid);
     mine->owner_tid = (int32_t)syscall(SYS_gettid);
   }
-  if (sync_pipe[1] >= 0) {
+  if (f->pipe[1] >= 0) {
     ssize_t w;
-    do w = write(sync_pipe[1], "c", 1);
+    do w = write(f->pipe[1], "c", 1);
     while (w < 0 && errno == EINTR);
-    close(sync_pipe[1]);
+    close(f->pipe[1]);
   }
-  sync_pipe[0] = sync_pipe[1] = -1;
-  took_global = took_heap0 = 0;
+  /* The copy's locks are new; the fork that this one interrupted (if any)
+   * holds nothing here either. */
+  for (int d = 0; d < fork_depth; d++) fork_stack[d].took_global = fork_stack[d].took_heap0 = 0;
   atomic_store(&sh_fork_gate, 0);
+  fork_depth--;
 }
 
 void sh_fork_init(void) {
