@@ -1,0 +1,714 @@
+/* check_env: the SHMHEAP_* variables.  Runs tests/helper_env (not linked with
+ * the library) with LD_PRELOAD=$SHMHEAP_LIB under each configuration, and
+ * checks its exit status, its stderr and the segments left in the system. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <unistd.h>
+
+#include "internal.h" /* exit statuses, struct shm_header */
+#include "shmheap.h"
+#include "testutil.h"
+
+#define MiB (1024ULL * 1024)
+static struct tu_result R; /* big: keep it off the stack */
+
+static const char *helper(void) {
+  static char path[4096];
+  if (!path[0]) tu_bpath("tests/helper_env", path, sizeof path);
+  return path;
+}
+
+/* A process that has exited never leaves a private (IPC_PRIVATE) segment. */
+static void check_no_private_leak(void) {
+  int left = tu_segments_by_pid(R.pid, 1, 1);
+  ck_assert_msg(left == 0, "the process (exit %d, stderr [%s]) left %d private segment(s) behind (removed now)",
+                R.code, R.err, left);
+}
+
+/* Runs helper_env MODE [ARG] preloaded with the given SHMHEAP_* settings
+ * (NULL-terminated "NAME=value" list) and SHMHEAP_VERBOSE=1. */
+static int run_helper(const char *mode, const char *arg, const char *const *env) {
+  const char *argv[] = {helper(), mode, arg, NULL};
+  const char *e[16];
+  int n = 0;
+  e[n++] = "SHMHEAP_VERBOSE=1";
+  for (; env && *env && n < 15; env++) e[n++] = *env;
+  e[n] = NULL;
+  int rc = tu_run(argv, e, 1, 20000, &R);
+  check_no_private_leak();
+  return rc;
+}
+
+/* "libshmheap: attached ..." must be there; returns its fields */
+static void attach_line(char *line, size_t len) {
+  ck_assert_msg(tu_find_line(R.err, "libshmheap: attached", line, len),
+                "no 'libshmheap: attached' line on stderr: [%s]", R.err);
+}
+
+static unsigned long long field(const char *line, const char *name) {
+  unsigned long long v = 0;
+  ck_assert_msg(tu_field(line, name, &v), "no %s= in [%s]", name, line);
+  return v;
+}
+
+static void expect_one_line_error(int status, const char *var) {
+  ck_assert_msg(R.code == status, "expected exit %d, got %d; stderr: [%s] stdout: [%s]", status, R.code,
+                R.err, R.out);
+  ck_assert_msg(tu_count_lines(R.err) == 1, "stderr is not one line: [%s]", R.err);
+  ck_assert_msg(strncmp(R.err, "libshmheap: ", 12) == 0, "stderr does not start with 'libshmheap: ': [%s]",
+                R.err);
+  if (var) ck_assert_msg(strstr(R.err, var) != NULL, "stderr does not name %s: [%s]", var, R.err);
+  ck_assert_msg(R.out[0] == 0, "main() ran (stdout: [%s])", R.out);
+}
+
+/* ---- bad configuration: exit 78 before main ----------------------------------- */
+
+struct bad {
+  const char *var, *value;
+};
+static const struct bad bad_config[] = {
+    {"SHMHEAP_KEY", "0"},
+    {"SHMHEAP_KEY", "0x0"},
+    {"SHMHEAP_KEY", "0x100000000"},
+    {"SHMHEAP_KEY", "4294967296"},
+    {"SHMHEAP_KEY", "a-name-that-is-much-too-long-for-the-header-0123456789abcdefghij"}, /* 64 bytes */
+    {"SHMHEAP_SIZE", "12Q"},
+    {"SHMHEAP_SIZE", "0"},
+    {"SHMHEAP_SIZE", "-1"},
+    {"SHMHEAP_SIZE", "99999T"},
+    {"SHMHEAP_SIZE", "1M"},       /* below the 4M minimum */
+    {"SHMHEAP_SIZE", "4194303"},  /* one byte below */
+    {"SHMHEAP_SIZE", "abc"},
+    {"SHMHEAP_SIZE", "16MM"},
+    {"SHMHEAP_ADDR", "0x200000001000"}, /* page aligned, not 2 MiB aligned */
+    {"SHMHEAP_ADDR", "0x1234"},
+    {"SHMHEAP_ADDR", "not-an-address"},
+    {"SHMHEAP_FORK", "bogus"},
+    {"SHMHEAP_FORK", "sharing"},
+};
+
+START_TEST(t_bad_config) {
+  const struct bad *b = &bad_config[_i];
+  char kv[256];
+  snprintf(kv, sizeof kv, "%s=%s", b->var, b->value);
+  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  if (strcmp(b->var, "SHMHEAP_SIZE") == 0) env[1] = NULL;
+  run_helper("info", NULL, env);
+  ck_assert_msg(R.code == SH_EXIT_CONFIG, "%s: expected exit %d, got %d; stderr: [%s]", kv, SH_EXIT_CONFIG,
+                R.code, R.err);
+  expect_one_line_error(SH_EXIT_CONFIG, b->var);
+}
+END_TEST
+
+START_TEST(t_name_63_bytes_ok) {
+  char name[64], kv[128];
+  /* 63 bytes, unique to this run */
+  snprintf(name, sizeof name, "%s-63-", tu_name_prefix());
+  size_t l = strlen(name);
+  memset(name + l, 'x', 63 - l);
+  name[63] = 0;
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=%s", name);
+  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  int rc = run_helper("info", NULL, env);
+  char line[1024];
+  if (tu_find_line(R.err, "libshmheap: attached", line, sizeof line)) {
+    unsigned long long key = 0;
+    if (tu_field(line, "key", &key)) tu_rm_key((int)key);
+  }
+  tu_cleanup();
+  ck_assert_msg(rc == 0, "a 63-byte name: exit %d, stderr [%s]", rc, R.err);
+  ck_assert_msg(strstr(R.out, name) != NULL, "name not reported: [%s]", R.out);
+}
+END_TEST
+
+/* ---- keys ---------------------------------------------------------------------- */
+
+START_TEST(t_key_decimal_hex_reattach) {
+  int key = tu_key(1);
+  tu_rm_key(key);
+  char dec[64], hex[64];
+  snprintf(dec, sizeof dec, "SHMHEAP_KEY=%u", (unsigned)key);
+  snprintf(hex, sizeof hex, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *e1[] = {dec, "SHMHEAP_SIZE=16M", NULL};
+  const char *e2[] = {hex, "SHMHEAP_SIZE=16M", NULL};
+  char line[1024];
+
+  int rc = run_helper("info", NULL, e1);
+  ck_assert_msg(rc == 0, "%s: exit %d, stderr [%s]", dec, rc, R.err);
+  attach_line(line, sizeof line);
+  ck_assert_msg(strstr(line, "fresh") != NULL, "first run is not 'fresh': %s", line);
+  ck_assert_msg(strstr(line, "re-attached") == NULL, "first run says re-attached: %s", line);
+  ck_assert_uint_eq(field(line, "key"), (unsigned)key);
+  int id = shmget(key, 0, 0);
+  ck_assert_msg(id >= 0, "the keyed segment does not outlive the process");
+  ck_assert_uint_eq(field(line, "shmid"), (unsigned)id);
+  ck_assert_msg(strstr(R.out, "reattached=0") != NULL, "info: [%s]", R.out);
+
+  rc = run_helper("info", NULL, e2);
+  ck_assert_msg(rc == 0, "%s: exit %d, stderr [%s]", hex, rc, R.err);
+  attach_line(line, sizeof line);
+  ck_assert_msg(strstr(line, "re-attached") != NULL, "second run (hex key) is not 're-attached': %s", line);
+  ck_assert_uint_eq(field(line, "shmid"), (unsigned)id);
+  ck_assert_msg(strstr(R.out, "reattached=1") != NULL, "info: [%s]", R.out);
+  tu_rm_key(key);
+}
+END_TEST
+
+START_TEST(t_key_data_persists) {
+  int key = tu_key(2);
+  tu_rm_key(key);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *env[] = {kv, "SHMHEAP_SIZE=32M", NULL};
+  int rc = run_helper("put", NULL, env);
+  ck_assert_msg(rc == 0, "put: exit %d, stderr [%s]", rc, R.err);
+  char line[256], ptr[64];
+  ck_assert_msg(tu_find_line(R.out, "ptr=", line, sizeof line), "no ptr= in [%s]", R.out);
+  snprintf(ptr, sizeof ptr, "%s", strstr(line, "ptr=") + 4);
+  rc = run_helper("get", ptr, env);
+  tu_rm_key(key);
+  ck_assert_msg(rc == 0, "the block written by the first run is not there in the second: exit %d [%s]",
+                rc, R.err);
+  ck_assert_msg(strstr(R.err, "re-attached") != NULL, "second run not re-attached: [%s]", R.err);
+}
+END_TEST
+
+START_TEST(t_key_name) {
+  char name[64], kv[96];
+  tu_name(3, name, sizeof name);
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=%s", name);
+  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  int rc = run_helper("info", NULL, env);
+  char line[1024];
+  unsigned long long key = 0;
+  if (tu_find_line(R.err, "libshmheap: attached", line, sizeof line)) tu_field(line, "key", &key);
+  ck_assert_msg(rc == 0, "name key: exit %d, stderr [%s]", rc, R.err);
+  ck_assert_msg(key != 0, "a named heap has key 0: %s", line);
+  ck_assert_msg(strstr(line, "fresh") != NULL, "first run is not 'fresh': %s", line);
+  char want[128];
+  snprintf(want, sizeof want, "name=%s", name);
+  ck_assert_msg(strstr(R.out, want) != NULL, "info does not report the name: [%s]", R.out);
+  int id = shmget((key_t)key, 0, 0);
+  ck_assert_msg(id >= 0, "no segment with the hashed key 0x%llx", key);
+  /* the name is in the header */
+  struct shm_header *h = shmat(id, NULL, SHM_RDONLY);
+  ck_assert_ptr_ne(h, (void *)-1);
+  int named = strcmp(h->name, name) == 0;
+  shmdt(h);
+  ck_assert_msg(named, "the header does not carry the name");
+
+  rc = run_helper("info", NULL, env);
+  tu_rm_key((int)key);
+  ck_assert_msg(rc == 0, "name key, second run: exit %d, stderr [%s]", rc, R.err);
+  attach_line(line, sizeof line);
+  ck_assert_msg(strstr(line, "re-attached") != NULL, "second run is not 're-attached': %s", line);
+  ck_assert_uint_eq(field(line, "key"), key);
+}
+END_TEST
+
+START_TEST(t_private_removed) {
+  const char *env[] = {"SHMHEAP_SIZE=16M", NULL};
+  int rc = run_helper("info", NULL, env);
+  ck_assert_msg(rc == 0, "private: exit %d, stderr [%s]", rc, R.err);
+  char line[1024];
+  attach_line(line, sizeof line);
+  ck_assert_uint_eq(field(line, "key"), 0);
+  ck_assert_msg(strstr(line, "fresh") != NULL, "private heap not 'fresh': %s", line);
+  int id = (int)field(line, "shmid");
+  struct shmid_ds ds;
+  errno = 0;
+  int st = shmctl(id, IPC_STAT, &ds);
+  ck_assert_msg(st < 0, "the private segment %d is still there after its process exited (nattch %lu)", id,
+                st == 0 ? (unsigned long)ds.shm_nattch : 0UL);
+  /* empty SHMHEAP_KEY is private too */
+  const char *env2[] = {"SHMHEAP_KEY=", "SHMHEAP_SIZE=16M", NULL};
+  rc = run_helper("info", NULL, env2);
+  ck_assert_msg(rc == 0, "empty key: exit %d, stderr [%s]", rc, R.err);
+  attach_line(line, sizeof line);
+  ck_assert_uint_eq(field(line, "key"), 0);
+}
+END_TEST
+
+/* A process killed at any point leaves a keyed heap the next one can use. */
+START_TEST(t_key_kill9_recover) {
+  int key = tu_key(4);
+  tu_rm_key(key);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *env[] = {kv, "SHMHEAP_SIZE=256M", NULL};
+  char pre[4200];
+  snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_lib());
+  for (int round = 0; round < 8; round++) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      char *const argv[] = {(char *)helper(), "churn", "10000", NULL};
+      char *const envp[] = {pre, kv, "SHMHEAP_SIZE=256M", NULL};
+      int nul = open("/dev/null", O_WRONLY);
+      if (nul >= 0) dup2(nul, 1);
+      execve(helper(), argv, envp);
+      _exit(127);
+    }
+    ck_assert_int_gt(pid, 0);
+    struct timespec ts = {0, (50 + round * 37) * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    kill(pid, SIGKILL);
+    int st;
+    tu_wait_timeout(pid, &st, 5000);
+    ck_assert_msg(WIFSIGNALED(st), "round %d: churn exited early (status 0x%x)", round, st);
+    int rc = run_helper("churn", "200", env);
+    if (rc != 0) tu_rm_key(key);
+    ck_assert_msg(rc == 0, "round %d: after a kill -9 the heap is unusable: exit %d%s, stderr [%s]", round,
+                  rc, R.timed_out ? " (hung)" : "", R.err);
+    ck_assert_msg(strstr(R.err, "re-attached") != NULL, "not re-attached: [%s]", R.err);
+  }
+  tu_rm_key(key);
+}
+END_TEST
+
+/* Unrelated processes may use one keyed heap at the same time. */
+START_TEST(t_key_concurrent_processes) {
+  int key = tu_key(5);
+  tu_rm_key(key);
+  char kv[64], pre[4200];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_lib());
+  const char *env[] = {kv, "SHMHEAP_SIZE=256M", NULL};
+  int rc = run_helper("info", NULL, env); /* forms the heap */
+  if (rc != 0) tu_rm_key(key);
+  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  pid_t pid[3];
+  for (int i = 0; i < 3; i++) {
+    pid[i] = fork();
+    if (pid[i] == 0) {
+      char *const argv[] = {(char *)helper(), "churn", "1500", NULL};
+      char *const envp[] = {pre, kv, "SHMHEAP_SIZE=256M", NULL};
+      execve(helper(), argv, envp);
+      _exit(127);
+    }
+  }
+  int bad = 0, hung = 0;
+  for (int i = 0; i < 3; i++) {
+    int st;
+    if (tu_wait_timeout(pid[i], &st, 15000) < 0) hung++;
+    else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) bad++;
+  }
+  rc = run_helper("churn", "100", env);
+  tu_rm_key(key);
+  ck_assert_msg(hung == 0, "%d of 3 processes sharing a keyed heap hung", hung);
+  ck_assert_msg(bad == 0, "%d of 3 processes sharing a keyed heap failed", bad);
+  ck_assert_msg(rc == 0, "the shared heap is unusable afterwards: exit %d [%s]", rc, R.err);
+}
+END_TEST
+
+/* ---- verbose output --------------------------------------------------------------- */
+
+START_TEST(t_verbose_lines) {
+  const char *env[] = {"SHMHEAP_SIZE=16M", NULL};
+  int rc = run_helper("info", NULL, env);
+  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  char line[1024];
+  attach_line(line, sizeof line);
+  ck_assert_msg(strncmp(line, "libshmheap: attached", 20) == 0, "[%s]", line);
+  field(line, "key");
+  field(line, "shmid");
+  ck_assert_msg(strstr(line, "addr=0x") != NULL, "no addr=0x in [%s]", line);
+  ck_assert_uint_eq(field(line, "addr"), 0x200000000000ULL);
+  ck_assert_uint_eq(field(line, "size"), 16 * MiB);
+  ck_assert_msg(tu_find_line(R.err, "libshmheap: exit", line, sizeof line), "no exit line: [%s]", R.err);
+  ck_assert_msg(strncmp(line, "libshmheap: exit", 16) == 0, "[%s]", line);
+  ck_assert_uint_eq(field(line, "pid"), (unsigned)R.pid);
+  field(line, "in_use");
+  ck_assert_uint_gt(field(line, "nmalloc"), 0);
+  field(line, "nfree");
+  ck_assert_int_eq(tu_count_lines(R.err), 2);
+
+  /* without SHMHEAP_VERBOSE nothing is printed */
+  const char *argv[] = {helper(), "info", NULL};
+  const char *quiet[] = {"SHMHEAP_SIZE=16M", NULL};
+  rc = tu_run(argv, quiet, 1, 20000, &R);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(R.err[0] == 0, "stderr without SHMHEAP_VERBOSE: [%s]", R.err);
+}
+END_TEST
+
+/* ---- sizes and addresses ----------------------------------------------------------- */
+
+struct good_size {
+  const char *value;
+  unsigned long long bytes;
+};
+static const struct good_size good_sizes[] = {
+    {"4M", 4 * MiB},           {"5000K", 5000 * 1024ULL}, {"16M", 16 * MiB},
+    {"8388608", 8 * MiB},      {"1G", 1024 * MiB},       {"2T", 2ULL << 40},
+};
+
+START_TEST(t_size_ok) {
+  char kv[64], want[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_SIZE=%s", good_sizes[_i].value);
+  const char *env[] = {kv, NULL};
+  int rc = run_helper("info", NULL, env);
+  ck_assert_msg(rc == 0, "%s: exit %d, stderr [%s]", kv, rc, R.err);
+  /* the library may round up to its 2 MiB granularity, no more */
+  unsigned long long size = 0, segsz = 0, want_b = good_sizes[_i].bytes;
+  ck_assert_msg(tu_field(R.out, "size", &size) && tu_field(R.out, "segsz", &segsz), "[%s]", R.out);
+  ck_assert_msg(size >= want_b && size < want_b + 2 * MiB, "%s: heap size %llu", kv, size);
+  ck_assert_msg(segsz == size, "%s: the SysV segment has %llu bytes, the heap says %llu", kv, segsz, size);
+  (void)want;
+}
+END_TEST
+
+START_TEST(t_small_heap_exhausted) {
+  static const char *sizes[] = {"SHMHEAP_SIZE=4M", "SHMHEAP_SIZE=8M"};
+  for (int i = 0; i < 2; i++) {
+    const char *env[] = {sizes[i], NULL};
+    int rc = run_helper("exhaust", NULL, env);
+    ck_assert_msg(rc == 0, "%s: filling the heap: exit %d%s, stderr [%s] stdout [%s]", sizes[i], rc,
+                  R.timed_out ? " (hung)" : "", R.err, R.out);
+  }
+}
+END_TEST
+
+START_TEST(t_default_size) {
+  int rc = run_helper("info", NULL, NULL);
+  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  char want[64];
+  snprintf(want, sizeof want, "size=%zu ", SH_DEFAULT_SIZE);
+  ck_assert_msg(strstr(R.out, want) != NULL, "default size: expected %s in [%s]", want, R.out);
+}
+END_TEST
+
+START_TEST(t_addr_ok) {
+  const char *env[] = {"SHMHEAP_ADDR=0x300000000000", "SHMHEAP_SIZE=16M", NULL};
+  int rc = run_helper("info", NULL, env);
+  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  ck_assert_msg(strstr(R.out, "base=0x300000000000 ") != NULL, "[%s]", R.out);
+  char dec[64];
+  snprintf(dec, sizeof dec, "SHMHEAP_ADDR=%llu", 0x310000000000ULL);
+  const char *env2[] = {dec, "SHMHEAP_SIZE=16M", NULL};
+  rc = run_helper("info", NULL, env2);
+  ck_assert_msg(rc == 0, "%s: exit %d, stderr [%s]", dec, rc, R.err);
+  ck_assert_msg(strstr(R.out, "base=0x310000000000 ") != NULL, "[%s]", R.out);
+}
+END_TEST
+
+START_TEST(t_addr_taken) {
+  /* With ADDR_NO_RANDOMIZE the executable always loads at the same address:
+   * ask helper_env where, then put the heap on top of it. */
+  const char *argv[] = {helper(), "norand", "exeaddr", NULL};
+  int rc = tu_run(argv, NULL, 0, 10000, &R);
+  ck_assert_msg(rc == 0, "helper_env norand exeaddr: exit %d [%s]", rc, R.err);
+  unsigned long long exe = strtoull(R.out, NULL, 0);
+  ck_assert_msg(exe != 0 && (exe & (2 * MiB - 1)) == 0, "bad exeaddr [%s]", R.out);
+  char addr[64], pre[4200];
+  snprintf(addr, sizeof addr, "SHMHEAP_ADDR=0x%llx", exe);
+  snprintf(pre, sizeof pre, "HELPER_PRELOAD=%s", tu_lib());
+  const char *argv2[] = {helper(), "norand", "info", NULL};
+  const char *env[] = {pre, addr, "SHMHEAP_SIZE=16M", NULL};
+  rc = tu_run(argv2, env, 0, 10000, &R);
+  check_no_private_leak();
+  ck_assert_msg(rc == SH_EXIT_OSERR, "%s over the executable: expected exit %d, got %d; stderr [%s] stdout [%s]",
+                addr, SH_EXIT_OSERR, rc, R.err, R.out);
+  expect_one_line_error(SH_EXIT_OSERR, "SHMHEAP_ADDR");
+}
+END_TEST
+
+START_TEST(t_addr_taken_keyed) {
+  /* the same with a fresh keyed heap: the key must stay usable afterwards */
+  int key = tu_key(20);
+  tu_rm_key(key);
+  const char *argv[] = {helper(), "norand", "exeaddr", NULL};
+  int rc = tu_run(argv, NULL, 0, 10000, &R);
+  ck_assert_msg(rc == 0, "helper_env norand exeaddr: exit %d [%s]", rc, R.err);
+  unsigned long long exe = strtoull(R.out, NULL, 0);
+  char addr[64], pre[4200], kv[64];
+  snprintf(addr, sizeof addr, "SHMHEAP_ADDR=0x%llx", exe);
+  snprintf(pre, sizeof pre, "HELPER_PRELOAD=%s", tu_lib());
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *argv2[] = {helper(), "norand", "info", NULL};
+  const char *env[] = {pre, addr, kv, "SHMHEAP_SIZE=16M", NULL};
+  rc = tu_run(argv2, env, 0, 10000, &R);
+  ck_assert_msg(rc == SH_EXIT_OSERR, "keyed heap over the executable: expected exit %d, got %d; stderr [%s]",
+                SH_EXIT_OSERR, rc, R.err);
+  expect_one_line_error(SH_EXIT_OSERR, "SHMHEAP_ADDR");
+  int left = shmget(key, 0, 0) >= 0;
+  const char *env2[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  rc = run_helper("info", NULL, env2);
+  tu_rm_key(key);
+  ck_assert_msg(rc == 0,
+                "after a failed first attach (SHMHEAP_ADDR taken) the key is unusable: exit %d, stderr [%s]%s",
+                rc, R.err, left ? " (the failed run left an unformed segment with that key)" : "");
+}
+END_TEST
+
+/* ---- segments that are not ours: exit 65, left untouched ------------------------- */
+
+static int make_foreign(int key, size_t size, unsigned char fillb) {
+  tu_rm_key(key);
+  int id = shmget(key, size, IPC_CREAT | IPC_EXCL | 0600);
+  ck_assert_msg(id >= 0, "shmget: %s", strerror(errno));
+  unsigned char *p = shmat(id, NULL, 0);
+  ck_assert_ptr_ne(p, (void *)-1);
+  for (size_t i = 0; i < size; i++) p[i] = (unsigned char)(fillb + i % 251);
+  shmdt(p);
+  return id;
+}
+
+static void expect_untouched(int key, int id, uint64_t hash, size_t size) {
+  int now = shmget(key, 0, 0);
+  size_t sz = 0;
+  uint64_t h = now >= 0 ? tu_shm_hash(now, &sz) : 0;
+  tu_rm_key(key);
+  ck_assert_msg(now == id, "the segment was removed or replaced (shmid %d, now %d)", id, now);
+  ck_assert_msg(sz == size && h == hash, "the segment's bytes changed");
+}
+
+START_TEST(t_foreign_segment) {
+  int key = tu_key(10);
+  int id = make_foreign(key, 16 * MiB, 0xa5);
+  size_t sz;
+  uint64_t h = tu_shm_hash(id, &sz);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  run_helper("info", NULL, env);
+  int code = R.code;
+  char err[1024];
+  snprintf(err, sizeof err, "%.1000s", R.err);
+  expect_untouched(key, id, h, sz);
+  ck_assert_msg(code == SH_EXIT_FOREIGN, "foreign segment: expected exit %d, got %d; stderr [%s]",
+                SH_EXIT_FOREIGN, code, err);
+  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+}
+END_TEST
+
+START_TEST(t_foreign_small_segment) {
+  int key = tu_key(11);
+  int id = make_foreign(key, 64 * 1024, 0x11);
+  size_t sz;
+  uint64_t h = tu_shm_hash(id, &sz);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=%u", (unsigned)key);
+  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  run_helper("info", NULL, env);
+  int code = R.code;
+  expect_untouched(key, id, h, sz);
+  ck_assert_msg(code == SH_EXIT_FOREIGN, "64 KiB foreign segment: expected exit %d, got %d; stderr [%s]",
+                SH_EXIT_FOREIGN, code, R.err);
+  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+}
+END_TEST
+
+START_TEST(t_other_size) {
+  int key = tu_key(12);
+  tu_rm_key(key);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *e16[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  const char *e32[] = {kv, "SHMHEAP_SIZE=32M", NULL};
+  int rc = run_helper("put", NULL, e16);
+  if (rc != 0) tu_rm_key(key);
+  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  int id = shmget(key, 0, 0);
+  size_t sz;
+  uint64_t h = tu_shm_hash(id, &sz);
+  run_helper("info", NULL, e32);
+  int code = R.code;
+  expect_untouched(key, id, h, sz);
+  ck_assert_msg(code == SH_EXIT_FOREIGN, "heap of 16M opened with SHMHEAP_SIZE=32M: expected exit %d, got %d; stderr [%s]",
+                SH_EXIT_FOREIGN, code, R.err);
+  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+}
+END_TEST
+
+START_TEST(t_other_format) {
+  int key = tu_key(13);
+  tu_rm_key(key);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  int rc = run_helper("info", NULL, env);
+  if (rc != 0) tu_rm_key(key);
+  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  int id = shmget(key, 0, 0);
+  struct shm_header *hd = shmat(id, NULL, 0);
+  ck_assert_ptr_ne(hd, (void *)-1);
+  int magic_ok = hd->magic == SH_MAGIC && hd->format == SH_FORMAT;
+  hd->format = SH_FORMAT + 1; /* a heap of a future format */
+  shmdt(hd);
+  size_t sz;
+  uint64_t h = tu_shm_hash(id, &sz);
+  run_helper("info", NULL, env);
+  int code = R.code;
+  expect_untouched(key, id, h, sz);
+  ck_assert_msg(magic_ok, "the header does not hold SH_MAGIC and SH_FORMAT");
+  ck_assert_msg(code == SH_EXIT_FOREIGN, "heap of format %u: expected exit %d, got %d; stderr [%s]",
+                SH_FORMAT + 1, SH_EXIT_FOREIGN, code, R.err);
+  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+}
+END_TEST
+
+START_TEST(t_other_magic) {
+  int key = tu_key(14);
+  tu_rm_key(key);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  int rc = run_helper("info", NULL, env);
+  if (rc != 0) tu_rm_key(key);
+  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  int id = shmget(key, 0, 0);
+  struct shm_header *hd = shmat(id, NULL, 0);
+  ck_assert_ptr_ne(hd, (void *)-1);
+  hd->magic ^= 0xff00ff;
+  shmdt(hd);
+  size_t sz;
+  uint64_t h = tu_shm_hash(id, &sz);
+  run_helper("info", NULL, env);
+  int code = R.code;
+  expect_untouched(key, id, h, sz);
+  ck_assert_msg(code == SH_EXIT_FOREIGN, "heap with a wrong magic: expected exit %d, got %d; stderr [%s]",
+                SH_EXIT_FOREIGN, code, R.err);
+  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+}
+END_TEST
+
+START_TEST(t_key_other_addr) {
+  int key = tu_key(15);
+  tu_rm_key(key);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *env[] = {kv, "SHMHEAP_SIZE=16M", "SHMHEAP_ADDR=0x300000000000", NULL};
+  int rc = run_helper("info", NULL, env);
+  if (rc != 0) tu_rm_key(key);
+  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  int id = shmget(key, 0, 0);
+  size_t sz;
+  uint64_t h = tu_shm_hash(id, &sz);
+  const char *env2[] = {kv, "SHMHEAP_SIZE=16M", "SHMHEAP_ADDR=0x320000000000", NULL};
+  run_helper("info", NULL, env2);
+  int code = R.code;
+  expect_untouched(key, id, h, sz);
+  ck_assert_msg(code == SH_EXIT_FOREIGN, "heap formed at 0x300000000000 opened at 0x320000000000: expected exit %d, got %d; stderr [%s]",
+                SH_EXIT_FOREIGN, code, R.err);
+  expect_one_line_error(SH_EXIT_FOREIGN, "SHMHEAP_ADDR");
+}
+END_TEST
+
+START_TEST(t_key_size_and_addr_unset_reattach) {
+  /* a keyed heap keeps its own size and address when the variables are unset */
+  int key = tu_key(16);
+  tu_rm_key(key);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *env[] = {kv, "SHMHEAP_SIZE=16M", "SHMHEAP_ADDR=0x300000000000", NULL};
+  int rc = run_helper("info", NULL, env);
+  if (rc != 0) tu_rm_key(key);
+  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  const char *env2[] = {kv, NULL};
+  rc = run_helper("info", NULL, env2);
+  tu_rm_key(key);
+  ck_assert_msg(rc == 0, "re-attach without SHMHEAP_SIZE/ADDR: exit %d, stderr [%s]", rc, R.err);
+  ck_assert_msg(strstr(R.out, "size=16777216 ") != NULL && strstr(R.out, "base=0x300000000000 ") != NULL,
+                "re-attached heap: [%s]", R.out);
+  ck_assert_msg(strstr(R.err, "re-attached") != NULL, "[%s]", R.err);
+}
+END_TEST
+
+START_TEST(t_other_user) {
+  /* a segment of another user with our key: exit 65, untouched */
+  int key = tu_key(17);
+  int id = make_foreign(key, 16 * MiB, 0x33);
+  struct shmid_ds ds;
+  ck_assert_int_eq(shmctl(id, IPC_STAT, &ds), 0);
+  if (geteuid() != 0) {
+    tu_rm_key(key);
+    return; /* only root can give a segment away; as a user every other segment is foreign anyway */
+  }
+  ds.shm_perm.uid = 65534;
+  ds.shm_perm.mode = 0666;
+  ck_assert_int_eq(shmctl(id, IPC_SET, &ds), 0);
+  size_t sz;
+  uint64_t h = tu_shm_hash(id, &sz);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  run_helper("info", NULL, env);
+  int code = R.code;
+  expect_untouched(key, id, h, sz);
+  ck_assert_msg(code == SH_EXIT_FOREIGN, "another user's segment: expected exit %d, got %d; stderr [%s]",
+                SH_EXIT_FOREIGN, code, R.err);
+  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------- */
+
+static void checked_teardown(void) { tu_cleanup(); }
+static void runner_cleanup(void) { tu_cleanup(); }
+
+static Suite *env_suite(void) {
+  Suite *s = suite_create("env");
+  TCase *tc;
+#define TC(name, timeout)                                    \
+  tc = tcase_create(name);                                   \
+  tcase_set_timeout(tc, timeout);                            \
+  tcase_add_checked_fixture(tc, NULL, checked_teardown);     \
+  tcase_add_unchecked_fixture(tc, NULL, runner_cleanup);     \
+  suite_add_tcase(s, tc)
+
+  TC("bad_config", 20);
+  tcase_add_loop_test(tc, t_bad_config, 0, (int)(sizeof bad_config / sizeof bad_config[0]));
+  tcase_add_test(tc, t_name_63_bytes_ok);
+
+  TC("keys", 30);
+  tcase_add_test(tc, t_key_decimal_hex_reattach);
+  tcase_add_test(tc, t_key_data_persists);
+  tcase_add_test(tc, t_key_name);
+  tcase_add_test(tc, t_private_removed);
+  tcase_add_test(tc, t_key_kill9_recover);
+  tcase_add_test(tc, t_key_concurrent_processes);
+
+  TC("verbose", 20);
+  tcase_add_test(tc, t_verbose_lines);
+
+  TC("size_addr", 30);
+  tcase_add_loop_test(tc, t_size_ok, 0, (int)(sizeof good_sizes / sizeof good_sizes[0]));
+  tcase_add_test(tc, t_default_size);
+  tcase_add_test(tc, t_small_heap_exhausted);
+  tcase_add_test(tc, t_addr_ok);
+  tcase_add_test(tc, t_addr_taken);
+  tcase_add_test(tc, t_addr_taken_keyed);
+
+  TC("foreign", 30);
+  tcase_add_test(tc, t_foreign_segment);
+  tcase_add_test(tc, t_foreign_small_segment);
+  tcase_add_test(tc, t_other_size);
+  tcase_add_test(tc, t_other_format);
+  tcase_add_test(tc, t_other_magic);
+  tcase_add_test(tc, t_key_other_addr);
+  tcase_add_test(tc, t_key_size_and_addr_unset_reattach);
+  tcase_add_test(tc, t_other_user);
+#undef TC
+  return s;
+}
+
+int main(void) {
+  tu_init();
+  SRunner *sr = srunner_create(env_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  tu_cleanup();
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

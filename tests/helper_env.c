@@ -1,0 +1,242 @@
+/* Helper of check_env and check_fork.  NOT linked with libshmheap: the tests
+ * run it with LD_PRELOAD=$SHMHEAP_LIB and reach the library's API through
+ * dlsym, so that it sees the heap exactly as a preloaded program does.
+ *
+ *   helper_env info           print the heap description (one line), exit 0
+ *   helper_env put            info, then a 1 MiB block holding a marker; prints ptr=
+ *   helper_env get ADDR       exit 0 if ADDR is in the heap and holds the marker
+ *   helper_env forkvis        fork; the child writes a block made before the fork
+ *                             and allocates one; prints visible= childblock= mode=
+ *   helper_env churn MS       2 threads malloc/free/verify for MS milliseconds
+ *   helper_env exhaust        allocate until malloc fails with ENOMEM, free all,
+ *                             allocate again (for a small SHMHEAP_SIZE)
+ *   helper_env exeaddr        print the executable's address rounded down to 2 MiB
+ *   helper_env norand ARGS    re-exec with ADDR_NO_RANDOMIZE and
+ *                             LD_PRELOAD=$HELPER_PRELOAD (if set): helper_env ARGS
+ *
+ * Exit statuses: 0 ok, 2 usage, 3 check failed, 10 library not preloaded.
+ */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <time.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/shm.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shmheap.h"
+
+#define MARKER "shmheap-persist-marker-0123456789"
+
+static int (*p_contains)(const void *);
+static int (*p_get_info)(struct shmheap_info *);
+static enum shmheap_fork_mode (*p_get_fork_mode)(void);
+
+static void need_lib(void) {
+  p_contains = (int (*)(const void *))dlsym(RTLD_DEFAULT, "shmheap_contains");
+  p_get_info = (int (*)(struct shmheap_info *))dlsym(RTLD_DEFAULT, "shmheap_get_info");
+  p_get_fork_mode = (enum shmheap_fork_mode(*)(void))dlsym(RTLD_DEFAULT, "shmheap_get_fork_mode");
+  if (!p_contains || !p_get_info || !p_get_fork_mode) {
+    fprintf(stderr, "helper_env: libshmheap is not preloaded\n");
+    exit(10);
+  }
+}
+
+static int print_info(void) {
+  struct shmheap_info in;
+  memset(&in, 0, sizeof in);
+  if (p_get_info(&in) != 0) {
+    fprintf(stderr, "helper_env: shmheap_get_info failed\n");
+    return 3;
+  }
+  struct shmid_ds ds;
+  unsigned long long segsz = 0;
+  if (shmctl(in.shmid, IPC_STAT, &ds) == 0) segsz = ds.shm_segsz;
+  char *p = malloc(100);
+  int inseg = p && p_contains(p);
+  free(p);
+  printf("base=%p size=%zu shmid=%d key=%d segsz=%llu reattached=%d mode=%d inseg=%d name=%s\n",
+         in.base, in.size, in.shmid, in.key, segsz, in.reattached, (int)p_get_fork_mode(), inseg,
+         in.name);
+  return inseg ? 0 : 3;
+}
+
+static long churn_ms;
+static volatile int churn_bad;
+
+static long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static void *churn(void *arg) {
+  unsigned seed = (unsigned)(uintptr_t)arg * 2654435761u + (unsigned)getpid();
+  enum { N = 256 };
+  unsigned char *p[N] = {0};
+  size_t n[N] = {0};
+  long end = now_ms() + churn_ms;
+  while (now_ms() < end) {
+    for (int j = 0; j < 1000; j++) {
+      int k = rand_r(&seed) % N;
+      if (p[k]) {
+        if (p[k][0] != (unsigned char)k || p[k][n[k] - 1] != (unsigned char)k) churn_bad = 1;
+        free(p[k]);
+        p[k] = NULL;
+      } else {
+        unsigned r = rand_r(&seed);
+        n[k] = (r % 100 == 0) ? 40000 + r % 200000 : 1 + r % 3000;
+        p[k] = malloc(n[k]);
+        if (!p[k] || !p_contains(p[k])) {
+          churn_bad = 1;
+          continue;
+        }
+        memset(p[k], k, n[k]);
+      }
+    }
+  }
+  for (int k = 0; k < N; k++) free(p[k]);
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) return 2;
+  const char *mode = argv[1];
+
+  if (strcmp(mode, "exeaddr") == 0) {
+    printf("0x%lx\n", (unsigned long)((uintptr_t)&main & ~(uintptr_t)((2u << 20) - 1)));
+    return 0;
+  }
+  if (strcmp(mode, "norand") == 0) {
+    if (argc < 3) return 2;
+    if (personality(0xffffffff) == -1 ||
+        personality((unsigned long)personality(0xffffffff) | ADDR_NO_RANDOMIZE) == -1) {
+      perror("helper_env: personality");
+      return 3;
+    }
+    const char *pre = getenv("HELPER_PRELOAD");
+    if (pre) setenv("LD_PRELOAD", pre, 1);
+    unsetenv("HELPER_PRELOAD");
+    argv[1] = argv[0];
+    execv("/proc/self/exe", argv + 1);
+    perror("helper_env: exec");
+    return 3;
+  }
+
+  need_lib();
+  if (strcmp(mode, "info") == 0) return print_info();
+
+  if (strcmp(mode, "put") == 0) {
+    int rc = print_info();
+    char *p = malloc(1 << 20);
+    if (!p || !p_contains(p)) return 3;
+    memset(p, 0xa5, 1 << 20);
+    strcpy(p, MARKER);
+    printf("ptr=%p\n", (void *)p);
+    return rc; /* the block stays allocated: it lives on in the segment */
+  }
+
+  if (strcmp(mode, "get") == 0) {
+    if (argc < 3) return 2;
+    char *p = (char *)(uintptr_t)strtoull(argv[2], NULL, 0);
+    if (!p_contains(p)) {
+      fprintf(stderr, "helper_env: %p is not in the heap\n", (void *)p);
+      return 3;
+    }
+    if (strcmp(p, MARKER) != 0 || (unsigned char)p[(1 << 20) - 1] != 0xa5) {
+      fprintf(stderr, "helper_env: marker not found at %p\n", (void *)p);
+      return 3;
+    }
+    printf("found\n");
+    return 0;
+  }
+
+  if (strcmp(mode, "churn") == 0) {
+    if (argc < 3) return 2;
+    churn_ms = strtol(argv[2], NULL, 10);
+    pthread_t t;
+    if (pthread_create(&t, NULL, churn, (void *)1)) return 3;
+    churn((void *)2);
+    pthread_join(t, NULL);
+    if (churn_bad) fprintf(stderr, "helper_env: churn found a corrupt or foreign block\n");
+    return churn_bad ? 3 : 0;
+  }
+
+  if (strcmp(mode, "exhaust") == 0) {
+    enum { MAXB = 1 << 20 };
+    void **b = mmap(NULL, MAXB * sizeof *b, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (b == MAP_FAILED) return 3;
+    for (int pass = 0; pass < 2; pass++) {
+      size_t n = 0;
+      errno = 0;
+      while (n < MAXB) {
+        size_t sz = n % 7 == 0 ? 100000 : 1 + n % 2000;
+        void *p = malloc(sz);
+        if (!p) break;
+        memset(p, 1, sz);
+        b[n++] = p;
+      }
+      int e = errno;
+      /* small requests may still fit after a large one failed */
+      while (n < MAXB) {
+        void *p = malloc(16);
+        if (!p) break;
+        b[n++] = p;
+      }
+      if (n == MAXB || e != ENOMEM) {
+        fprintf(stderr, "helper_env: exhaust pass %d: %zu blocks, errno %d\n", pass, n, e);
+        return 3;
+      }
+      printf("pass %d: %zu blocks\n", pass, n);
+      for (size_t i = 0; i < n; i++) free(b[i]);
+    }
+    void *p = malloc(100000);
+    if (!p) return 3;
+    free(p);
+    return 0;
+  }
+
+  if (strcmp(mode, "forkvis") == 0) {
+    volatile char *p = malloc(64);
+    if (!p) return 3;
+    memset((char *)p, 'A', 64);
+    int fd[2];
+    if (pipe(fd)) return 3;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) return 3;
+    if (pid == 0) {
+      p[0] = 'B';
+      char *q = malloc(100);
+      if (!q) _exit(3);
+      strcpy(q, "from-child");
+      if (write(fd[1], &q, sizeof q) != sizeof q) _exit(3);
+      _exit(0);
+    }
+    close(fd[1]);
+    char *q = NULL;
+    ssize_t got = read(fd[0], &q, sizeof q);
+    int st;
+    waitpid(pid, &st, 0);
+    if (got != sizeof q || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+      fprintf(stderr, "helper_env: child failed\n");
+      return 3;
+    }
+    int visible = p[0] == 'B';
+    int childblock = visible && p_contains(q) && strcmp(q, "from-child") == 0;
+    printf("visible=%d childblock=%d mode=%d\n", visible, childblock, (int)p_get_fork_mode());
+    if (childblock) free(q); /* a block of the child, freed by the parent */
+    char *r = malloc(200);   /* and the heap goes on working */
+    if (!r || !p_contains(r)) return 3;
+    free(r);
+    return 0;
+  }
+
+  return 2;
+}

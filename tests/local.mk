@@ -1,0 +1,65 @@
+# Test suite of libshmheap (included by the top-level Makefile.am; every path
+# is relative to the top: non-recursive make with subdir-objects).
+#
+#   check_api  check_fork  check_env  check_cxx   Check suites, linked with
+#              -lshmheap: the test binaries themselves run on the shm heap
+#   helper_env, cxx_prog                          NOT linked with the library:
+#              the tests run them with LD_PRELOAD=$SHMHEAP_LIB
+#   real_*.sh                                     real programs under the preload
+
+TEST_EXTENSIONS = .sh
+SH_LOG_COMPILER = $(SHELL)
+
+AM_TESTS_ENVIRONMENT = \
+	SHMHEAP_LIB='$(abs_top_builddir)/src/.libs/libshmheap.so'; export SHMHEAP_LIB; \
+	top_builddir='$(abs_top_builddir)'; export top_builddir; \
+	top_srcdir='$(abs_top_srcdir)'; export top_srcdir; \
+	CXX='$(CXX)'; export CXX; \
+	unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERBOSE;
+
+# internal.h: the suites read the segment header (struct shm_header) to find
+# and remove the named heaps they create.
+SUITE_CPPFLAGS_ALL = $(AM_CPPFLAGS) -I$(top_srcdir)/src
+TESTUTIL = tests/testutil.c tests/testutil.h
+
+check_PROGRAMS += tests/check_api tests/check_fork tests/check_env tests/check_cxx
+TESTS += tests/check_api tests/check_fork tests/check_env tests/check_cxx
+
+tests_check_api_SOURCES = tests/check_api.c $(TESTUTIL)
+tests_check_api_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_check_api_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) -fno-builtin -pthread
+tests_check_api_LDADD = src/libshmheap.la $(CHECK_LIBS) -lpthread
+
+tests_check_fork_SOURCES = tests/check_fork.c $(TESTUTIL)
+tests_check_fork_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_check_fork_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) -fno-builtin -pthread
+tests_check_fork_LDADD = src/libshmheap.la $(CHECK_LIBS) -lpthread
+
+tests_check_env_SOURCES = tests/check_env.c $(TESTUTIL)
+tests_check_env_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_check_env_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) -fno-builtin
+tests_check_env_LDADD = src/libshmheap.la $(CHECK_LIBS)
+
+tests_check_cxx_SOURCES = tests/check_cxx.cc $(TESTUTIL)
+tests_check_cxx_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_check_cxx_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_check_cxx_CXXFLAGS = $(AM_CXXFLAGS) $(CHECK_CFLAGS) -std=gnu++17 -fsized-deallocation \
+	-fno-builtin
+tests_check_cxx_LDADD = src/libshmheap.la $(CHECK_LIBS)
+
+# helpers that are not linked with the library
+check_PROGRAMS += tests/helper_env tests/cxx_prog
+tests_helper_env_SOURCES = tests/helper_env.c
+tests_helper_env_CFLAGS = $(AM_CFLAGS) -pthread
+tests_cxx_prog_SOURCES = tests/cxx_prog.cc
+tests_cxx_prog_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17 -pthread
+
+# real programs under LD_PRELOAD
+REAL_TESTS = \
+	tests/real_python.sh \
+	tests/real_bash.sh \
+	tests/real_sort.sh \
+	tests/real_cxx.sh \
+	tests/real_gxx.sh
+TESTS += $(REAL_TESTS)
+EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py

@@ -1,0 +1,400 @@
+/* Shared helpers of the libshmheap Check suites; see testutil.h. */
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h" /* struct shm_header: where the heap name is stored */
+
+extern char **environ;
+
+static pid_t runner_pid;
+static char name_prefix[64];
+
+void tu_init(void) {
+  runner_pid = getpid();
+  snprintf(name_prefix, sizeof name_prefix, "shmheap-test-%d", (int)runner_pid);
+}
+
+static pid_t runner(void) {
+  if (!runner_pid) tu_init();
+  return runner_pid;
+}
+
+int tu_key(int n) {
+  return (int)(TU_KEY_PREFIX | (((unsigned)runner() & 0xffffu) << 8) | ((unsigned)n & 0xffu));
+}
+
+const char *tu_name_prefix(void) {
+  runner();
+  return name_prefix;
+}
+
+const char *tu_name(int n, char *buf, size_t len) {
+  snprintf(buf, len, "%s-%d", tu_name_prefix(), n);
+  return buf;
+}
+
+int tu_rm_key(int key) {
+  int id = shmget((key_t)key, 0, 0);
+  if (id < 0) return 0;
+  return shmctl(id, IPC_RMID, NULL) == 0;
+}
+
+/* Calls fn(shmid, key, size) for each segment in /proc/sysvipc/shm. */
+static int each_segment(int (*fn)(int shmid, long long key, size_t size, void *arg), void *arg) {
+  FILE *f = fopen("/proc/sysvipc/shm", "re");
+  if (!f) return 0;
+  char line[512];
+  int n = 0;
+  if (!fgets(line, sizeof line, f)) { fclose(f); return 0; } /* header */
+  while (fgets(line, sizeof line, f)) {
+    long long key;
+    int shmid;
+    unsigned perms;
+    unsigned long long size;
+    if (sscanf(line, "%lld %d %o %llu", &key, &shmid, &perms, &size) != 4) continue;
+    n += fn(shmid, key, (size_t)size, arg);
+  }
+  fclose(f);
+  return n;
+}
+
+static int is_ours(int shmid, long long key, size_t size) {
+  unsigned k = (unsigned)key;
+  if ((k & 0xff000000u) == TU_KEY_PREFIX && ((k >> 8) & 0xffffu) == ((unsigned)runner() & 0xffffu))
+    return 1;
+  if (size < sizeof(struct shm_header)) return 0;
+  void *p = shmat(shmid, NULL, SHM_RDONLY);
+  if (p == (void *)-1) return 0;
+  const struct shm_header *h = p;
+  size_t plen = strlen(tu_name_prefix());
+  int ours = strncmp(h->name, tu_name_prefix(), plen) == 0 && h->name[plen] == '-';
+  shmdt(p);
+  return ours;
+}
+
+static int rm_if_ours(int shmid, long long key, size_t size, void *arg) {
+  (void)arg;
+  if (!is_ours(shmid, key, size)) return 0;
+  return shmctl(shmid, IPC_RMID, NULL) == 0;
+}
+
+static int count_if_ours(int shmid, long long key, size_t size, void *arg) {
+  (void)arg;
+  return is_ours(shmid, key, size);
+}
+
+int tu_cleanup(void) {
+  int n = 0;
+  for (int i = 0; i < 256; i++) n += tu_rm_key(tu_key(i));
+  n += each_segment(rm_if_ours, NULL);
+  return n;
+}
+
+int tu_count_leftover(void) { return each_segment(count_if_ours, NULL); }
+
+int tu_segments_by_pid(pid_t pid, int private_only, int remove) {
+  FILE *f = fopen("/proc/sysvipc/shm", "re");
+  if (!f) return 0;
+  char line[512];
+  int n = 0;
+  if (!fgets(line, sizeof line, f)) line[0] = 0;
+  while (fgets(line, sizeof line, f)) {
+    long long key;
+    int id, cpid;
+    unsigned perms;
+    unsigned long long size;
+    if (sscanf(line, "%lld %d %o %llu %d", &key, &id, &perms, &size, &cpid) != 5) continue;
+    if (cpid != (int)pid || (private_only && key != 0)) continue;
+    n++;
+    if (remove) shmctl(id, IPC_RMID, NULL);
+  }
+  fclose(f);
+  return n;
+}
+
+const char *tu_builddir(void) {
+  static char dir[PATH_MAX];
+  if (dir[0]) return dir;
+  const char *e = getenv("top_builddir");
+  if (e && *e) {
+    if (e[0] == '/') {
+      snprintf(dir, sizeof dir, "%s", e);
+    } else {
+      char cwd[PATH_MAX];
+      if (!getcwd(cwd, sizeof cwd)) cwd[0] = 0;
+      snprintf(dir, sizeof dir, "%.2000s/%.2000s", cwd, e);
+    }
+    return dir;
+  }
+  /* <top>/tests/.libs/lt-check_x (libtool) or <top>/tests/check_x */
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return strcpy(dir, "..");
+  exe[n] = 0;
+  char *s = strrchr(exe, '/');
+  if (s) *s = 0;
+  size_t l = strlen(exe);
+  if (l >= 6 && strcmp(exe + l - 6, "/.libs") == 0) exe[l - 6] = 0;
+  s = strrchr(exe, '/');
+  if (s) *s = 0;
+  snprintf(dir, sizeof dir, "%s", exe);
+  return dir;
+}
+
+const char *tu_lib(void) {
+  static char lib[PATH_MAX];
+  if (lib[0]) return lib;
+  const char *e = getenv("SHMHEAP_LIB");
+  if (e && *e)
+    snprintf(lib, sizeof lib, "%s", e);
+  else
+    snprintf(lib, sizeof lib, "%s/src/.libs/libshmheap.so", tu_builddir());
+  return lib;
+}
+
+const char *tu_bpath(const char *rel, char *buf, size_t len) {
+  snprintf(buf, len, "%s/%s", tu_builddir(), rel);
+  return buf;
+}
+
+long long tu_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int tu_wait_timeout(pid_t pid, int *status, int timeout_ms) {
+  long long end = tu_now_ms() + timeout_ms;
+  for (;;) {
+    pid_t r = waitpid(pid, status, WNOHANG);
+    if (r == pid) return 0;
+    if (r < 0 && errno != EINTR) return -1;
+    if (tu_now_ms() >= end) {
+      kill(pid, SIGKILL);
+      while (waitpid(pid, status, 0) < 0 && errno == EINTR) {
+      }
+      return -1;
+    }
+    struct timespec ts = {0, 2 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+static int drop_var(const char *e) {
+  return strncmp(e, "LD_PRELOAD=", 11) == 0 || strncmp(e, "SHMHEAP_", 8) == 0;
+}
+
+int tu_run(const char *const argv[], const char *const env_add[], int preload,
+           int timeout_ms, struct tu_result *r) {
+  memset(r, 0, offsetof(struct tu_result, out));
+  r->out[0] = r->err[0] = 0;
+  size_t n = 0, m = 0;
+  while (environ[n]) n++;
+  while (env_add && env_add[m]) m++;
+  char **envp = calloc(n + m + 2, sizeof *envp);
+  char pre[PATH_MAX + 16];
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!drop_var(environ[i])) envp[k++] = environ[i];
+  if (preload) {
+    snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_lib());
+    envp[k++] = pre;
+  }
+  for (size_t i = 0; i < m; i++) envp[k++] = (char *)env_add[i];
+  envp[k] = NULL;
+
+  int po[2], pe[2];
+  if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC)) {
+    free(envp);
+    return r->code = -2;
+  }
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) {
+    free(envp);
+    return r->code = -2;
+  }
+  if (pid == 0) {
+    dup2(po[1], 1);
+    dup2(pe[1], 2);
+    int nul = open("/dev/null", O_RDONLY);
+    if (nul >= 0) dup2(nul, 0);
+    execvpe(argv[0], (char *const *)argv, envp);
+    dprintf(2, "tu_run: exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  free(envp);
+  r->pid = pid;
+  close(po[1]);
+  close(pe[1]);
+  struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+  int open_fds = 2;
+  long long end = tu_now_ms() + timeout_ms;
+  while (open_fds > 0) {
+    long long left = end - tu_now_ms();
+    if (left <= 0) {
+      r->timed_out = 1;
+      kill(pid, SIGKILL);
+      break;
+    }
+    int pr = poll(fds, 2, (int)(left > 1000 ? 1000 : left));
+    if (pr < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; i++) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char *buf = i ? r->err : r->out;
+      size_t *len = i ? &r->errlen : &r->outlen;
+      char tmp[4096];
+      ssize_t got = read(fds[i].fd, tmp, sizeof tmp);
+      if (got <= 0) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        open_fds--;
+        continue;
+      }
+      size_t room = sizeof r->out - 1 - *len;
+      size_t c = (size_t)got < room ? (size_t)got : room;
+      memcpy(buf + *len, tmp, c);
+      *len += c;
+      buf[*len] = 0;
+    }
+  }
+  for (int i = 0; i < 2; i++)
+    if (fds[i].fd >= 0) close(fds[i].fd);
+  long long left = end - tu_now_ms();
+  if (tu_wait_timeout(pid, &r->status, r->timed_out ? 1000 : (int)(left > 0 ? left : 1)) < 0)
+    r->timed_out = 1;
+  if (r->timed_out) return r->code = -1;
+  r->exited = WIFEXITED(r->status);
+  r->code = r->exited ? WEXITSTATUS(r->status)
+                      : WIFSIGNALED(r->status) ? 128 + WTERMSIG(r->status) : -3;
+  return r->code;
+}
+
+int tu_count_lines(const char *s) {
+  int n = 0;
+  const char *p = s;
+  while (*p) {
+    const char *nl = strchr(p, '\n');
+    n++;
+    if (!nl) break;
+    p = nl + 1;
+  }
+  return n;
+}
+
+int tu_find_line(const char *s, const char *needle, char *line, size_t len) {
+  const char *p = s;
+  while (*p) {
+    const char *nl = strchr(p, '\n');
+    size_t l = nl ? (size_t)(nl - p) : strlen(p);
+    char tmp[4096];
+    size_t c = l < sizeof tmp - 1 ? l : sizeof tmp - 1;
+    memcpy(tmp, p, c);
+    tmp[c] = 0;
+    if (strstr(tmp, needle)) {
+      if (line && len) snprintf(line, len, "%s", tmp);
+      return 1;
+    }
+    if (!nl) break;
+    p = nl + 1;
+  }
+  return 0;
+}
+
+int tu_field(const char *line, const char *name, unsigned long long *val) {
+  size_t nl = strlen(name);
+  const char *p = line;
+  while ((p = strstr(p, name)) != NULL) {
+    if ((p == line || p[-1] == ' ' || p[-1] == '\t' || p[-1] == ',' || p[-1] == '(') &&
+        p[nl] == '=') {
+      char *end;
+      errno = 0;
+      *val = strtoull(p + nl + 1, &end, 0);
+      return end != p + nl + 1 && errno == 0;
+    }
+    p += nl;
+  }
+  return 0;
+}
+
+int tu_maps_line(const void *addr, char *line, size_t len) {
+  FILE *f = fopen("/proc/self/maps", "re");
+  if (!f) return 0;
+  char buf[1024];
+  int found = 0;
+  uintptr_t a = (uintptr_t)addr;
+  while (fgets(buf, sizeof buf, f)) {
+    unsigned long lo, hi;
+    if (sscanf(buf, "%lx-%lx", &lo, &hi) != 2) continue;
+    if (a >= lo && a < hi) {
+      size_t l = strlen(buf);
+      if (l && buf[l - 1] == '\n') buf[l - 1] = 0;
+      if (line && len) snprintf(line, len, "%s", buf);
+      found = 1;
+      break;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+int tu_same_mapping(const void *a, const void *b) {
+  char la[1024], lb[1024];
+  if (!tu_maps_line(a, la, sizeof la) || !tu_maps_line(b, lb, sizeof lb)) return 0;
+  return strcmp(la, lb) == 0;
+}
+
+long tu_status_kb(const char *field) {
+  FILE *f = fopen("/proc/self/status", "re");
+  if (!f) return -1;
+  char buf[256];
+  size_t fl = strlen(field);
+  long v = -1;
+  while (fgets(buf, sizeof buf, f)) {
+    if (strncmp(buf, field, fl) == 0 && buf[fl] == ':') {
+      v = strtol(buf + fl + 1, NULL, 10);
+      break;
+    }
+  }
+  fclose(f);
+  return v;
+}
+
+uint64_t tu_hash(const void *p, size_t n) {
+  const unsigned char *c = p;
+  uint64_t h = 1469598103934665603ULL;
+  /* 8 bytes at a time keeps hashing a 16 MiB segment fast */
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, c + i, 8);
+    h = (h ^ w) * 1099511628211ULL;
+  }
+  for (; i < n; i++) h = (h ^ c[i]) * 1099511628211ULL;
+  return h;
+}
+
+uint64_t tu_shm_hash(int shmid, size_t *size) {
+  struct shmid_ds ds;
+  if (shmctl(shmid, IPC_STAT, &ds) < 0) return 0;
+  void *p = shmat(shmid, NULL, SHM_RDONLY);
+  if (p == (void *)-1) return 0;
+  uint64_t h = tu_hash(p, ds.shm_segsz);
+  shmdt(p);
+  if (size) *size = ds.shm_segsz;
+  return h;
+}
