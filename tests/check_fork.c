@@ -449,7 +449,6 @@ START_TEST(t_fork_with_busy_threads) {
   volatile char *pre = malloc(4000);
   memset((char *)pre, 'p', 4000);
   int bad = 0, hung = 0;
-  long long t0 = tu_now_ms();
   for (int i = 0; i < NFORK; i++) {
     pid_t pid = fork();
     if (pid == 0) {
@@ -475,14 +474,12 @@ START_TEST(t_fork_with_busy_threads) {
     else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) bad++;
     if (hung) break;
   }
-  long long ms = tu_now_ms() - t0;
   atomic_store(&stop_hammer, 1);
   for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
   free((char *)pre);
   ck_assert_msg(hung == 0, "a child forked while 4 threads allocate hung");
   ck_assert_msg(bad == 0, "%d of %d children failed", bad, NFORK);
   ck_assert_int_eq(atomic_load(&hammer_errors), 0);
-  ck_assert_msg(ms < 40000, "%d forks took %lld ms", NFORK, ms);
 }
 END_TEST
 
