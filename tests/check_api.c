@@ -1088,76 +1088,67 @@ END_TEST
 
 /* ---------------------------------------------------------------------------------------- */
 
-static void runner_cleanup(void) { tu_cleanup(); }
-
 static Suite *api_suite(void) {
   Suite *s = suite_create("api");
   TCase *tc;
 
-#define TC(name, timeout)                                  \
-  tc = tcase_create(name);                                 \
-  tcase_set_timeout(tc, timeout);                          \
-  tcase_add_unchecked_fixture(tc, NULL, runner_cleanup);   \
-  suite_add_tcase(s, tc)
-
-  TC("where", 20);
+  TU_TCASE(s, tc, "where", 20);
   tcase_add_test(tc, t_maps_sysv);
   tcase_add_test(tc, t_all_in_segment);
 
-  TC("sizes", 30);
+  TU_TCASE(s, tc, "sizes", 30);
   tcase_add_test(tc, t_align16);
   tcase_add_test(tc, t_usable_size);
   tcase_add_test(tc, t_no_overlap);
 
-  TC("realloc", 20);
+  TU_TCASE(s, tc, "realloc", 20);
   tcase_add_test(tc, t_realloc_content);
   tcase_add_test(tc, t_realloc_null_is_malloc);
   tcase_add_test(tc, t_realloc_zero_frees);
 
-  TC("calloc", 20);
+  TU_TCASE(s, tc, "calloc", 20);
   tcase_add_test(tc, t_calloc_zeroed);
   tcase_add_test(tc, t_calloc_overflow);
   tcase_add_test(tc, t_calloc_large_lazy);
   tcase_add_test(tc, t_reallocarray);
   tcase_add_test(tc, t_enomem);
 
-  TC("aligned", 20);
+  TU_TCASE(s, tc, "aligned", 20);
   tcase_add_test(tc, t_posix_memalign);
   tcase_add_test(tc, t_aligned_alloc);
   tcase_add_test(tc, t_memalign_rounds_up);
   tcase_add_test(tc, t_valloc_pvalloc);
 
-  TC("free", 20);
+  TU_TCASE(s, tc, "free", 20);
   tcase_add_test(tc, t_free_keeps_errno);
   tcase_add_test(tc, t_foreign_free_ignored);
   tcase_add_test(tc, t_foreign_realloc_einval);
   tcase_add_test(tc, t_foreign_usable_size_zero);
 
-  TC("glibc", 20);
+  TU_TCASE(s, tc, "glibc", 20);
   tcase_add_test(tc, t_mallopt_returns_1);
   tcase_add_test(tc, t_mallinfo2_in_use);
   tcase_add_test(tc, t_malloc_trim);
   tcase_add_test(tc, t_malloc_info_xml);
 
-  TC("shmheap", 10);
+  TU_TCASE(s, tc, "shmheap", 10);
   tcase_add_test(tc, t_api_info);
   tcase_add_test(tc, t_api_contains);
   tcase_add_test(tc, t_api_fork_mode);
 
-  TC("programs", 30);
+  TU_TCASE(s, tc, "programs", 30);
   tcase_add_test(tc, t_qsort_large);
 
-  TC("threads", 45);
+  TU_TCASE(s, tc, "threads", 45);
   tcase_add_test(tc, t_threads_cross_free);
   tcase_add_test(tc, t_threads_mallinfo_no_drift);
   tcase_add_test(tc, t_threads_more_than_heap_slots);
   tcase_add_test(tc, t_threads_more_than_slots_alive);
 
-  TC("release", 30);
+  TU_TCASE(s, tc, "release", 30);
   tcase_add_test(tc, t_large_free_returns_rss);
   tcase_add_test(tc, t_aligned_reuse);
   tcase_add_test(tc, t_realloc_growth_reuse);
-#undef TC
   return s;
 }
 

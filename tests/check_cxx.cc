@@ -302,32 +302,25 @@ END_TEST
 
 // --------------------------------------------------------------------------------
 
-static void runner_cleanup() { tu_cleanup(); }
-
 static Suite *cxx_suite() {
   Suite *s = suite_create("cxx");
-  TCase *tc = tcase_create("operators");
-  tcase_set_timeout(tc, 20);
-  tcase_add_unchecked_fixture(tc, NULL, runner_cleanup);
+  TCase *tc;
+
+  TU_TCASE(s, tc, "operators", 20);
   tcase_add_test(tc, t_operators_plain);
   tcase_add_test(tc, t_operators_nothrow);
   tcase_add_test(tc, t_operators_aligned);
   tcase_add_test(tc, t_delete_null);
   tcase_add_test(tc, t_alignas_objects);
-  suite_add_tcase(s, tc);
 
-  tc = tcase_create("failure");
-  tcase_set_timeout(tc, 20);
+  TU_TCASE(s, tc, "failure", 20);
   tcase_add_test(tc, t_new_handler_then_bad_alloc);
   tcase_add_test(tc, t_nothrow_returns_null);
-  suite_add_tcase(s, tc);
 
-  tc = tcase_create("programs");
-  tcase_set_timeout(tc, 30);
+  TU_TCASE(s, tc, "programs", 30);
   tcase_add_test(tc, t_stl_containers);
   tcase_add_test(tc, t_virtual_classes);
   tcase_add_test(tc, t_exceptions);
-  suite_add_tcase(s, tc);
   return s;
 }
 

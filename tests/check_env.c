@@ -72,6 +72,43 @@ static void expect_one_line_error(int status, const char *var) {
   ck_assert_msg(R.out[0] == 0, "main() ran (stdout: [%s])", R.out);
 }
 
+/* "SHMHEAP_KEY=0x<key>" in kv */
+static const char *key_var(char *kv, size_t len, int key) {
+  snprintf(kv, len, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  return kv;
+}
+
+/* Forms a fresh keyed heap: removes any segment with the key, runs helper_env
+ * MODE with env (which sets SHMHEAP_KEY to that key) and asserts it exited 0,
+ * removing the key first if not.  Returns the shmid of the heap. */
+static int form_keyed_heap(int key, const char *mode, const char *const *env) {
+  tu_rm_key(key);
+  int rc = run_helper(mode, NULL, env);
+  if (rc != 0) tu_rm_key(key);
+  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  return shmget(key, 0, 0);
+}
+
+/* Starts helper_env churn N in the background: the library preloaded, kv
+ * (SHMHEAP_KEY=...), SHMHEAP_SIZE=256M and nothing else; its stdout goes to
+ * /dev/null if quiet. */
+static pid_t spawn_churn(const char *kv, const char *n, int quiet) {
+  char pre[4200];
+  snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_lib());
+  pid_t pid = fork();
+  if (pid == 0) {
+    char *const argv[] = {(char *)helper(), "churn", (char *)n, NULL};
+    char *const envp[] = {pre, (char *)kv, "SHMHEAP_SIZE=256M", NULL};
+    if (quiet) {
+      int nul = open("/dev/null", O_WRONLY);
+      if (nul >= 0) dup2(nul, 1);
+    }
+    execve(helper(), argv, envp);
+    _exit(127);
+  }
+  return pid;
+}
+
 /* ---- bad configuration: exit 78 before main ----------------------------------- */
 
 struct bad {
@@ -139,7 +176,7 @@ START_TEST(t_key_decimal_hex_reattach) {
   tu_rm_key(key);
   char dec[64], hex[64];
   snprintf(dec, sizeof dec, "SHMHEAP_KEY=%u", (unsigned)key);
-  snprintf(hex, sizeof hex, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  key_var(hex, sizeof hex, key);
   const char *e1[] = {dec, "SHMHEAP_SIZE=16M", NULL};
   const char *e2[] = {hex, "SHMHEAP_SIZE=16M", NULL};
   char line[1024];
@@ -169,8 +206,7 @@ START_TEST(t_key_data_persists) {
   int key = tu_key(2);
   tu_rm_key(key);
   char kv[64];
-  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
-  const char *env[] = {kv, "SHMHEAP_SIZE=32M", NULL};
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=32M", NULL};
   int rc = run_helper("put", NULL, env);
   ck_assert_msg(rc == 0, "put: exit %d, stderr [%s]", rc, R.err);
   char line[256], ptr[64];
@@ -245,20 +281,9 @@ START_TEST(t_key_kill9_recover) {
   int key = tu_key(4);
   tu_rm_key(key);
   char kv[64];
-  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
-  const char *env[] = {kv, "SHMHEAP_SIZE=256M", NULL};
-  char pre[4200];
-  snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_lib());
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=256M", NULL};
   for (int round = 0; round < 8; round++) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      char *const argv[] = {(char *)helper(), "churn", "10000", NULL};
-      char *const envp[] = {pre, kv, "SHMHEAP_SIZE=256M", NULL};
-      int nul = open("/dev/null", O_WRONLY);
-      if (nul >= 0) dup2(nul, 1);
-      execve(helper(), argv, envp);
-      _exit(127);
-    }
+    pid_t pid = spawn_churn(kv, "10000", 1);
     ck_assert_int_gt(pid, 0);
     struct timespec ts = {0, (50 + round * 37) * 1000 * 1000};
     nanosleep(&ts, NULL);
@@ -279,31 +304,18 @@ END_TEST
 /* Unrelated processes may use one keyed heap at the same time. */
 START_TEST(t_key_concurrent_processes) {
   int key = tu_key(5);
-  tu_rm_key(key);
-  char kv[64], pre[4200];
-  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
-  snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_lib());
-  const char *env[] = {kv, "SHMHEAP_SIZE=256M", NULL};
-  int rc = run_helper("info", NULL, env); /* forms the heap */
-  if (rc != 0) tu_rm_key(key);
-  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  char kv[64];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=256M", NULL};
+  form_keyed_heap(key, "info", env);
   pid_t pid[3];
-  for (int i = 0; i < 3; i++) {
-    pid[i] = fork();
-    if (pid[i] == 0) {
-      char *const argv[] = {(char *)helper(), "churn", "1500", NULL};
-      char *const envp[] = {pre, kv, "SHMHEAP_SIZE=256M", NULL};
-      execve(helper(), argv, envp);
-      _exit(127);
-    }
-  }
+  for (int i = 0; i < 3; i++) pid[i] = spawn_churn(kv, "1500", 0);
   int bad = 0, hung = 0;
   for (int i = 0; i < 3; i++) {
     int st;
     if (tu_wait_timeout(pid[i], &st, 15000) < 0) hung++;
     else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) bad++;
   }
-  rc = run_helper("churn", "100", env);
+  int rc = run_helper("churn", "100", env);
   tu_rm_key(key);
   ck_assert_msg(hung == 0, "%d of 3 processes sharing a keyed heap hung", hung);
   ck_assert_msg(bad == 0, "%d of 3 processes sharing a keyed heap failed", bad);
@@ -402,20 +414,32 @@ START_TEST(t_addr_ok) {
 }
 END_TEST
 
-START_TEST(t_addr_taken) {
-  /* With ADDR_NO_RANDOMIZE the executable always loads at the same address:
-   * ask helper_env where, then put the heap on top of it. */
+/* With ADDR_NO_RANDOMIZE the executable always loads at the same address:
+ * helper_env norand exeaddr says where. */
+static unsigned long long exe_addr(void) {
   const char *argv[] = {helper(), "norand", "exeaddr", NULL};
   int rc = tu_run(argv, NULL, 0, 10000, &R);
   ck_assert_msg(rc == 0, "helper_env norand exeaddr: exit %d [%s]", rc, R.err);
-  unsigned long long exe = strtoull(R.out, NULL, 0);
-  ck_assert_msg(exe != 0 && (exe & (2 * MiB - 1)) == 0, "bad exeaddr [%s]", R.out);
-  char addr[64], pre[4200];
-  snprintf(addr, sizeof addr, "SHMHEAP_ADDR=0x%llx", exe);
+  return strtoull(R.out, NULL, 0);
+}
+
+/* Runs helper_env norand info, which turns ASLR off and preloads the library
+ * itself, with addr (SHMHEAP_ADDR=...), SHMHEAP_SIZE=16M and kv if not NULL. */
+static int run_norand_info(const char *addr, const char *kv) {
+  char pre[4200];
   snprintf(pre, sizeof pre, "HELPER_PRELOAD=%s", tu_lib());
-  const char *argv2[] = {helper(), "norand", "info", NULL};
-  const char *env[] = {pre, addr, "SHMHEAP_SIZE=16M", NULL};
-  rc = tu_run(argv2, env, 0, 10000, &R);
+  const char *argv[] = {helper(), "norand", "info", NULL};
+  const char *env[] = {pre, addr, "SHMHEAP_SIZE=16M", kv, NULL};
+  return tu_run(argv, env, 0, 10000, &R);
+}
+
+START_TEST(t_addr_taken) {
+  /* the heap on top of the executable */
+  unsigned long long exe = exe_addr();
+  ck_assert_msg(exe != 0 && (exe & (2 * MiB - 1)) == 0, "bad exeaddr [%s]", R.out);
+  char addr[64];
+  snprintf(addr, sizeof addr, "SHMHEAP_ADDR=0x%llx", exe);
+  int rc = run_norand_info(addr, NULL);
   check_no_private_leak();
   ck_assert_msg(rc == SH_EXIT_OSERR, "%s over the executable: expected exit %d, got %d; stderr [%s] stdout [%s]",
                 addr, SH_EXIT_OSERR, rc, R.err, R.out);
@@ -427,17 +451,11 @@ START_TEST(t_addr_taken_keyed) {
   /* the same with a fresh keyed heap: the key must stay usable afterwards */
   int key = tu_key(20);
   tu_rm_key(key);
-  const char *argv[] = {helper(), "norand", "exeaddr", NULL};
-  int rc = tu_run(argv, NULL, 0, 10000, &R);
-  ck_assert_msg(rc == 0, "helper_env norand exeaddr: exit %d [%s]", rc, R.err);
-  unsigned long long exe = strtoull(R.out, NULL, 0);
-  char addr[64], pre[4200], kv[64];
+  unsigned long long exe = exe_addr();
+  char addr[64], kv[64];
   snprintf(addr, sizeof addr, "SHMHEAP_ADDR=0x%llx", exe);
-  snprintf(pre, sizeof pre, "HELPER_PRELOAD=%s", tu_lib());
-  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
-  const char *argv2[] = {helper(), "norand", "info", NULL};
-  const char *env[] = {pre, addr, kv, "SHMHEAP_SIZE=16M", NULL};
-  rc = tu_run(argv2, env, 0, 10000, &R);
+  key_var(kv, sizeof kv, key);
+  int rc = run_norand_info(addr, kv);
   ck_assert_msg(rc == SH_EXIT_OSERR, "keyed heap over the executable: expected exit %d, got %d; stderr [%s]",
                 SH_EXIT_OSERR, rc, R.err);
   expect_one_line_error(SH_EXIT_OSERR, "SHMHEAP_ADDR");
@@ -473,150 +491,115 @@ static void expect_untouched(int key, int id, uint64_t hash, size_t size) {
   ck_assert_msg(sz == size && h == hash, "the segment's bytes changed");
 }
 
+/* Runs helper_env info with env (SHMHEAP_KEY=key) against segment id, which
+ * it must not touch: same shmid, same bytes afterwards (expect_untouched,
+ * which removes the key).  Returns the helper's exit status. */
+static int run_on_segment(int key, int id, const char *const *env) {
+  size_t sz;
+  uint64_t h = tu_shm_hash(id, &sz);
+  run_helper("info", NULL, env);
+  int code = R.code;
+  expect_untouched(key, id, h, sz);
+  return code;
+}
+
+/* The refusal of a segment that is not ours: exit 65 and a one-line error
+ * that names var (if not NULL).  what: the case, for the message. */
+static void expect_foreign_exit(int code, const char *var, const char *what) {
+  ck_assert_msg(code == SH_EXIT_FOREIGN, "%s: expected exit %d, got %d; stderr [%s]", what,
+                SH_EXIT_FOREIGN, code, R.err);
+  expect_one_line_error(SH_EXIT_FOREIGN, var);
+}
+
+/* helper_env info with env is refused the segment id of key, which stays as
+ * it was (and is removed afterwards). */
+static void expect_refused(int key, int id, const char *const *env, const char *var, const char *what) {
+  expect_foreign_exit(run_on_segment(key, id, env), var, what);
+}
+
+/* The header of the heap segment id, attached read-write: shmdt it. */
+static struct shm_header *header_rw(int id) {
+  struct shm_header *hd = shmat(id, NULL, 0);
+  ck_assert_ptr_ne(hd, (void *)-1);
+  return hd;
+}
+
 START_TEST(t_foreign_segment) {
   int key = tu_key(10);
   int id = make_foreign(key, 16 * MiB, 0xa5);
-  size_t sz;
-  uint64_t h = tu_shm_hash(id, &sz);
   char kv[64];
-  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
-  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
-  run_helper("info", NULL, env);
-  int code = R.code;
-  char err[1024];
-  snprintf(err, sizeof err, "%.1000s", R.err);
-  expect_untouched(key, id, h, sz);
-  ck_assert_msg(code == SH_EXIT_FOREIGN, "foreign segment: expected exit %d, got %d; stderr [%s]",
-                SH_EXIT_FOREIGN, code, err);
-  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=16M", NULL};
+  expect_refused(key, id, env, NULL, "foreign segment");
 }
 END_TEST
 
 START_TEST(t_foreign_small_segment) {
   int key = tu_key(11);
   int id = make_foreign(key, 64 * 1024, 0x11);
-  size_t sz;
-  uint64_t h = tu_shm_hash(id, &sz);
   char kv[64];
   snprintf(kv, sizeof kv, "SHMHEAP_KEY=%u", (unsigned)key);
   const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
-  run_helper("info", NULL, env);
-  int code = R.code;
-  expect_untouched(key, id, h, sz);
-  ck_assert_msg(code == SH_EXIT_FOREIGN, "64 KiB foreign segment: expected exit %d, got %d; stderr [%s]",
-                SH_EXIT_FOREIGN, code, R.err);
-  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+  expect_refused(key, id, env, NULL, "64 KiB foreign segment");
 }
 END_TEST
 
 START_TEST(t_other_size) {
   int key = tu_key(12);
-  tu_rm_key(key);
   char kv[64];
-  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
-  const char *e16[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  const char *e16[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=16M", NULL};
   const char *e32[] = {kv, "SHMHEAP_SIZE=32M", NULL};
-  int rc = run_helper("put", NULL, e16);
-  if (rc != 0) tu_rm_key(key);
-  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
-  int id = shmget(key, 0, 0);
-  size_t sz;
-  uint64_t h = tu_shm_hash(id, &sz);
-  run_helper("info", NULL, e32);
-  int code = R.code;
-  expect_untouched(key, id, h, sz);
-  ck_assert_msg(code == SH_EXIT_FOREIGN, "heap of 16M opened with SHMHEAP_SIZE=32M: expected exit %d, got %d; stderr [%s]",
-                SH_EXIT_FOREIGN, code, R.err);
-  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+  int id = form_keyed_heap(key, "put", e16);
+  expect_refused(key, id, e32, NULL, "heap of 16M opened with SHMHEAP_SIZE=32M");
 }
 END_TEST
 
 START_TEST(t_other_format) {
   int key = tu_key(13);
-  tu_rm_key(key);
   char kv[64];
-  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
-  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
-  int rc = run_helper("info", NULL, env);
-  if (rc != 0) tu_rm_key(key);
-  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
-  int id = shmget(key, 0, 0);
-  struct shm_header *hd = shmat(id, NULL, 0);
-  ck_assert_ptr_ne(hd, (void *)-1);
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=16M", NULL};
+  int id = form_keyed_heap(key, "info", env);
+  struct shm_header *hd = header_rw(id);
   int magic_ok = hd->magic == SH_MAGIC && hd->format == SH_FORMAT;
   hd->format = SH_FORMAT + 1; /* a heap of a future format */
   shmdt(hd);
-  size_t sz;
-  uint64_t h = tu_shm_hash(id, &sz);
-  run_helper("info", NULL, env);
-  int code = R.code;
-  expect_untouched(key, id, h, sz);
+  int code = run_on_segment(key, id, env);
   ck_assert_msg(magic_ok, "the header does not hold SH_MAGIC and SH_FORMAT");
-  ck_assert_msg(code == SH_EXIT_FOREIGN, "heap of format %u: expected exit %d, got %d; stderr [%s]",
-                SH_FORMAT + 1, SH_EXIT_FOREIGN, code, R.err);
-  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+  char what[64];
+  snprintf(what, sizeof what, "heap of format %u", SH_FORMAT + 1);
+  expect_foreign_exit(code, NULL, what);
 }
 END_TEST
 
 START_TEST(t_other_magic) {
   int key = tu_key(14);
-  tu_rm_key(key);
   char kv[64];
-  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
-  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
-  int rc = run_helper("info", NULL, env);
-  if (rc != 0) tu_rm_key(key);
-  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
-  int id = shmget(key, 0, 0);
-  struct shm_header *hd = shmat(id, NULL, 0);
-  ck_assert_ptr_ne(hd, (void *)-1);
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=16M", NULL};
+  int id = form_keyed_heap(key, "info", env);
+  struct shm_header *hd = header_rw(id);
   hd->magic ^= 0xff00ff;
   shmdt(hd);
-  size_t sz;
-  uint64_t h = tu_shm_hash(id, &sz);
-  run_helper("info", NULL, env);
-  int code = R.code;
-  expect_untouched(key, id, h, sz);
-  ck_assert_msg(code == SH_EXIT_FOREIGN, "heap with a wrong magic: expected exit %d, got %d; stderr [%s]",
-                SH_EXIT_FOREIGN, code, R.err);
-  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+  expect_refused(key, id, env, NULL, "heap with a wrong magic");
 }
 END_TEST
 
 START_TEST(t_key_other_addr) {
   int key = tu_key(15);
-  tu_rm_key(key);
   char kv[64];
-  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
-  const char *env[] = {kv, "SHMHEAP_SIZE=16M", "SHMHEAP_ADDR=0x300000000000", NULL};
-  int rc = run_helper("info", NULL, env);
-  if (rc != 0) tu_rm_key(key);
-  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
-  int id = shmget(key, 0, 0);
-  size_t sz;
-  uint64_t h = tu_shm_hash(id, &sz);
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=16M", "SHMHEAP_ADDR=0x300000000000", NULL};
+  int id = form_keyed_heap(key, "info", env);
   const char *env2[] = {kv, "SHMHEAP_SIZE=16M", "SHMHEAP_ADDR=0x320000000000", NULL};
-  run_helper("info", NULL, env2);
-  int code = R.code;
-  expect_untouched(key, id, h, sz);
-  ck_assert_msg(code == SH_EXIT_FOREIGN, "heap formed at 0x300000000000 opened at 0x320000000000: expected exit %d, got %d; stderr [%s]",
-                SH_EXIT_FOREIGN, code, R.err);
-  expect_one_line_error(SH_EXIT_FOREIGN, "SHMHEAP_ADDR");
+  expect_refused(key, id, env2, "SHMHEAP_ADDR", "heap formed at 0x300000000000 opened at 0x320000000000");
 }
 END_TEST
 
 START_TEST(t_key_size_and_addr_unset_reattach) {
   /* a keyed heap keeps its own size and address when the variables are unset */
   int key = tu_key(16);
-  tu_rm_key(key);
   char kv[64];
-  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
-  const char *env[] = {kv, "SHMHEAP_SIZE=16M", "SHMHEAP_ADDR=0x300000000000", NULL};
-  int rc = run_helper("info", NULL, env);
-  if (rc != 0) tu_rm_key(key);
-  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=16M", "SHMHEAP_ADDR=0x300000000000", NULL};
+  form_keyed_heap(key, "info", env);
   const char *env2[] = {kv, NULL};
-  rc = run_helper("info", NULL, env2);
+  int rc = run_helper("info", NULL, env2);
   tu_rm_key(key);
   ck_assert_msg(rc == 0, "re-attach without SHMHEAP_SIZE/ADDR: exit %d, stderr [%s]", rc, R.err);
   ck_assert_msg(strstr(R.out, "size=16777216 ") != NULL && strstr(R.out, "base=0x300000000000 ") != NULL,
@@ -638,40 +621,33 @@ START_TEST(t_other_user) {
   ds.shm_perm.uid = 65534;
   ds.shm_perm.mode = 0666;
   ck_assert_int_eq(shmctl(id, IPC_SET, &ds), 0);
-  size_t sz;
-  uint64_t h = tu_shm_hash(id, &sz);
   char kv[64];
-  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
-  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
-  run_helper("info", NULL, env);
-  int code = R.code;
-  expect_untouched(key, id, h, sz);
-  ck_assert_msg(code == SH_EXIT_FOREIGN, "another user's segment: expected exit %d, got %d; stderr [%s]",
-                SH_EXIT_FOREIGN, code, R.err);
-  expect_one_line_error(SH_EXIT_FOREIGN, NULL);
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=16M", NULL};
+  expect_refused(key, id, env, NULL, "another user's segment");
 }
 END_TEST
 
 /* ---------------------------------------------------------------------------------- */
 
 static void checked_teardown(void) { tu_cleanup(); }
-static void runner_cleanup(void) { tu_cleanup(); }
+
+/* TU_TCASE, plus a checked teardown: every test also cleans up after itself
+ * in its own process. */
+static TCase *env_tcase(Suite *s, const char *name, int timeout) {
+  TCase *tc;
+  TU_TCASE(s, tc, name, timeout);
+  tcase_add_checked_fixture(tc, NULL, checked_teardown);
+  return tc;
+}
 
 static Suite *env_suite(void) {
   Suite *s = suite_create("env");
   TCase *tc;
-#define TC(name, timeout)                                    \
-  tc = tcase_create(name);                                   \
-  tcase_set_timeout(tc, timeout);                            \
-  tcase_add_checked_fixture(tc, NULL, checked_teardown);     \
-  tcase_add_unchecked_fixture(tc, NULL, runner_cleanup);     \
-  suite_add_tcase(s, tc)
-
-  TC("bad_config", 20);
+  tc = env_tcase(s, "bad_config", 20);
   tcase_add_loop_test(tc, t_bad_config, 0, (int)(sizeof bad_config / sizeof bad_config[0]));
   tcase_add_test(tc, t_name_63_bytes_ok);
 
-  TC("keys", 30);
+  tc = env_tcase(s, "keys", 30);
   tcase_add_test(tc, t_key_decimal_hex_reattach);
   tcase_add_test(tc, t_key_data_persists);
   tcase_add_test(tc, t_key_name);
@@ -679,10 +655,10 @@ static Suite *env_suite(void) {
   tcase_add_test(tc, t_key_kill9_recover);
   tcase_add_test(tc, t_key_concurrent_processes);
 
-  TC("verbose", 20);
+  tc = env_tcase(s, "verbose", 20);
   tcase_add_test(tc, t_verbose_lines);
 
-  TC("size_addr", 30);
+  tc = env_tcase(s, "size_addr", 30);
   tcase_add_loop_test(tc, t_size_ok, 0, (int)(sizeof good_sizes / sizeof good_sizes[0]));
   tcase_add_test(tc, t_default_size);
   tcase_add_test(tc, t_small_heap_exhausted);
@@ -690,7 +666,7 @@ static Suite *env_suite(void) {
   tcase_add_test(tc, t_addr_taken);
   tcase_add_test(tc, t_addr_taken_keyed);
 
-  TC("foreign", 30);
+  tc = env_tcase(s, "foreign", 30);
   tcase_add_test(tc, t_foreign_segment);
   tcase_add_test(tc, t_foreign_small_segment);
   tcase_add_test(tc, t_other_size);
@@ -699,7 +675,6 @@ static Suite *env_suite(void) {
   tcase_add_test(tc, t_key_other_addr);
   tcase_add_test(tc, t_key_size_and_addr_unset_reattach);
   tcase_add_test(tc, t_other_user);
-#undef TC
   return s;
 }
 

@@ -658,18 +658,11 @@ END_TEST
 
 /* ------------------------------------------------------------------------------------ */
 
-static void runner_cleanup(void) { tu_cleanup(); }
-
 static Suite *fork_suite(void) {
   Suite *s = suite_create("fork");
   TCase *tc;
-#define TC(name, timeout)                                \
-  tc = tcase_create(name);                               \
-  tcase_set_timeout(tc, timeout);                        \
-  tcase_add_unchecked_fixture(tc, NULL, runner_cleanup); \
-  suite_add_tcase(s, tc)
 
-  TC("copy", 20);
+  TU_TCASE(s, tc, "copy", 20);
   tcase_add_test(tc, t_copy_child_write_private);
   tcase_add_test(tc, t_copy_child_mallocs_immediately);
   tcase_add_test(tc, t_copy_system_popen);
@@ -678,7 +671,7 @@ static Suite *fork_suite(void) {
   tcase_add_test(tc, t_copy_env);
   tcase_add_test(tc, t_copy_child_killed_no_leak);
 
-  TC("share", 30);
+  TU_TCASE(s, tc, "share", 30);
   tcase_add_test(tc, t_share_shmheap_fork);
   tcase_add_test(tc, t_share_set_mode);
   tcase_add_test(tc, t_share_concurrent_alloc);
@@ -687,15 +680,14 @@ static Suite *fork_suite(void) {
   tcase_add_test(tc, t_share_many_children);
   tcase_add_test(tc, t_share_child_killed);
 
-  TC("threads", 50);
+  TU_TCASE(s, tc, "threads", 50);
   tcase_add_test(tc, t_fork_with_busy_threads);
 
-  TC("signal", 35);
+  TU_TCASE(s, tc, "signal", 35);
   tcase_add_test(tc, t_fork_in_signal_handler);
   tcase_add_test(tc, t_fork_in_signal_handler_share);
   tcase_add_test(tc, t_fork_in_sigalrm_handler);
   tcase_add_test(tc, t_fork_in_handler_during_fork);
-#undef TC
   return s;
 }
 

@@ -53,20 +53,30 @@ int tu_rm_key(int key) {
   return shmctl(id, IPC_RMID, NULL) == 0;
 }
 
-/* Calls fn(shmid, key, size) for each segment in /proc/sysvipc/shm. */
-static int each_segment(int (*fn)(int shmid, long long key, size_t size, void *arg), void *arg) {
+struct segment {
+  long long key;
+  int shmid;
+  size_t size;
+  pid_t cpid; /* the creator */
+};
+
+/* Calls fn for each segment in /proc/sysvipc/shm; returns the sum of what it
+ * returned. */
+static int each_segment(int (*fn)(const struct segment *seg, void *arg), void *arg) {
   FILE *f = fopen("/proc/sysvipc/shm", "re");
   if (!f) return 0;
   char line[512];
   int n = 0;
   if (!fgets(line, sizeof line, f)) { fclose(f); return 0; } /* header */
   while (fgets(line, sizeof line, f)) {
-    long long key;
-    int shmid;
+    struct segment seg;
+    int cpid;
     unsigned perms;
     unsigned long long size;
-    if (sscanf(line, "%lld %d %o %llu", &key, &shmid, &perms, &size) != 4) continue;
-    n += fn(shmid, key, (size_t)size, arg);
+    if (sscanf(line, "%lld %d %o %llu %d", &seg.key, &seg.shmid, &perms, &size, &cpid) != 5) continue;
+    seg.size = (size_t)size;
+    seg.cpid = (pid_t)cpid;
+    n += fn(&seg, arg);
   }
   fclose(f);
   return n;
@@ -86,15 +96,15 @@ static int is_ours(int shmid, long long key, size_t size) {
   return ours;
 }
 
-static int rm_if_ours(int shmid, long long key, size_t size, void *arg) {
+static int rm_if_ours(const struct segment *seg, void *arg) {
   (void)arg;
-  if (!is_ours(shmid, key, size)) return 0;
-  return shmctl(shmid, IPC_RMID, NULL) == 0;
+  if (!is_ours(seg->shmid, seg->key, seg->size)) return 0;
+  return shmctl(seg->shmid, IPC_RMID, NULL) == 0;
 }
 
-static int count_if_ours(int shmid, long long key, size_t size, void *arg) {
+static int count_if_ours(const struct segment *seg, void *arg) {
   (void)arg;
-  return is_ours(shmid, key, size);
+  return is_ours(seg->shmid, seg->key, seg->size);
 }
 
 int tu_cleanup(void) {
@@ -104,26 +114,25 @@ int tu_cleanup(void) {
   return n;
 }
 
+void tu_runner_cleanup(void) { tu_cleanup(); }
+
 int tu_count_leftover(void) { return each_segment(count_if_ours, NULL); }
 
+struct by_pid {
+  pid_t pid;
+  int private_only, remove;
+};
+
+static int match_pid(const struct segment *seg, void *arg) {
+  const struct by_pid *q = arg;
+  if (seg->cpid != q->pid || (q->private_only && seg->key != 0)) return 0;
+  if (q->remove) shmctl(seg->shmid, IPC_RMID, NULL);
+  return 1;
+}
+
 int tu_segments_by_pid(pid_t pid, int private_only, int remove) {
-  FILE *f = fopen("/proc/sysvipc/shm", "re");
-  if (!f) return 0;
-  char line[512];
-  int n = 0;
-  if (!fgets(line, sizeof line, f)) line[0] = 0;
-  while (fgets(line, sizeof line, f)) {
-    long long key;
-    int id, cpid;
-    unsigned perms;
-    unsigned long long size;
-    if (sscanf(line, "%lld %d %o %llu %d", &key, &id, &perms, &size, &cpid) != 5) continue;
-    if (cpid != (int)pid || (private_only && key != 0)) continue;
-    n++;
-    if (remove) shmctl(id, IPC_RMID, NULL);
-  }
-  fclose(f);
-  return n;
+  struct by_pid q = {pid, private_only, remove};
+  return each_segment(match_pid, &q);
 }
 
 const char *tu_builddir(void) {

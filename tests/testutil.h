@@ -38,6 +38,21 @@ int tu_cleanup(void);
 /* Number of segments of this runner still present. */
 int tu_count_leftover(void);
 
+/* Unchecked teardown of every test case of the suites: tu_cleanup() in the
+ * runner, so also after a failed test. */
+void tu_runner_cleanup(void);
+
+/* For the Check suites (after <check.h>): creates test case name with a
+ * timeout in seconds into tc, gives it tu_runner_cleanup as unchecked
+ * teardown and adds it to suite s. */
+#define TU_TCASE(s, tc, name, timeout)                          \
+  do {                                                          \
+    (tc) = tcase_create(name);                                  \
+    tcase_set_timeout((tc), (timeout));                         \
+    tcase_add_unchecked_fixture((tc), NULL, tu_runner_cleanup); \
+    suite_add_tcase((s), (tc));                                 \
+  } while (0)
+
 /* SysV segments created by process pid (cpid), all or only private (key 0)
  * ones; removes them when remove is set.  Returns how many. */
 int tu_segments_by_pid(pid_t pid, int private_only, int remove);
