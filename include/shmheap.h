@@ -76,6 +76,18 @@ struct shmheap_info {
 /* Fills *info.  Returns 0, or -1 with errno EINVAL when info is NULL. */
 int shmheap_get_info(struct shmheap_info *info);
 
+/* Called once per problem found by shmheap_check, with a one-line text. */
+typedef void (*shmheap_report_fn)(void *ctx, const char *problem);
+
+/* Walks every piece of allocator metadata in the heap (spans, page map, free
+ * lists of every block, free-page bins, thread heaps, counters) and checks
+ * the allocator's invariants.  Calls report (if not NULL) for each problem.
+ * Returns the number of problems, 0 for a consistent heap, or -1 with errno
+ * ENOMEM if the check could not get its scratch memory.  The result is exact
+ * when no other thread or process allocates during the call; one that does
+ * can make it see a list in the middle of an edit. */
+int shmheap_check(shmheap_report_fn report, void *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -217,6 +217,13 @@ static inline unsigned size_class(size_t n) {
   return 8 + (b - 7) * 4 + (unsigned)((s >> (b - 2)) & 3) + 1;
 }
 
+/* Free-span bin of a span of n pages: exact up to 64 pages, then one bin
+ * per power of two. */
+static inline unsigned sh_bin_of(uint32_t n) {
+  if (n <= SH_EXACT_BINS) return n - 1;
+  return SH_EXACT_BINS + (31 - (unsigned)__builtin_clz(n)) - 6;
+}
+
 static inline void *off2ptr(uint64_t off) { return G.base + off; }
 static inline uint64_t ptr2off(const void *p) { return (uint64_t)((const char *)p - G.base); }
 static inline char *span_addr(const struct span *s) {
@@ -233,6 +240,8 @@ SH_HIDDEN void sh_init_classes(void);
 /* options.c */
 SH_HIDDEN void sh_options_parse(struct options *o);
 SH_HIDDEN int sh_parse_size(const char *s, size_t *out);
+/* 0, or 1 out of range, 2 zero (IPC_PRIVATE), 3 name too long */
+SH_HIDDEN int sh_key_parse(const char *v, int32_t *key, char name[SH_NAME_MAX]);
 
 /* diag.c: output that never allocates */
 extern SH_HIDDEN int sh_say_fd;
@@ -244,8 +253,10 @@ SH_HIDDEN int sh_vfmt(char *buf, size_t len, const char *fmt, __builtin_va_list 
 
 /* segment.c */
 SH_HIDDEN void sh_segment_open(void);
-SH_HIDDEN void sh_layout(struct shm_header *h, size_t size, uintptr_t base);
 SH_HIDDEN void sh_cache_pointers(void);
+
+/* heapview.c */
+SH_HIDDEN void sh_layout(struct shm_header *h, size_t size, uintptr_t base);
 
 /* lock.c */
 SH_HIDDEN void sh_lock_init(pthread_mutex_t *m);

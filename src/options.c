@@ -100,6 +100,24 @@ static int all_digits(const char *s) {
   return 1;
 }
 
+int sh_key_parse(const char *v, int32_t *key, char name[SH_NAME_MAX]) {
+  memset(name, 0, SH_NAME_MAX);
+  if (all_digits(v)) {
+    unsigned long long k;
+    const char *e;
+    if (parse_u64(v, &k, &e) || k > 0xffffffffULL) return 1;
+    if (k == 0) return 2;
+    *key = (int32_t)(uint32_t)k;
+    return 0;
+  }
+  size_t n = strlen(v);
+  if (n >= SH_NAME_MAX) return 3;
+  memcpy(name, v, n + 1);
+  uint32_t h = name_hash(v);
+  *key = (int32_t)(h ? h : 1); /* 0 is IPC_PRIVATE; keep hashed names out of it */
+  return 0;
+}
+
 void sh_options_parse(struct options *o) {
   const char *v;
   memset(o, 0, sizeof *o);
@@ -107,22 +125,13 @@ void sh_options_parse(struct options *o) {
   o->addr = SH_DEFAULT_ADDR;
 
   if ((v = env_get("SHMHEAP_KEY")) && *v) {
-    if (all_digits(v)) {
-      unsigned long long k;
-      const char *e;
-      if (parse_u64(v, &k, &e) || k > 0xffffffffULL)
-        sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=%s is out of range: use a key from 1 to 0xffffffff, or a name", v);
-      if (k == 0)
-        sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=0 is IPC_PRIVATE, not a key: unset SHMHEAP_KEY for a private heap, or use a key from 1 to 0xffffffff");
-      o->key = (int32_t)(uint32_t)k;
-    } else {
-      size_t n = strlen(v);
-      if (n >= SH_NAME_MAX)
-        sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=%s is too long: a name has at most %d bytes", v, SH_NAME_MAX - 1);
-      memcpy(o->name, v, n + 1);
-      uint32_t h = name_hash(v);
-      /* 0 is IPC_PRIVATE; keep hashed names out of it. */
-      o->key = (int32_t)(h ? h : 1);
+    switch (sh_key_parse(v, &o->key, o->name)) {
+    case 1:
+      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=%s is out of range: use a key from 1 to 0xffffffff, or a name", v);
+    case 2:
+      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=0 is IPC_PRIVATE, not a key: unset SHMHEAP_KEY for a private heap, or use a key from 1 to 0xffffffff");
+    case 3:
+      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=%s is too long: a name has at most %d bytes", v, SH_NAME_MAX - 1);
     }
     o->have_key = 1;
   }

@@ -18,34 +18,6 @@
 #define SHM_NORESERVE 010000
 #endif
 
-#define ROUND_UP(x, a) (((x) + (a)-1) & ~((uint64_t)(a)-1))
-
-/* Places the header, the thread heaps, the page map, the span descriptors and
- * the heap pages.  The descriptor pool has one entry per page (a span can be
- * one page), but untouched entries cost no memory. */
-void sh_layout(struct shm_header *h, size_t size, uintptr_t base) {
-  h->size = size;
-  h->base = base;
-  h->page_size = SH_PAGE;
-  h->header_size = (uint32_t)ROUND_UP(sizeof *h, SH_PAGE);
-  h->heaps_off = h->header_size;
-  uint64_t meta = ROUND_UP(h->heaps_off + sizeof(struct theap) * SH_MAX_HEAPS, SH_PAGE);
-  uint64_t per_page = SH_PAGE + sizeof(uint32_t) + sizeof(struct span);
-  uint64_t npages = (size - meta) / per_page;
-  for (;; npages--) {
-    uint64_t spans = ROUND_UP(meta + sizeof(uint32_t) * npages, SH_PAGE);
-    uint64_t heap = ROUND_UP(spans + sizeof(struct span) * (npages + 2), SH_PAGE);
-    if (heap + npages * SH_PAGE <= size) {
-      h->pagemap_off = meta;
-      h->spans_off = spans;
-      h->heap_off = heap;
-      h->npages = (uint32_t)npages;
-      h->nspans = (uint32_t)(npages + 2);
-      return;
-    }
-  }
-}
-
 void sh_cache_pointers(void) {
   struct shm_header *h = (struct shm_header *)G.base;
   G.hdr = h;

@@ -41,14 +41,9 @@ static void desc_release(struct span *s) {
 
 /* ---- bins ----------------------------------------------------------------- */
 
-static unsigned bin_of(uint32_t n) {
-  if (n <= SH_EXACT_BINS) return n - 1;
-  return SH_EXACT_BINS + (31 - (unsigned)__builtin_clz(n)) - 6;
-}
-
 static void bin_insert(struct span *s) {
   struct shm_header *h = H();
-  unsigned b = bin_of(s->npages);
+  unsigned b = sh_bin_of(s->npages);
   uint32_t i = span_index(s);
   s->prev = 0;
   s->next = h->bins[b];
@@ -59,7 +54,7 @@ static void bin_insert(struct span *s) {
 
 static void bin_remove(struct span *s) {
   struct shm_header *h = H();
-  unsigned b = bin_of(s->npages);
+  unsigned b = sh_bin_of(s->npages);
   if (s->prev) G.spans[s->prev].next = s->next;
   else h->bins[b] = s->next;
   if (s->next) G.spans[s->next].prev = s->prev;
@@ -169,7 +164,7 @@ static struct span *take_from_top(uint32_t n) {
 /* Finds a free span of at least n pages: best fit among the exact bins, first
  * fit in the logarithmic ones, then fresh pages from the top. */
 static struct span *find_free(uint32_t n) {
-  for (int b = bin_next(bin_of(n)); b >= 0; b = bin_next((unsigned)b + 1)) {
+  for (int b = bin_next(sh_bin_of(n)); b >= 0; b = bin_next((unsigned)b + 1)) {
     for (uint32_t i = H()->bins[b]; i; i = G.spans[i].next) {
       struct span *s = &G.spans[i];
       if (s->npages >= n) {

@@ -1,0 +1,323 @@
+/* The heap format seen from outside: where everything is (the layout is a
+ * function of the segment size alone), whether a mapping holds a heap of
+ * ours, and a walk over all allocator metadata that checks every invariant
+ * of internal.h.  Used by the library and by shmheap-dump, at any address:
+ * nothing here uses the process's own heap state, and every offset, index
+ * and count read from the segment is checked before it is followed, so a
+ * corrupt or hostile segment cannot make the walk crash or loop. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "heapview.h"
+
+#define ROUND_UP(x, a) (((x) + (a)-1) & ~((uint64_t)(a)-1))
+
+/* Places the header, the thread heaps, the page map, the span descriptors and
+ * the heap pages.  The descriptor pool has one entry per page (a span can be
+ * one page), but untouched entries cost no memory. */
+void sh_layout(struct shm_header *h, size_t size, uintptr_t base) {
+  h->size = size;
+  h->base = base;
+  h->page_size = SH_PAGE;
+  h->header_size = (uint32_t)ROUND_UP(sizeof *h, SH_PAGE);
+  h->heaps_off = h->header_size;
+  uint64_t meta = ROUND_UP(h->heaps_off + sizeof(struct theap) * SH_MAX_HEAPS, SH_PAGE);
+  uint64_t per_page = SH_PAGE + sizeof(uint32_t) + sizeof(struct span);
+  uint64_t npages = size > meta ? (size - meta) / per_page : 0;
+  for (;; npages--) {
+    uint64_t spans = ROUND_UP(meta + sizeof(uint32_t) * npages, SH_PAGE);
+    uint64_t heap = ROUND_UP(spans + sizeof(struct span) * (npages + 2), SH_PAGE);
+    if (heap + npages * SH_PAGE <= size || npages == 0) {
+      h->pagemap_off = meta;
+      h->spans_off = spans;
+      h->heap_off = heap;
+      h->npages = (uint32_t)npages;
+      h->nspans = (uint32_t)(npages + 2);
+      return;
+    }
+  }
+}
+
+int hv_open(struct hv *v, const void *map, size_t len, char *why, size_t whylen) {
+  const struct shm_header *h = map;
+  memset(v, 0, sizeof *v);
+  why[0] = 0;
+  if (len < SH_MIN_SIZE || h->magic != SH_MAGIC) {
+    snprintf(why, whylen, "not a libshmheap heap");
+    return -1;
+  }
+  if (h->format != SH_FORMAT) {
+    snprintf(why, whylen, "a libshmheap heap of format %u (this build reads format %u)", h->format, SH_FORMAT);
+    return -1;
+  }
+  struct shm_header want;
+  memset(&want, 0, sizeof want);
+  sh_layout(&want, len, 0);
+  if (h->size != len || h->page_size != SH_PAGE || h->nclass != SH_NCLASS ||
+      h->header_size != want.header_size || h->heaps_off != want.heaps_off ||
+      h->pagemap_off != want.pagemap_off || h->spans_off != want.spans_off ||
+      h->heap_off != want.heap_off || h->npages != want.npages || h->nspans != want.nspans) {
+    snprintf(why, whylen, "corrupt header: its layout does not match a %zu-byte segment", len);
+    return -1;
+  }
+  if (h->top > h->npages || h->span_count == 0 || h->span_count > h->nspans ||
+      h->max_heap > SH_MAX_HEAPS) {
+    snprintf(why, whylen, "corrupt header: top %u of %u pages, %u of %u descriptors, %u heaps",
+             h->top, h->npages, h->span_count, h->nspans, h->max_heap);
+    return -1;
+  }
+  for (unsigned c = 1; c <= SH_NCLASS; c++) {
+    uint32_t sz = h->class_size[c];
+    if (!sz || sz % SH_ALIGN || sz > SH_SMALL_MAX || (c > 1 && sz <= h->class_size[c - 1]) ||
+        !h->class_pages[c] || (uint64_t)h->class_pages[c] * SH_PAGE / sz < 1 ||
+        (uint64_t)h->class_pages[c] * SH_PAGE / sz > 0xffff) {
+      snprintf(why, whylen, "corrupt header: size class %u (%u bytes, %u pages)", c, sz, h->class_pages[c]);
+      return -1;
+    }
+  }
+  v->base = map;
+  v->len = len;
+  v->h = h;
+  v->heaps = (const struct theap *)((const char *)map + h->heaps_off);
+  v->spans = (const struct span *)((const char *)map + h->spans_off);
+  v->pagemap = (const uint32_t *)((const char *)map + h->pagemap_off);
+  return 0;
+}
+
+/* ---- the check ------------------------------------------------------------- */
+
+struct ck {
+  const struct hv *v;
+  hv_report rep;
+  void *ctx;
+  unsigned problems;
+};
+
+static void bad(struct ck *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bad(struct ck *k, const char *fmt, ...) {
+  k->problems++;
+  if (!k->rep) return;
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  k->rep(k->ctx, msg);
+}
+
+static uint64_t span_off(const struct hv *v, const struct span *s) {
+  return v->h->heap_off + ((uint64_t)s->first << SH_PAGE_SHIFT);
+}
+
+/* Walks one block list of small span i, marking the blocks in seen.
+ * Returns the number of blocks, or -1 if the list is broken. */
+static long walk_blocks(struct ck *k, uint32_t i, uint64_t head, uint8_t *seen, const char *which) {
+  const struct hv *v = k->v;
+  const struct span *s = &v->spans[i];
+  uint64_t start = span_off(v, s), end = start + (uint64_t)s->reserved * s->bsize;
+  long n = 0;
+  for (uint64_t off = head; off; n++) {
+    if (off < start || off >= end || (off - start) % s->bsize) {
+      bad(k, "span %u: %s list has offset 0x%llx, not a carved block of the span", i, which,
+          (unsigned long long)off);
+      return -1;
+    }
+    uint64_t b = (off - start) / s->bsize;
+    if (seen[b >> 3] & (1u << (b & 7))) {
+      bad(k, "span %u: block %llu is twice on the free lists (%s)", i, (unsigned long long)b, which);
+      return -1;
+    }
+    seen[b >> 3] |= (uint8_t)(1u << (b & 7));
+    off = *(const uint64_t *)(v->base + off);
+  }
+  return n;
+}
+
+static void check_small(struct ck *k, uint32_t i) {
+  const struct hv *v = k->v;
+  const struct shm_header *h = v->h;
+  const struct span *s = &v->spans[i];
+  if (s->cls < 1 || s->cls > SH_NCLASS) {
+    bad(k, "span %u: size class %u", i, s->cls);
+    return;
+  }
+  uint32_t cap = (uint32_t)((uint64_t)h->class_pages[s->cls] * SH_PAGE / h->class_size[s->cls]);
+  if (s->bsize != h->class_size[s->cls] || s->npages != h->class_pages[s->cls] || s->capacity != cap ||
+      s->reserved > s->capacity || s->used > s->reserved) {
+    bad(k, "span %u: class %u has block size %u, %u pages, capacity %u, %u carved, %u used", i, s->cls,
+        s->bsize, s->npages, s->capacity, s->reserved, s->used);
+    return;
+  }
+  if (s->owner >= SH_MAX_HEAPS || (h->max_heap && s->owner >= h->max_heap))
+    bad(k, "span %u: owner heap %u does not exist", i, s->owner);
+  for (uint32_t p = 0; p < s->npages; p++)
+    if (v->pagemap[s->first + p] != i) {
+      bad(k, "span %u: page map entry of its page %u points elsewhere", i, p);
+      break;
+    }
+  uint8_t seen[0x10000 / 8];
+  memset(seen, 0, (s->capacity + 7) / 8);
+  long local = walk_blocks(k, i, s->free, seen, "local free");
+  long remote = walk_blocks(k, i, atomic_load(&s->thread_free) & ~TF_NOTIFY, seen, "remote free");
+  if (local < 0 || remote < 0) return;
+  /* Blocks freed by other threads stay counted as used until collected. */
+  if ((long)s->used != (long)s->reserved - local)
+    bad(k, "span %u: %u blocks counted used, but %u carved and %ld on its local free list", i, s->used,
+        s->reserved, local);
+}
+
+long hv_check(const struct hv *v, hv_report rep, void *ctx) {
+  struct ck k = {v, rep, ctx, 0};
+  const struct shm_header *h = v->h;
+  /* One reading of the counters that bound the walk: a live heap may grow
+   * meanwhile, and nothing below may index past what was sized here. */
+  const uint32_t count = h->span_count, top = h->top, max_heap = h->max_heap;
+  if (count == 0 || count > h->nspans || top > h->npages || max_heap > SH_MAX_HEAPS) {
+    bad(&k, "header counters out of range: %u descriptors, top %u, %u heaps", count, top, max_heap);
+    return k.problems;
+  }
+  uint8_t *tiled = calloc(count, 1); /* 1 tiles the heap, 2 also listed */
+  if (!tiled) return -1;
+  uint64_t dirty = 0, live = 0, large = 0, large_bytes = 0, nfree = 0;
+  int prev_free = 0;
+  uint32_t pg = 0;
+  while (pg < top) {
+    uint32_t i = v->pagemap[pg];
+    const struct span *s = &v->spans[i < count ? i : 0];
+    if (i == 0 || i >= count || s->first != pg || s->npages == 0 || s->npages > top - pg) {
+      bad(&k, "page %u: the page map entry (%u) does not start a span there; the heap walk stops", pg, i);
+      break;
+    }
+    if (tiled[i]) {
+      bad(&k, "span %u covers two places of the heap", i);
+      break;
+    }
+    tiled[i] = 1;
+    if (v->pagemap[pg + s->npages - 1] != i) bad(&k, "span %u: page map entry of its last page points elsewhere", i);
+    switch (s->state) {
+    case SPAN_FREE:
+      if (prev_free) bad(&k, "span %u: free, next to another free span (not coalesced)", i);
+      if (s->ndirty > s->npages) bad(&k, "span %u: %u dirty pages of %u", i, s->ndirty, s->npages);
+      dirty += s->ndirty;
+      nfree++;
+      break;
+    case SPAN_SMALL:
+      live += s->npages;
+      check_small(&k, i);
+      break;
+    case SPAN_LARGE:
+      live += s->npages;
+      large++;
+      large_bytes += (uint64_t)s->npages << SH_PAGE_SHIFT;
+      break;
+    default:
+      bad(&k, "span %u at page %u: state %u", i, pg, s->state);
+    }
+    prev_free = s->state == SPAN_FREE;
+    pg += s->npages;
+  }
+  int walked = pg == top;
+  if (walked) {
+    if (dirty != h->dirty_pages) bad(&k, "%llu dirty free pages, the header says %llu", (unsigned long long)dirty, (unsigned long long)h->dirty_pages);
+    if (live != h->live_pages) bad(&k, "%llu pages in use, the header says %llu", (unsigned long long)live, (unsigned long long)h->live_pages);
+    if (large != h->large_count || large_bytes != h->large_in_use)
+      bad(&k, "%llu large blocks of %llu bytes, the header says %llu of %llu", (unsigned long long)large,
+          (unsigned long long)large_bytes, (unsigned long long)h->large_count, (unsigned long long)h->large_in_use);
+  }
+
+  /* Free bins: every free span in the bin of its size, once. */
+  uint64_t binned = 0;
+  for (unsigned b = 0; b < SH_NBINS; b++) {
+    int set = (h->binmap[b >> 6] >> (b & 63)) & 1;
+    if (set != (h->bins[b] != 0)) bad(&k, "bin %u: map bit %d but the bin is %s", b, set, h->bins[b] ? "full" : "empty");
+    uint32_t prev = 0, steps = 0;
+    for (uint32_t i = h->bins[b]; i; i = v->spans[i].next) {
+      if (i >= count || ++steps > count) {
+        bad(&k, "bin %u: broken list (index %u)", b, i);
+        break;
+      }
+      const struct span *s = &v->spans[i];
+      if (s->state != SPAN_FREE || !s->npages || sh_bin_of(s->npages) != b || s->prev != prev || tiled[i] != 1) {
+        bad(&k, "bin %u: span %u (state %u, %u pages) does not belong here", b, i, s->state, s->npages);
+        break;
+      }
+      tiled[i] = 2;
+      binned++;
+      prev = i;
+    }
+  }
+  if (walked && binned != nfree) bad(&k, "%llu free spans, %llu of them in bins", (unsigned long long)nfree, (unsigned long long)binned);
+
+  /* Descriptor free list: unused descriptors only. */
+  uint32_t steps = 0;
+  for (uint32_t i = h->span_free; i; i = v->spans[i].next) {
+    if (i >= count || ++steps > count || v->spans[i].state != SPAN_NONE || tiled[i]) {
+      bad(&k, "descriptor free list: broken at %u", i);
+      break;
+    }
+  }
+
+  /* Thread heaps: each small span on exactly one list of its owner. */
+  for (uint32_t hi = 0; hi < max_heap; hi++) {
+    const struct theap *th = &v->heaps[hi];
+    for (unsigned c = 1; c <= SH_NCLASS; c++) {
+      for (int full = 0; full < 2; full++) {
+        uint32_t prev = 0, n = 0;
+        for (uint32_t i = full ? th->cls[c].full : th->cls[c].avail; i; i = v->spans[i].next) {
+          if (i >= count || ++n > count) {
+            bad(&k, "heap %u class %u: broken %s list", hi, c, full ? "full" : "avail");
+            break;
+          }
+          const struct span *s = &v->spans[i];
+          if (s->state != SPAN_SMALL || s->owner != hi || s->cls != c || s->prev != prev ||
+              !!(s->flags & SPAN_FULL) != full || tiled[i] != 1) {
+            bad(&k, "heap %u class %u: span %u on its %s list does not belong there", hi, c, i, full ? "full" : "avail");
+            break;
+          }
+          tiled[i] = 2;
+          prev = i;
+        }
+      }
+    }
+  }
+  if (walked)
+    for (uint32_t i = 1; i < count; i++)
+      if (tiled[i] == 1 && v->spans[i].state == SPAN_SMALL)
+        bad(&k, "span %u: small span on no list of heap %u", i, v->spans[i].owner);
+  free(tiled);
+  return k.problems;
+}
+
+void hv_usage(const struct hv *v, struct hv_usage *u) {
+  const struct shm_header *h = v->h;
+  memset(u, 0, sizeof *u);
+  u->top_pages = h->top;
+  for (uint32_t pg = 0; pg < h->top;) {
+    uint32_t i = v->pagemap[pg];
+    if (i == 0 || i >= h->span_count) break;
+    const struct span *s = &v->spans[i];
+    if (s->first != pg || !s->npages || s->npages > h->top - pg) break;
+    if (s->state == SPAN_FREE) {
+      u->free_spans++;
+      u->free_pages += s->npages;
+      u->dirty_pages += s->ndirty;
+    } else if (s->state == SPAN_SMALL && s->cls >= 1 && s->cls <= SH_NCLASS) {
+      u->cls_spans[s->cls]++;
+      u->cls_used[s->cls] += s->used;
+      u->small_pages += s->npages;
+    } else if (s->state == SPAN_LARGE) {
+      u->large_count++;
+      u->large_pages += s->npages;
+    }
+    pg += s->npages;
+  }
+  for (uint32_t hi = 0; hi < h->max_heap; hi++) {
+    u->in_use += v->heaps[hi].in_use;
+    u->nmalloc += v->heaps[hi].nmalloc;
+    u->nfree += v->heaps[hi].nfree;
+    if (v->heaps[hi].owner_pid) u->heaps_owned++;
+  }
+  u->in_use += (int64_t)h->large_in_use;
+}

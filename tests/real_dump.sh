@@ -1,0 +1,86 @@
+#!/bin/sh
+# shmheap-dump on a heap left behind by a real program: listing, summary,
+# JSON, a consistent --check, errors for what is not a heap, and a fuzz of
+# one-byte corruptions of the metadata (exit 0, 1 or 2, never a signal).
+set -eu
+TOOL=$top_builddir/tools/shmheap-dump
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+KEY=$(printf '0x5d%06x' $(( $$ & 0xffffff )))
+NAME="dumptest-$$"
+TMP=$(mktemp -d)
+cleanup() {
+  for k in "$KEY" "$NAME"; do
+    id=$("$TOOL" --json 2>/dev/null | "$PY" -c "
+import json, sys
+for h in json.load(sys.stdin):
+    if h['name'] == sys.argv[1] or (sys.argv[1].startswith('0x') and h['key'] == int(sys.argv[1], 16) and not h['name']):
+        print(h['shmid'])" "$k" 2>/dev/null || :)
+    for i in $id; do ipcrm -m "$i" 2>/dev/null || :; done
+  done
+  [ -z "${NOTHEAP:-}" ] || ipcrm -m "$NOTHEAP" 2>/dev/null || :
+  rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+fail() { echo "FAIL: real_dump.sh: $*" >&2; exit 1; }
+
+# A heap left behind: python builds objects in it and exits.
+for k in "$KEY" "$NAME"; do
+  LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_KEY=$k SHMHEAP_SIZE=64M PYTHONMALLOC=malloc \
+    "$PY" -c 'import os; x = {str(i): [i] * 8 for i in range(20000)}; print(len(x), flush=True); os._exit(0)' >"$TMP/py.out" ||
+    fail "python3 under SHMHEAP_KEY=$k failed"
+done
+
+"$TOOL" >"$TMP/list" || fail "listing exited $?"
+grep -q "^$KEY " "$TMP/list" || { cat "$TMP/list"; fail "the listing does not show key $KEY"; }
+grep -q " $NAME " "$TMP/list" || { cat "$TMP/list"; fail "the listing does not show heap $NAME"; }
+
+"$TOOL" "$NAME" >"$TMP/sum" || fail "summary of $NAME exited $?"
+grep -q "name $NAME" "$TMP/sum" || { cat "$TMP/sum"; fail "the summary does not name the heap"; }
+grep -q "(gone)" "$TMP/sum" || { cat "$TMP/sum"; fail "the summary does not say the creator is gone"; }
+
+"$TOOL" --json "$KEY" >"$TMP/json" || fail "--json summary exited $?"
+"$PY" - "$TMP/json" <<'PYEOF' || fail "the --json summary is wrong"
+import json, sys
+h = json.load(open(sys.argv[1]))
+assert h["in_use"] > 20000 * 8 * 8, h["in_use"]   # 20000 lists of 8 pointers at least
+assert h["nmalloc"] > 20000, h["nmalloc"]
+assert h["creator_alive"] is False
+assert sum(c["blocks_used"] for c in h["classes"]) > 20000
+PYEOF
+
+"$TOOL" --check "$KEY" >"$TMP/check" || { cat "$TMP/check"; fail "--check of a clean heap exited $?"; }
+grep -q "consistent" "$TMP/check" || fail "--check does not say consistent"
+
+# Errors: no such heap, and a segment that is not a heap.
+set +e
+"$TOOL" no-such-heap-$$ 2>"$TMP/err"; rc=$?
+set -e
+[ "$rc" -eq 2 ] || fail "a missing heap exited $rc, not 2"
+grep -q "no-such-heap-$$" "$TMP/err" || fail "the error does not name the heap"
+NOTHEAP=$("$PY" -c '
+import ctypes, os
+libc = ctypes.CDLL(None)
+libc.shmat.restype = ctypes.c_void_p
+i = libc.shmget(0, 8 << 20, 0o1600)   # IPC_PRIVATE, IPC_CREAT|0600
+p = libc.shmat(i, None, 0)
+ctypes.memmove(p, os.urandom(4096), 4096)
+libc.shmdt(ctypes.c_void_p(p))
+print(i)')
+set +e
+"$TOOL" --check --shmid "$NOTHEAP" 2>"$TMP/err"; rc=$?
+"$TOOL" --shmid "$NOTHEAP" 2>>"$TMP/err"; rc2=$?
+"$TOOL" >"$TMP/list2"
+set -e
+NOTHEAP_ID=$NOTHEAP
+ipcrm -m "$NOTHEAP"
+NOTHEAP=
+[ "$rc" -eq 2 ] && [ "$rc2" -eq 2 ] || fail "a segment that is not a heap exited $rc/$rc2, not 2"
+grep -q "not a libshmheap heap" "$TMP/err" || { cat "$TMP/err"; fail "the error does not say it is not a heap"; }
+awk -v id="$NOTHEAP_ID" '$3 == id { f = 1 } END { exit !f }' "$TMP/list2" 2>/dev/null && fail "the listing shows a segment that is not a heap"
+
+# Fuzz: one-byte corruptions of the metadata of the heap left behind.
+ID=$("$TOOL" --json "$KEY" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["shmid"])')
+"$PY" "$top_srcdir/tests/dump_fuzz.py" "$TOOL" "$ID" 300 "$$"
+"$TOOL" --check "$KEY" >/dev/null || fail "the heap is not consistent after the fuzz restored every byte"
+echo "PASS: shmheap-dump"

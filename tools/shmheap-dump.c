@@ -1,0 +1,278 @@
+/* shmheap-dump: inspect libshmheap heaps, live or left behind.
+ *
+ *   shmheap-dump [--json]                   list every heap this user may read
+ *   shmheap-dump [--json] KEY|NAME          summary of one heap
+ *   shmheap-dump [--json] --shmid ID        the same, by segment id
+ *   shmheap-dump --check KEY|NAME|--shmid ID  consistency check: exit 0, 1 or 2
+ *
+ * The segment is attached read-only at any free address and read through
+ * heapview.c, which checks every offset before following it: the tool needs
+ * nothing from the process that wrote the heap and never changes it. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+
+#include "heapview.h"
+
+enum { EXIT_OK = 0, EXIT_PROBLEMS = 1, EXIT_ERROR = 2 };
+
+static int json;
+
+static void usage(FILE *f) {
+  fputs("usage: shmheap-dump [--json]                      list the heaps on this machine\n"
+        "       shmheap-dump [--json] KEY|NAME|--shmid ID    summary of one heap\n"
+        "       shmheap-dump --check KEY|NAME|--shmid ID     check its metadata (exit 0 ok, 1 problems, 2 error)\n",
+        f);
+}
+
+static const char *human(uint64_t n, char *buf, size_t len) {
+  static const char unit[] = "BKMGTP";
+  double v = (double)n;
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0) snprintf(buf, len, "%lluB", (unsigned long long)n);
+  else snprintf(buf, len, "%.1f%c", v, unit[u]);
+  return buf;
+}
+
+/* JSON string: the name comes from the segment, so escape everything. */
+static void jstr(const char *s, size_t max) {
+  putchar('"');
+  for (size_t i = 0; i < max && s[i]; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') printf("\\%c", c);
+    else if (c < 0x20 || c >= 0x7f) printf("\\u%04x", c);
+    else putchar(c);
+  }
+  putchar('"');
+}
+
+/* Printable copy of the header's name (it may be anything). */
+static void safe_name(const char *s, char *out) {
+  size_t i = 0;
+  for (; i < SH_NAME_MAX - 1 && s[i]; i++) out[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+  out[i] = 0;
+}
+
+static int pid_alive(int32_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+
+struct seg {
+  int shmid;
+  struct shmid_ds ds;
+  const void *map;
+};
+
+static int attach(int shmid, struct seg *s) {
+  s->shmid = shmid;
+  if (shmctl(shmid, IPC_STAT, &s->ds) < 0) return -1;
+  s->map = shmat(shmid, NULL, SHM_RDONLY);
+  return s->map == (void *)-1 ? -1 : 0;
+}
+
+static void list_heaps(void) {
+  struct shm_info info;
+  int max = shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&info);
+  if (max < 0) {
+    fprintf(stderr, "shmheap-dump: cannot list the segments (shmctl SHM_INFO): %s\n", strerror(errno));
+    exit(EXIT_ERROR);
+  }
+  if (json) printf("[");
+  else printf("%-10s %-16s %10s %8s %9s %6s %8s %-6s\n", "KEY", "NAME", "SHMID", "SIZE", "IN USE", "NATTCH", "PID", "ALIVE");
+  int n = 0;
+  for (int idx = 0; idx <= max; idx++) {
+    struct shmid_ds ds;
+    int id = shmctl(idx, SHM_STAT, &ds);
+    if (id < 0 || ds.shm_segsz < SH_MIN_SIZE) continue;
+    struct seg s;
+    if (attach(id, &s) < 0) continue;
+    struct hv v;
+    char why[160];
+    if (hv_open(&v, s.map, s.ds.shm_segsz, why, sizeof why) == 0) {
+      struct hv_usage u;
+      hv_usage(&v, &u);
+      const struct shm_header *h = v.h;
+      uint64_t in_use = u.in_use > 0 ? (uint64_t)u.in_use : 0;
+      char name[SH_NAME_MAX], b1[32], b2[32];
+      safe_name(h->name, name);
+      if (json) {
+        printf("%s\n {\"key\": %u, \"name\": ", n ? "," : "", (unsigned)h->key);
+        jstr(h->name, SH_NAME_MAX);
+        printf(", \"shmid\": %d, \"size\": %llu, \"in_use\": %llu, \"nattch\": %lu, \"creator_pid\": %d, \"creator_alive\": %s}",
+               id, (unsigned long long)h->size, (unsigned long long)in_use, (unsigned long)s.ds.shm_nattch,
+               h->creator_pid, pid_alive(h->creator_pid) ? "true" : "false");
+      } else {
+        printf("0x%08x %-16s %10d %8s %9s %6lu %8d %-6s\n", (unsigned)h->key, name[0] ? name : "-", id,
+               human(h->size, b1, sizeof b1), human(in_use, b2, sizeof b2), (unsigned long)s.ds.shm_nattch,
+               h->creator_pid, pid_alive(h->creator_pid) ? "yes" : "no");
+      }
+      n++;
+    }
+    shmdt(s.map);
+  }
+  if (json) printf("%s]\n", n ? "\n" : "");
+}
+
+static void summary(const struct seg *s, const struct hv *v) {
+  const struct shm_header *h = v->h;
+  struct hv_usage u;
+  hv_usage(v, &u);
+  uint64_t in_use = u.in_use > 0 ? (uint64_t)u.in_use : 0;
+  char name[SH_NAME_MAX];
+  safe_name(h->name, name);
+  if (json) {
+    printf("{\"key\": %u, \"name\": ", (unsigned)h->key);
+    jstr(h->name, SH_NAME_MAX);
+    printf(",\n \"shmid\": %d, \"format\": %u, \"size\": %llu, \"base\": \"0x%llx\", \"creator_uid\": %u, \"creator_pid\": %d, \"creator_alive\": %s, \"created\": %llu, \"nattch\": %lu,\n",
+           s->shmid, h->format, (unsigned long long)h->size, (unsigned long long)h->base, h->creator_uid,
+           h->creator_pid, pid_alive(h->creator_pid) ? "true" : "false", (unsigned long long)h->created,
+           (unsigned long)s->ds.shm_nattch);
+    printf(" \"in_use\": %llu, \"nmalloc\": %llu, \"nfree\": %llu, \"heap_bytes\": %llu, \"heap_capacity\": %llu,\n",
+           (unsigned long long)in_use, (unsigned long long)u.nmalloc, (unsigned long long)u.nfree,
+           (unsigned long long)(u.top_pages << SH_PAGE_SHIFT), (unsigned long long)h->npages << SH_PAGE_SHIFT);
+    printf(" \"free_bytes\": %llu, \"free_dirty_bytes\": %llu, \"purged_bytes\": %llu, \"large_blocks\": %llu, \"large_bytes\": %llu, \"thread_heaps\": %u,\n",
+           (unsigned long long)(u.free_pages << SH_PAGE_SHIFT), (unsigned long long)(u.dirty_pages << SH_PAGE_SHIFT),
+           (unsigned long long)(h->purged_pages << SH_PAGE_SHIFT), (unsigned long long)u.large_count,
+           (unsigned long long)(u.large_pages << SH_PAGE_SHIFT), u.heaps_owned);
+    printf(" \"layout\": {\"heaps_off\": %llu, \"pagemap_off\": %llu, \"spans_off\": %llu, \"heap_off\": %llu, \"pages\": %u, \"descriptors\": %u},\n",
+           (unsigned long long)h->heaps_off, (unsigned long long)h->pagemap_off, (unsigned long long)h->spans_off,
+           (unsigned long long)h->heap_off, h->npages, h->span_count);
+    printf(" \"classes\": [");
+    int first = 1;
+    for (unsigned c = 1; c <= SH_NCLASS; c++) {
+      if (!u.cls_spans[c]) continue;
+      printf("%s\n  {\"size\": %u, \"spans\": %llu, \"blocks_used\": %llu}", first ? "" : ",", h->class_size[c],
+             (unsigned long long)u.cls_spans[c], (unsigned long long)u.cls_used[c]);
+      first = 0;
+    }
+    printf("%s]}\n", first ? "" : "\n ");
+    return;
+  }
+  char b1[32], b2[32], b3[32], b4[32];
+  printf("heap       key 0x%08x%s%s, shmid %d, format %u\n", (unsigned)h->key, name[0] ? " name " : "", name,
+         s->shmid, h->format);
+  printf("segment    %s at 0x%llx, created by pid %d (%s), uid %u; %lu attached now\n",
+         human(h->size, b1, sizeof b1), (unsigned long long)h->base, h->creator_pid,
+         pid_alive(h->creator_pid) ? "alive" : "gone", h->creator_uid, (unsigned long)s->ds.shm_nattch);
+  printf("in use     %s in blocks (%llu malloc, %llu free of small blocks)\n", human(in_use, b1, sizeof b1),
+         (unsigned long long)u.nmalloc, (unsigned long long)u.nfree);
+  printf("pages      %s carved of %s; small spans %s, large blocks %llu (%s)\n",
+         human(u.top_pages << SH_PAGE_SHIFT, b1, sizeof b1),
+         human((uint64_t)h->npages << SH_PAGE_SHIFT, b2, sizeof b2), human(u.small_pages << SH_PAGE_SHIFT, b3, sizeof b3),
+         (unsigned long long)u.large_count, human(u.large_pages << SH_PAGE_SHIFT, b4, sizeof b4));
+  printf("free       %s in %llu spans, %s of it still holding memory; %s handed back so far\n",
+         human(u.free_pages << SH_PAGE_SHIFT, b1, sizeof b1), (unsigned long long)u.free_spans,
+         human(u.dirty_pages << SH_PAGE_SHIFT, b2, sizeof b2), human(h->purged_pages << SH_PAGE_SHIFT, b3, sizeof b3));
+  printf("threads    %u thread heaps claimed\n", u.heaps_owned);
+  printf("%10s %8s %12s %10s\n", "CLASS", "SPANS", "BLOCKS USED", "BYTES");
+  for (unsigned c = 1; c <= SH_NCLASS; c++)
+    if (u.cls_spans[c])
+      printf("%10u %8llu %12llu %10s\n", h->class_size[c], (unsigned long long)u.cls_spans[c],
+             (unsigned long long)u.cls_used[c], human(u.cls_used[c] * h->class_size[c], b1, sizeof b1));
+}
+
+static void print_problem(void *ctx, const char *p) {
+  (void)ctx;
+  if (json) {
+    printf("%s\n  ", (*(int *)ctx)++ ? "," : "");
+    jstr(p, 1024);
+  } else {
+    printf("problem: %s\n", p);
+  }
+}
+
+int main(int argc, char **argv) {
+  int check = 0, shmid = -1;
+  const char *target = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--json")) json = 1;
+    else if (!strcmp(argv[i], "--check")) check = 1;
+    else if (!strcmp(argv[i], "--shmid") && i + 1 < argc) {
+      char *end;
+      long id = strtol(argv[++i], &end, 10);
+      if (*end || id < 0 || id > 0x7fffffff) {
+        fprintf(stderr, "shmheap-dump: --shmid %s: not a segment id\n", argv[i]);
+        return EXIT_ERROR;
+      }
+      shmid = (int)id;
+    } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      usage(stdout);
+      return EXIT_OK;
+    } else if (argv[i][0] == '-' && argv[i][1] == '-') {
+      fprintf(stderr, "shmheap-dump: unknown option %s\n", argv[i]);
+      usage(stderr);
+      return EXIT_ERROR;
+    } else if (!target) target = argv[i];
+    else {
+      usage(stderr);
+      return EXIT_ERROR;
+    }
+  }
+  if (!target && shmid < 0) {
+    if (check) {
+      fprintf(stderr, "shmheap-dump: --check needs a heap: KEY, NAME or --shmid ID\n");
+      return EXIT_ERROR;
+    }
+    list_heaps();
+    return EXIT_OK;
+  }
+  char label[96];
+  int32_t key = 0;
+  char name[SH_NAME_MAX];
+  if (target) {
+    int r = sh_key_parse(target, &key, name);
+    if (r) {
+      fprintf(stderr, "shmheap-dump: %s: %s\n", target,
+              r == 1 ? "key out of range (1 to 0xffffffff)" : r == 2 ? "0 is IPC_PRIVATE, not a key" : "name longer than 63 bytes");
+      return EXIT_ERROR;
+    }
+    shmid = shmget(key, 0, 0);
+    snprintf(label, sizeof label, "heap %s (key 0x%x)", target, (unsigned)key);
+    if (shmid < 0) {
+      fprintf(stderr, "shmheap-dump: %s: %s\n", label,
+              errno == ENOENT ? "no such segment" : errno == EACCES ? "permission denied" : strerror(errno));
+      return EXIT_ERROR;
+    }
+  } else {
+    snprintf(label, sizeof label, "segment shmid %d", shmid);
+  }
+  struct seg s;
+  if (attach(shmid, &s) < 0) {
+    fprintf(stderr, "shmheap-dump: %s: cannot attach it read-only: %s\n", label,
+            errno == EACCES ? "permission denied" : errno == EINVAL || errno == EIDRM ? "no such segment" : strerror(errno));
+    return EXIT_ERROR;
+  }
+  struct hv v;
+  char why[160];
+  if (hv_open(&v, s.map, s.ds.shm_segsz, why, sizeof why) < 0) {
+    fprintf(stderr, "shmheap-dump: %s: %s\n", label, why);
+    return EXIT_ERROR;
+  }
+  if (target && name[0] && strncmp(v.h->name, name, SH_NAME_MAX)) {
+    char other[SH_NAME_MAX];
+    safe_name(v.h->name, other);
+    fprintf(stderr, "shmheap-dump: %s: the segment is heap \"%s\", whose name hashes to the same key\n", label, other);
+    return EXIT_ERROR;
+  }
+  if (!check) {
+    summary(&s, &v);
+    return EXIT_OK;
+  }
+  int nprinted = 0;
+  if (json) printf("{\"shmid\": %d, \"problems\": [", shmid);
+  long n = hv_check(&v, print_problem, &nprinted);
+  if (n < 0) {
+    fprintf(stderr, "shmheap-dump: %s: out of memory for the check\n", label);
+    return EXIT_ERROR;
+  }
+  if (json) printf("%s], \"consistent\": %s}\n", n ? "\n " : "", n ? "false" : "true");
+  else if (n == 0) printf("%s: consistent\n", label);
+  else printf("%s: %ld problem%s\n", label, n, n == 1 ? "" : "s");
+  return n ? EXIT_PROBLEMS : EXIT_OK;
+}
