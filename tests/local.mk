@@ -22,8 +22,8 @@ AM_TESTS_ENVIRONMENT = \
 SUITE_CPPFLAGS_ALL = $(AM_CPPFLAGS) -I$(top_srcdir)/src
 TESTUTIL = tests/testutil.c tests/testutil.h
 
-check_PROGRAMS += tests/check_api tests/check_fork tests/check_env tests/check_cxx
-TESTS += tests/check_api tests/check_fork tests/check_env tests/check_cxx
+check_PROGRAMS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap
+TESTS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap
 
 tests_check_api_SOURCES = tests/check_api.c $(TESTUTIL)
 tests_check_api_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
@@ -34,6 +34,11 @@ tests_check_fork_SOURCES = tests/check_fork.c $(TESTUTIL)
 tests_check_fork_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
 tests_check_fork_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) -fno-builtin -pthread
 tests_check_fork_LDADD = src/libshmheap.la $(CHECK_LIBS) -lpthread
+
+tests_check_heap_SOURCES = tests/check_heap.c
+tests_check_heap_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_check_heap_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) -pthread
+tests_check_heap_LDADD = src/libshmheap.la $(CHECK_LIBS) -lpthread
 
 tests_check_env_SOURCES = tests/check_env.c $(TESTUTIL)
 tests_check_env_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
