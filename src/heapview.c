@@ -290,6 +290,49 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
   return k.problems;
 }
 
+/* Marks the blocks of one free list in seen; stops at the first block that
+ * is not a carved block of the span or is already marked. */
+static void mark_free(const struct hv *v, const struct span *s, uint64_t head, uint8_t *seen) {
+  uint64_t start = span_off(v, s), end = start + (uint64_t)s->reserved * s->bsize;
+  for (uint64_t off = head; off >= start && off < end && (off - start) % s->bsize == 0;) {
+    uint64_t b = (off - start) / s->bsize;
+    if (seen[b >> 3] & (1u << (b & 7))) break;
+    seen[b >> 3] |= (uint8_t)(1u << (b & 7));
+    off = *(const uint64_t *)(v->base + off);
+  }
+}
+
+uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx) {
+  const struct shm_header *h = v->h;
+  const uint32_t count = h->span_count, top = h->top;
+  uint64_t n = 0;
+  if (count > h->nspans || top > h->npages) return 0;
+  for (uint32_t pg = 0; pg < top;) {
+    uint32_t i = v->pagemap[pg];
+    if (i == 0 || i >= count) break;
+    const struct span *s = &v->spans[i];
+    if (s->first != pg || !s->npages || s->npages > top - pg) break;
+    if (s->state == SPAN_LARGE) {
+      n++;
+      if (fn && fn(ctx, span_off(v, s), (uint64_t)s->npages << SH_PAGE_SHIFT, 0)) return n;
+    } else if (s->state == SPAN_SMALL && s->cls >= 1 && s->cls <= SH_NCLASS &&
+               s->bsize == h->class_size[s->cls] && s->reserved <= s->capacity &&
+               (uint64_t)s->reserved * s->bsize <= (uint64_t)s->npages << SH_PAGE_SHIFT) {
+      uint8_t seen[0x10000 / 8];
+      memset(seen, 0, ((size_t)s->reserved + 7) / 8);
+      mark_free(v, s, s->free, seen);
+      mark_free(v, s, atomic_load(&s->thread_free) & ~TF_NOTIFY, seen);
+      for (uint32_t b = 0; b < s->reserved; b++) {
+        if (seen[b >> 3] & (1u << (b & 7))) continue;
+        n++;
+        if (fn && fn(ctx, span_off(v, s) + (uint64_t)b * s->bsize, s->bsize, s->cls)) return n;
+      }
+    }
+    pg += s->npages;
+  }
+  return n;
+}
+
 void hv_usage(const struct hv *v, struct hv_usage *u) {
   const struct shm_header *h = v->h;
   memset(u, 0, sizeof *u);

@@ -34,6 +34,12 @@ typedef void (*hv_report)(void *ctx, const char *problem);
  * allocating while it runs can make it see a list mid-edit. */
 SH_HIDDEN long hv_check(const struct hv *v, hv_report rep, void *ctx);
 
+/* Calls fn for every live block (offset from the base, usable size, size
+ * class or 0 for a large block) in address order, until fn returns nonzero.
+ * Returns the number of blocks passed to fn. */
+typedef int (*hv_block_fn)(void *ctx, uint64_t off, uint64_t size, unsigned cls);
+SH_HIDDEN uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx);
+
 /* Usage by kind and size class, as far as the metadata is sound. */
 SH_HIDDEN void hv_usage(const struct hv *v, struct hv_usage *u);
 

@@ -54,7 +54,9 @@ __attribute__((constructor)) static void shmheap_ctor(void) {
 }
 
 __attribute__((destructor)) static void shmheap_dtor(void) {
-  if (atomic_load(&sh_ready) == 2 && G.opt.verbose) sh_print_exit_stats();
+  if (atomic_load(&sh_ready) != 2) return;
+  if (G.opt.verbose) sh_print_exit_stats();
+  sh_thread_release_self();
 }
 
 SH_API int shmheap_contains(const void *p) {

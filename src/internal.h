@@ -276,6 +276,7 @@ SH_HIDDEN struct span *span_lookup(const void *p);
 SH_HIDDEN struct theap *sh_heap_acquire(void);
 SH_HIDDEN void sh_heaps_release_process(pid_t pid, struct theap *keep);
 SH_HIDDEN void sh_thread_key_init(void);
+SH_HIDDEN void sh_thread_release_self(void);
 
 /* alloc.c */
 SH_HIDDEN void *sh_malloc(size_t n);

@@ -47,6 +47,7 @@ static void form_heap(const struct options *o) {
   sh_cache_pointers();
   sh_lock_init(&G.heaps[0].lock);
   h->span_count = 1; /* descriptor 0 is the empty span every empty class points at */
+  h->max_heap = 1;   /* heap 0, shared by threads that have no slot, always exists */
   /* The magic goes in last: a process that attaches while we are here sees
    * an unformed segment and waits, instead of using half a header. */
   atomic_thread_fence(memory_order_release);

@@ -44,23 +44,23 @@ struct theap *sh_heap_acquire(void) {
     return NULL;
   }
   sh_global_lock();
-  /* A free slot; failing that, the slot of a process that is gone and was
-   * not inside a heap edit when it went (busy is set around every edit, so
-   * an idle slot is consistent).  A slot left busy is for crash repair. */
-  for (int pass = 0; pass < 2 && !h; pass++) {
-    for (uint32_t i = 1; i < SH_MAX_HEAPS; i++) {
-      struct theap *c = &G.heaps[i];
-      pid_t owner = atomic_load_explicit(&c->owner_pid, memory_order_acquire);
-      if (owner != 0 && (pass == 0 || owner == G.pid || atomic_load(&c->busy) ||
-                         kill(owner, 0) == 0 || errno != ESRCH))
-        continue;
-      h = c;
-      h->index = (uint16_t)i;
-      h->owner_tid = (int32_t)syscall(SYS_gettid);
-      atomic_store_explicit(&h->owner_pid, G.pid, memory_order_relaxed);
-      if (i >= hdr->max_heap) hdr->max_heap = i + 1;
-      break;
-    }
+  /* The first slot that is free or that belongs to a process that is gone
+   * and was not inside a heap edit when it went (busy is set around every
+   * edit, so an idle slot is consistent; a busy one is left for crash
+   * repair).  Reusing such a slot reuses the spans it holds; only when there
+   * is none does a never-used slot get opened. */
+  uint32_t lim = hdr->max_heap < SH_MAX_HEAPS ? hdr->max_heap + 1 : SH_MAX_HEAPS;
+  for (uint32_t i = 1; i < lim; i++) {
+    struct theap *c = &G.heaps[i];
+    pid_t owner = atomic_load_explicit(&c->owner_pid, memory_order_acquire);
+    if (owner != 0 && (owner == G.pid || atomic_load(&c->busy) || kill(owner, 0) == 0 || errno != ESRCH))
+      continue;
+    h = c;
+    h->index = (uint16_t)i;
+    h->owner_tid = (int32_t)syscall(SYS_gettid);
+    atomic_store_explicit(&h->owner_pid, G.pid, memory_order_relaxed);
+    if (i >= hdr->max_heap) hdr->max_heap = i + 1;
+    break;
   }
   sh_global_unlock();
   if (!h) {
@@ -84,6 +84,17 @@ void sh_heaps_release_process(pid_t pid, struct theap *keep) {
       atomic_store(&h->owner_pid, 0);
     atomic_store(&h->busy, 0);
   }
+}
+
+/* At exit: the thread running the library's destructor (the last one to
+ * run) is between heap operations, so its slot can go back now and the next
+ * process on a keyed heap reuses its spans.  Later frees use heap 0. */
+void sh_thread_release_self(void) {
+  struct theap *h = tl_heap;
+  tl_exited = 1;
+  tl_heap = NULL;
+  if (h && atomic_load(&h->owner_pid) == G.pid && h->owner_tid == (int32_t)syscall(SYS_gettid))
+    atomic_store_explicit(&h->owner_pid, 0, memory_order_release);
 }
 
 void sh_thread_forget(void) {

@@ -52,6 +52,34 @@ PYEOF
 "$TOOL" --check "$KEY" >"$TMP/check" || { cat "$TMP/check"; fail "--check of a clean heap exited $?"; }
 grep -q "consistent" "$TMP/check" || fail "--check does not say consistent"
 
+# Every live block: the listing agrees with the JSON count and honours --limit.
+"$TOOL" --json --blocks --limit 0 "$KEY" >"$TMP/blocks.json" || fail "--blocks --json exited $?"
+TOTAL=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"])' "$TMP/blocks.json")
+[ "$TOTAL" -gt 20000 ] || fail "--blocks counts $TOTAL live blocks, fewer than the 20000 lists python left"
+"$TOOL" --blocks --limit 10 "$KEY" >"$TMP/blocks" || fail "--blocks exited $?"
+[ "$(grep -c ' small$\| large$' "$TMP/blocks")" -eq 10 ] || { head "$TMP/blocks"; fail "--limit 10 did not show 10 blocks"; }
+grep -q "more blocks ($TOTAL in all" "$TMP/blocks" || fail "--blocks does not say how many it left out"
+
+# --remove: refused while a process has the heap attached, unless --force.
+LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_KEY=$NAME SHMHEAP_SIZE=64M sleep 30 &
+SLEEPER=$!
+for _ in $(seq 100); do
+  "$TOOL" --json "$NAME" 2>/dev/null | grep -q '"nattch": 1,' && break
+  sleep 0.1
+done
+set +e
+"$TOOL" --remove "$NAME" 2>"$TMP/err"; rc=$?
+set -e
+[ "$rc" -eq 2 ] || fail "--remove of a heap in use exited $rc, not 2"
+grep -q "still attached" "$TMP/err" || { cat "$TMP/err"; fail "--remove does not say the heap is in use"; }
+"$TOOL" --remove --force "$NAME" >/dev/null || fail "--remove --force exited $?"
+kill "$SLEEPER" 2>/dev/null || :
+wait "$SLEEPER" 2>/dev/null || :
+set +e
+"$TOOL" "$NAME" 2>/dev/null; rc=$?
+set -e
+[ "$rc" -eq 2 ] || fail "the heap is still there after --remove --force"
+
 # Errors: no such heap, and a segment that is not a heap.
 set +e
 "$TOOL" no-such-heap-$$ 2>"$TMP/err"; rc=$?
@@ -71,7 +99,10 @@ set +e
 "$TOOL" --check --shmid "$NOTHEAP" 2>"$TMP/err"; rc=$?
 "$TOOL" --shmid "$NOTHEAP" 2>>"$TMP/err"; rc2=$?
 "$TOOL" >"$TMP/list2"
+"$TOOL" --remove --shmid "$NOTHEAP" 2>/dev/null; rc3=$?
 set -e
+[ "$rc3" -eq 2 ] || fail "--remove of a segment that is not a heap exited $rc3, not 2"
+ipcs -m -i "$NOTHEAP" >/dev/null 2>&1 || fail "--remove removed a segment that is not a heap"
 NOTHEAP_ID=$NOTHEAP
 ipcrm -m "$NOTHEAP"
 NOTHEAP=
@@ -81,6 +112,6 @@ awk -v id="$NOTHEAP_ID" '$3 == id { f = 1 } END { exit !f }' "$TMP/list2" 2>/dev
 
 # Fuzz: one-byte corruptions of the metadata of the heap left behind.
 ID=$("$TOOL" --json "$KEY" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["shmid"])')
-"$PY" "$top_srcdir/tests/dump_fuzz.py" "$TOOL" "$ID" 300 "$$"
+"$PY" "$top_srcdir/tests/dump_fuzz.py" "$TOOL" "$ID" 1000 "$$"
 "$TOOL" --check "$KEY" >/dev/null || fail "the heap is not consistent after the fuzz restored every byte"
 echo "PASS: shmheap-dump"

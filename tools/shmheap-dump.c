@@ -4,6 +4,8 @@
  *   shmheap-dump [--json] KEY|NAME          summary of one heap
  *   shmheap-dump [--json] --shmid ID        the same, by segment id
  *   shmheap-dump --check KEY|NAME|--shmid ID  consistency check: exit 0, 1 or 2
+ *   shmheap-dump --blocks [--limit N] HEAP  every live block
+ *   shmheap-dump --remove [--force] HEAP    remove a heap nobody has attached
  *
  * The segment is attached read-only at any free address and read through
  * heapview.c, which checks every offset before following it: the tool needs
@@ -25,7 +27,9 @@ static int json;
 static void usage(FILE *f) {
   fputs("usage: shmheap-dump [--json]                      list the heaps on this machine\n"
         "       shmheap-dump [--json] KEY|NAME|--shmid ID    summary of one heap\n"
-        "       shmheap-dump --check KEY|NAME|--shmid ID     check its metadata (exit 0 ok, 1 problems, 2 error)\n",
+        "       shmheap-dump --check KEY|NAME|--shmid ID     check its metadata (exit 0 ok, 1 problems, 2 error)\n"
+        "       shmheap-dump [--json] --blocks [--limit N] KEY|NAME|--shmid ID   every live block\n"
+        "       shmheap-dump --remove [--force] KEY|NAME|--shmid ID    remove a heap no process has attached\n",
         f);
 }
 
@@ -177,6 +181,57 @@ static void summary(const struct seg *s, const struct hv *v) {
              (unsigned long long)u.cls_used[c], human(u.cls_used[c] * h->class_size[c], b1, sizeof b1));
 }
 
+struct block_list {
+  uint64_t limit, shown;
+};
+
+static int print_block(void *ctx, uint64_t off, uint64_t size, unsigned cls) {
+  struct block_list *bl = ctx;
+  if (bl->shown == bl->limit) return 1;
+  if (json) printf("%s\n  {\"offset\": %llu, \"size\": %llu, \"class\": %u}", bl->shown ? "," : "",
+                   (unsigned long long)off, (unsigned long long)size, cls);
+  else printf("0x%012llx %10llu %s\n", (unsigned long long)off, (unsigned long long)size, cls ? "small" : "large");
+  bl->shown++;
+  return 0;
+}
+
+static void blocks(const struct hv *v, uint64_t limit) {
+  struct block_list bl = {limit, 0};
+  if (json) printf("{\"blocks\": [");
+  else printf("%-14s %10s %s\n", "OFFSET", "SIZE", "KIND");
+  hv_blocks(v, print_block, &bl);
+  uint64_t total = hv_blocks(v, NULL, NULL);
+  if (json)
+    printf("%s], \"shown\": %llu, \"total\": %llu}\n", bl.shown ? "\n " : "", (unsigned long long)bl.shown,
+           (unsigned long long)total);
+  else if (total > bl.shown)
+    printf("... %llu more blocks (%llu in all; raise --limit)\n", (unsigned long long)(total - bl.shown),
+           (unsigned long long)total);
+}
+
+/* Removes the segment only if it is a heap (checked through the read-only
+ * attach s, which the caller has already validated) and, without --force,
+ * only if nobody else has it attached. */
+static int remove_heap(struct seg *s, const char *label, int force) {
+  shmdt(s->map);
+  struct shmid_ds ds;
+  if (shmctl(s->shmid, IPC_STAT, &ds) < 0) {
+    fprintf(stderr, "shmheap-dump: %s: %s\n", label, strerror(errno));
+    return EXIT_ERROR;
+  }
+  if (ds.shm_nattch > 0 && !force) {
+    fprintf(stderr, "shmheap-dump: %s: %lu process%s still attached (last: pid %d); not removed: stop them or use --force\n",
+            label, (unsigned long)ds.shm_nattch, ds.shm_nattch == 1 ? " is" : "es are", (int)ds.shm_lpid);
+    return EXIT_ERROR;
+  }
+  if (shmctl(s->shmid, IPC_RMID, NULL) < 0) {
+    fprintf(stderr, "shmheap-dump: %s: cannot remove it: %s\n", label, errno == EPERM ? "permission denied" : strerror(errno));
+    return EXIT_ERROR;
+  }
+  printf("%s: removed%s\n", label, ds.shm_nattch ? " (it goes away when the last process detaches)" : "");
+  return EXIT_OK;
+}
+
 static void print_problem(void *ctx, const char *p) {
   (void)ctx;
   if (json) {
@@ -188,11 +243,24 @@ static void print_problem(void *ctx, const char *p) {
 }
 
 int main(int argc, char **argv) {
-  int check = 0, shmid = -1;
+  int check = 0, shmid = -1, show_blocks = 0, remove = 0, force = 0;
+  uint64_t limit = 10000;
   const char *target = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json")) json = 1;
     else if (!strcmp(argv[i], "--check")) check = 1;
+    else if (!strcmp(argv[i], "--blocks")) show_blocks = 1;
+    else if (!strcmp(argv[i], "--remove")) remove = 1;
+    else if (!strcmp(argv[i], "--force")) force = 1;
+    else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
+      char *end;
+      unsigned long long n = strtoull(argv[++i], &end, 10);
+      if (*end || argv[i][0] == '-' || argv[i][0] == 0) {
+        fprintf(stderr, "shmheap-dump: --limit %s: not a number of blocks\n", argv[i]);
+        return EXIT_ERROR;
+      }
+      limit = n;
+    }
     else if (!strcmp(argv[i], "--shmid") && i + 1 < argc) {
       char *end;
       long id = strtol(argv[++i], &end, 10);
@@ -214,9 +282,18 @@ int main(int argc, char **argv) {
       return EXIT_ERROR;
     }
   }
+  if (check + show_blocks + remove > 1) {
+    fprintf(stderr, "shmheap-dump: --check, --blocks and --remove go one at a time\n");
+    return EXIT_ERROR;
+  }
+  if (force && !remove) {
+    fprintf(stderr, "shmheap-dump: --force goes with --remove\n");
+    return EXIT_ERROR;
+  }
   if (!target && shmid < 0) {
-    if (check) {
-      fprintf(stderr, "shmheap-dump: --check needs a heap: KEY, NAME or --shmid ID\n");
+    if (check || show_blocks || remove) {
+      fprintf(stderr, "shmheap-dump: %s needs a heap: KEY, NAME or --shmid ID\n",
+              check ? "--check" : show_blocks ? "--blocks" : "--remove");
       return EXIT_ERROR;
     }
     list_heaps();
@@ -259,6 +336,11 @@ int main(int argc, char **argv) {
     safe_name(v.h->name, other);
     fprintf(stderr, "shmheap-dump: %s: the segment is heap \"%s\", whose name hashes to the same key\n", label, other);
     return EXIT_ERROR;
+  }
+  if (remove) return remove_heap(&s, label, force);
+  if (show_blocks) {
+    blocks(&v, limit);
+    return EXIT_OK;
   }
   if (!check) {
     summary(&s, &v);
