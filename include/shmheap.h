@@ -76,6 +76,33 @@ struct shmheap_info {
 /* Fills *info.  Returns 0, or -1 with errno EINVAL when info is NULL. */
 int shmheap_get_info(struct shmheap_info *info);
 
+/* Named roots: how a process finds its objects in a heap it re-attached.
+ * A root maps a name (1 to SHMHEAP_ROOT_NAME_MAX bytes) to a pointer into
+ * the heap; a heap holds up to SHMHEAP_ROOT_MAX roots.  Setting a root is
+ * atomic: a reader, or a process that attaches after a crash at any
+ * instruction, sees the old pointer or the new one, never a mix. */
+#define SHMHEAP_ROOT_MAX 256
+#define SHMHEAP_ROOT_NAME_MAX 47
+
+/* Creates or updates the root name to point at ptr, which must point into
+ * the heap (any byte of it) or be NULL.  Returns 0, or -1 with errno EINVAL
+ * (name NULL or empty, ptr outside the heap), ENAMETOOLONG (name too long)
+ * or ENOSPC (all SHMHEAP_ROOT_MAX roots are in use). */
+int shmheap_root_set(const char *name, const void *ptr);
+
+/* The pointer root name holds.  NULL with errno ENOENT if there is no such
+ * root (or EINVAL / ENAMETOOLONG for a bad name); NULL with errno unchanged
+ * if the root holds a null pointer. */
+void *shmheap_root_get(const char *name);
+
+/* Removes root name (the block it points to is not freed).  Returns 0, or -1
+ * with errno ENOENT, EINVAL or ENAMETOOLONG. */
+int shmheap_root_remove(const char *name);
+
+/* Calls fn for each root in turn, with its name and pointer, until fn
+ * returns nonzero.  Returns the number of roots visited. */
+int shmheap_root_each(int (*fn)(void *ctx, const char *name, void *ptr), void *ctx);
+
 /* Called once per problem found by shmheap_check, with a one-line text. */
 typedef void (*shmheap_report_fn)(void *ctx, const char *problem);
 

@@ -282,6 +282,15 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
       }
     }
   }
+  /* Roots: a whole name, a pointer into the heap area. */
+  for (unsigned r = 0; r < SH_ROOT_MAX; r++) {
+    const struct root *rt = &h->roots[r];
+    if (!rt->name[0]) continue;
+    if (!memchr((const void *)rt->name, 0, SH_ROOT_NAME)) bad(&k, "root %u: name not terminated", r);
+    uint64_t off = rt->off;
+    if (off && (off < h->heap_off || off >= h->heap_off + ((uint64_t)top << SH_PAGE_SHIFT)))
+      bad(&k, "root %u: offset 0x%llx is outside the heap's pages", r, (unsigned long long)off);
+  }
   if (walked)
     for (uint32_t i = 1; i < count; i++)
       if (tiled[i] == 1 && v->spans[i].state == SPAN_SMALL)
@@ -331,6 +340,20 @@ uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx) {
     pg += s->npages;
   }
   return n;
+}
+
+uint64_t hv_block_size(const struct hv *v, uint64_t off) {
+  const struct shm_header *h = v->h;
+  if (off < h->heap_off || off >= h->heap_off + ((uint64_t)h->top << SH_PAGE_SHIFT)) return 0;
+  uint32_t pg = (uint32_t)((off - h->heap_off) >> SH_PAGE_SHIFT);
+  uint32_t i = v->pagemap[pg];
+  if (i == 0 || i >= h->span_count || i >= h->nspans) return 0;
+  const struct span *s = &v->spans[i];
+  if (pg < s->first || pg - s->first >= s->npages) return 0;
+  uint64_t rel = off - span_off(v, s);
+  if (s->state == SPAN_LARGE) return rel == 0 ? (uint64_t)s->npages << SH_PAGE_SHIFT : 0;
+  if (s->state == SPAN_SMALL && s->bsize && rel % s->bsize == 0 && rel / s->bsize < s->reserved) return s->bsize;
+  return 0;
 }
 
 void hv_usage(const struct hv *v, struct hv_usage *u) {

@@ -40,6 +40,9 @@ SH_HIDDEN long hv_check(const struct hv *v, hv_report rep, void *ctx);
 typedef int (*hv_block_fn)(void *ctx, uint64_t off, uint64_t size, unsigned cls);
 SH_HIDDEN uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx);
 
+/* Usable size of the block that starts at off, or 0 if no block starts there. */
+SH_HIDDEN uint64_t hv_block_size(const struct hv *v, uint64_t off);
+
 /* Usage by kind and size class, as far as the metadata is sound. */
 SH_HIDDEN void hv_usage(const struct hv *v, struct hv_usage *u);
 

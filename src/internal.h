@@ -42,7 +42,7 @@
 /* ---- format constants (any change here bumps SH_FORMAT) ---------------- */
 
 #define SH_MAGIC 0x5041454d48534853ULL /* "SHSHMEAP" little-endian */
-#define SH_FORMAT 1u
+#define SH_FORMAT 2u
 
 #define SH_PAGE_SHIFT 12
 #define SH_PAGE ((size_t)1 << SH_PAGE_SHIFT)
@@ -54,6 +54,8 @@
 #define SH_NAME_MAX 64           /* segment name, NUL included */
 #define SH_NBINS 96              /* free-span bins */
 #define SH_EXACT_BINS 64         /* bins 1..64 hold exactly that many pages */
+#define SH_ROOT_MAX 256          /* named roots (documented in libshmheap(3)) */
+#define SH_ROOT_NAME 48          /* a root's name, NUL included */
 
 /* The default attach address and size (documented in shmheap(7)). */
 #define SH_DEFAULT_ADDR ((uintptr_t)0x200000000000ULL)
@@ -125,6 +127,20 @@ struct theap {
   uint8_t pad2[64];
 };
 
+/* ---- named roots ----------------------------------------------------------- */
+
+/* An entry is in use when name[0] != 0.  It is filled in (value, then the
+ * rest of the name) before name[0] is stored, and emptied by clearing name[0]
+ * first, so a crash at any instruction leaves it absent or whole.  The value
+ * is one aligned 8-byte offset: a reader, or the next process, sees the old
+ * or the new pointer, never a torn one. */
+struct root {
+  _Atomic char name[SH_ROOT_NAME];
+  _Atomic uint64_t off; /* offset from the base; 0: a null pointer */
+  uint64_t pad;
+};
+_Static_assert(sizeof(struct root) == 64, "a root is one cache line");
+
 /* ---- the segment header ------------------------------------------------- */
 
 enum heap_state { HEAP_FORMING = 0, HEAP_READY = 1 };
@@ -169,6 +185,7 @@ struct shm_header {
   uint64_t purged_pages; /* statistics */
   uint32_t max_heap;     /* heaps[0, max_heap) have ever been used */
   uint32_t pad;
+  struct root roots[SH_ROOT_MAX]; /* created and removed under lock */
 };
 
 /* ---- process-local state ------------------------------------------------- */

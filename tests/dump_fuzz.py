@@ -15,8 +15,10 @@ if base in (None, ctypes.c_void_p(-1).value):
 info = json.loads(subprocess.run([tool, "--json", "--shmid", str(shmid)], check=True,
                                  capture_output=True, text=True).stdout)
 lay = info["layout"]
-# The metadata that is in use: header page, thread heaps, page map, descriptors.
-regions = [(0, 4096), (lay["heaps_off"], 16 * 4096),
+# The metadata that is in use: header (with the roots), thread heaps, page map,
+# descriptors.
+regions = [(0, lay["heaps_off"]),  # the header, roots included
+           (lay["heaps_off"], 16 * 4096),
            (lay["pagemap_off"], 4 * (info["heap_bytes"] // 4096)),
            (lay["spans_off"], 64 * lay["descriptors"])]
 rng = random.Random(seed)
@@ -27,7 +29,7 @@ for n in range(variants):
     cell = ctypes.c_uint8.from_address(base + off)
     old = cell.value
     cell.value = rng.choice([0, 0xff, old ^ (1 << rng.randrange(8)), rng.randrange(256)])
-    for args in (["--check"], [], ["--json"], ["--blocks", "--limit", "50"]):
+    for args in (["--check"], [], ["--json"], ["--blocks", "--limit", "50"], ["--roots"]):
         try:
             r = subprocess.run([tool] + args + ["--shmid", str(shmid)], capture_output=True, timeout=20)
         except subprocess.TimeoutExpired:

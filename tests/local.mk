@@ -22,8 +22,8 @@ AM_TESTS_ENVIRONMENT = \
 SUITE_CPPFLAGS_ALL = $(AM_CPPFLAGS) -I$(top_srcdir)/src
 TESTUTIL = tests/testutil.c tests/testutil.h
 
-check_PROGRAMS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap
-TESTS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap
+check_PROGRAMS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap tests/check_roots
+TESTS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap tests/check_roots
 
 tests_check_api_SOURCES = tests/check_api.c $(TESTUTIL)
 tests_check_api_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
@@ -39,6 +39,11 @@ tests_check_heap_SOURCES = tests/check_heap.c
 tests_check_heap_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
 tests_check_heap_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) -pthread
 tests_check_heap_LDADD = src/libshmheap.la $(CHECK_LIBS) -lpthread
+
+tests_check_roots_SOURCES = tests/check_roots.c
+tests_check_roots_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_check_roots_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_check_roots_LDADD = src/libshmheap.la $(CHECK_LIBS)
 
 tests_check_env_SOURCES = tests/check_env.c $(TESTUTIL)
 tests_check_env_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)

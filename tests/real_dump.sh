@@ -31,6 +31,29 @@ for k in "$KEY" "$NAME"; do
     fail "python3 under SHMHEAP_KEY=$k failed"
 done
 
+# A root set by one process is found by the next one on the same key.
+LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_KEY=$KEY SHMHEAP_SIZE=64M "$PY" -c '
+import ctypes, os
+lib = ctypes.CDLL(None)
+lib.malloc.restype = ctypes.c_void_p
+lib.malloc.argtypes = [ctypes.c_size_t]
+lib.shmheap_root_set.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+p = lib.malloc(100)
+ctypes.memmove(p, b"kept across restarts\0", 21)
+assert lib.shmheap_root_set(b"state", p) == 0
+os._exit(0)' || fail "setting a root failed"
+GOT=$(LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_KEY=$KEY SHMHEAP_SIZE=64M "$PY" -c '
+import ctypes
+lib = ctypes.CDLL(None)
+lib.shmheap_root_get.restype = ctypes.c_void_p
+lib.shmheap_root_get.argtypes = [ctypes.c_char_p]
+print(ctypes.string_at(lib.shmheap_root_get(b"state")).decode())') || fail "reading the root back failed"
+[ "$GOT" = "kept across restarts" ] || fail "the root read back gives [$GOT]"
+"$TOOL" --roots "$KEY" >"$TMP/roots" || fail "--roots exited $?"
+grep -Eq '^state +0x[0-9a-f]+ +112$' "$TMP/roots" || { cat "$TMP/roots"; fail "--roots does not show root state on its 112-byte block"; }
+"$TOOL" --json --roots "$KEY" | "$PY" -c 'import json,sys; r=json.load(sys.stdin)["roots"]; assert r[0]["name"]=="state" and r[0]["block_size"]==112, r' ||
+  fail "--json --roots is wrong"
+
 "$TOOL" >"$TMP/list" || fail "listing exited $?"
 grep -q "^$KEY " "$TMP/list" || { cat "$TMP/list"; fail "the listing does not show key $KEY"; }
 grep -q " $NAME " "$TMP/list" || { cat "$TMP/list"; fail "the listing does not show heap $NAME"; }

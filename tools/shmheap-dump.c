@@ -5,6 +5,7 @@
  *   shmheap-dump [--json] --shmid ID        the same, by segment id
  *   shmheap-dump --check KEY|NAME|--shmid ID  consistency check: exit 0, 1 or 2
  *   shmheap-dump --blocks [--limit N] HEAP  every live block
+ *   shmheap-dump --roots HEAP               the named roots
  *   shmheap-dump --remove [--force] HEAP    remove a heap nobody has attached
  *
  * The segment is attached read-only at any free address and read through
@@ -29,7 +30,8 @@ static void usage(FILE *f) {
         "       shmheap-dump [--json] KEY|NAME|--shmid ID    summary of one heap\n"
         "       shmheap-dump --check KEY|NAME|--shmid ID     check its metadata (exit 0 ok, 1 problems, 2 error)\n"
         "       shmheap-dump [--json] --blocks [--limit N] KEY|NAME|--shmid ID   every live block\n"
-        "       shmheap-dump --remove [--force] KEY|NAME|--shmid ID    remove a heap no process has attached\n",
+        "       shmheap-dump --remove [--force] KEY|NAME|--shmid ID    remove a heap no process has attached\n"
+        "       shmheap-dump [--json] --roots KEY|NAME|--shmid ID      the named roots\n",
         f);
 }
 
@@ -232,6 +234,36 @@ static int remove_heap(struct seg *s, const char *label, int force) {
   return EXIT_OK;
 }
 
+static void roots(const struct hv *v) {
+  const struct shm_header *h = v->h;
+  int n = 0;
+  if (json) printf("{\"roots\": [");
+  else printf("%-47s %-14s %10s\n", "ROOT", "OFFSET", "BLOCK");
+  for (unsigned i = 0; i < SH_ROOT_MAX; i++) {
+    const struct root *r = &h->roots[i];
+    if (!r->name[0]) continue;
+    char name[SH_ROOT_NAME];
+    memcpy(name, (const char *)r->name, SH_ROOT_NAME);
+    name[SH_ROOT_NAME - 1] = 0;
+    uint64_t off = r->off, size = off ? hv_block_size(v, off) : 0;
+    if (json) {
+      printf("%s\n  {\"name\": ", n ? "," : "");
+      jstr(name, SH_ROOT_NAME);
+      printf(", \"offset\": %llu, \"block_size\": %llu}", (unsigned long long)off, (unsigned long long)size);
+    } else {
+      char safe[SH_ROOT_NAME];
+      size_t k = 0;
+      for (; name[k]; k++) safe[k] = (name[k] >= 0x20 && name[k] < 0x7f) ? name[k] : '?';
+      safe[k] = 0;
+      if (!off) printf("%-47s %-14s %10s\n", safe, "null", "-");
+      else if (size) printf("%-47s 0x%012llx %10llu\n", safe, (unsigned long long)off, (unsigned long long)size);
+      else printf("%-47s 0x%012llx %10s\n", safe, (unsigned long long)off, "(interior)");
+    }
+    n++;
+  }
+  if (json) printf("%s]}\n", n ? "\n " : "");
+}
+
 static void print_problem(void *ctx, const char *p) {
   (void)ctx;
   if (json) {
@@ -243,13 +275,14 @@ static void print_problem(void *ctx, const char *p) {
 }
 
 int main(int argc, char **argv) {
-  int check = 0, shmid = -1, show_blocks = 0, remove = 0, force = 0;
+  int check = 0, shmid = -1, show_blocks = 0, remove = 0, force = 0, show_roots = 0;
   uint64_t limit = 10000;
   const char *target = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json")) json = 1;
     else if (!strcmp(argv[i], "--check")) check = 1;
     else if (!strcmp(argv[i], "--blocks")) show_blocks = 1;
+    else if (!strcmp(argv[i], "--roots")) show_roots = 1;
     else if (!strcmp(argv[i], "--remove")) remove = 1;
     else if (!strcmp(argv[i], "--force")) force = 1;
     else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
@@ -282,8 +315,8 @@ int main(int argc, char **argv) {
       return EXIT_ERROR;
     }
   }
-  if (check + show_blocks + remove > 1) {
-    fprintf(stderr, "shmheap-dump: --check, --blocks and --remove go one at a time\n");
+  if (check + show_blocks + remove + show_roots > 1) {
+    fprintf(stderr, "shmheap-dump: --check, --blocks, --roots and --remove go one at a time\n");
     return EXIT_ERROR;
   }
   if (force && !remove) {
@@ -291,9 +324,9 @@ int main(int argc, char **argv) {
     return EXIT_ERROR;
   }
   if (!target && shmid < 0) {
-    if (check || show_blocks || remove) {
+    if (check || show_blocks || remove || show_roots) {
       fprintf(stderr, "shmheap-dump: %s needs a heap: KEY, NAME or --shmid ID\n",
-              check ? "--check" : show_blocks ? "--blocks" : "--remove");
+              check ? "--check" : show_blocks ? "--blocks" : show_roots ? "--roots" : "--remove");
       return EXIT_ERROR;
     }
     list_heaps();
@@ -340,6 +373,10 @@ int main(int argc, char **argv) {
   if (remove) return remove_heap(&s, label, force);
   if (show_blocks) {
     blocks(&v, limit);
+    return EXIT_OK;
+  }
+  if (show_roots) {
+    roots(&v);
     return EXIT_OK;
   }
   if (!check) {
