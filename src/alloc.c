@@ -195,8 +195,10 @@ static __attribute__((noinline)) void *heap_alloc_refill(struct theap *h, unsign
       }
       continue;
     }
-    if (atomic_load_explicit(&h->full_remote, memory_order_relaxed)) {
-      atomic_store_explicit(&h->full_remote, 0, memory_order_relaxed);
+    /* Exchange, not load-then-store: a notice that arrives in between must
+     * not be wiped out, or its span would sit parked with blocks to give. */
+    if (atomic_load_explicit(&h->full_remote, memory_order_relaxed) &&
+        atomic_exchange_explicit(&h->full_remote, 0, memory_order_acq_rel)) {
       /* Each heap's full lists are scanned for every class: the counter does
        * not say which class was hit. */
       for (unsigned k = 1; k <= SH_NCLASS; k++) rescue_full(h, k);
@@ -247,15 +249,18 @@ static inline void heap_free_local(struct theap *h, struct span *s, void *p) {
 }
 
 static void heap_free_remote(struct theap *h, struct span *s, void *p) {
-  uint16_t owner = s->owner; /* read before the block is published */
+  /* Read before the block is published: once it is, the owner may collect
+   * it, retire the span and reuse the descriptor. */
+  uint16_t owner = s->owner;
+  uint32_t bsize = s->bsize;
   uint64_t off = ptr2off(p);
   uint64_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
   do {
     *(uint64_t *)p = old & ~TF_NOTIFY;
   } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &old, off,
                                                   memory_order_release, memory_order_relaxed));
-  if (old & TF_NOTIFY) atomic_fetch_add_explicit(&G.heaps[owner].full_remote, 1, memory_order_relaxed);
-  h->in_use -= s->bsize;
+  if (old & TF_NOTIFY) atomic_fetch_add_explicit(&G.heaps[owner].full_remote, 1, memory_order_release);
+  h->in_use -= bsize;
   h->nfree++;
 }
 

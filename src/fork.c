@@ -6,16 +6,24 @@
  *  prepare (parent)  close the fork gate and wait until no other thread of
  *                    the process is inside a heap edit (busy flags; see
  *                    alloc.c), then take the heap-0 and span locks, so the
- *                    segment does not change while the child copies it;
+ *                    heap's metadata does not change until the copy is made;
  *  child             copy the used parts of the segment into a new private
- *                    segment, put it in place at the same address
- *                    (SHM_REMAP), fix its header and locks, tell the parent;
- *  parent            wait for the child's word (a pipe: if the child dies
- *                    instead, the pipe closes and we go on), release all.
+ *                    segment, put it in place at the heap's address
+ *                    (SHM_REMAP), fix its header, locks and thread slots, and
+ *                    tell the parent through a pipe (if the child dies
+ *                    instead, the pipe closes and the parent goes on);
+ *  parent            wait for that word, release everything.
+ * The copy is made after the fork, so it holds every heap write that the
+ * child's copy of the globals and stacks can point to.  If no pipe can be had
+ * (file descriptors exhausted), the parent makes the copy in prepare instead:
+ * the metadata is as consistent, but other threads' writes between the copy
+ * and the fork itself are not in it.
  *
  * A thread that forks from a signal handler may have interrupted its own heap
- * edit or hold the span lock: its own busy flag is not waited for, and the
- * error-checking lock tells it that it already holds the lock (EDEADLK). */
+ * edit, or hold (or be waiting for) a heap lock that a thread inside an edit
+ * needs: it does not wait for busy flags then (that could wait forever), and
+ * the child's heap is marked as needing repair.  The error-checking lock tells
+ * it that it already holds a lock (EDEADLK). */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -33,6 +41,10 @@
 #ifndef SHM_NORESERVE
 #define SHM_NORESERVE 010000
 #endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
 
 _Atomic int sh_fork_gate;
 extern SH_HIDDEN int sh_have_membarrier;
@@ -47,9 +59,12 @@ static SH_TLS int next_mode = -1; /* set by shmheap_fork for one fork */
  * state is a stack: an inner fork works on its own entry and pops it last. */
 struct fork_state {
   int mode;
-  int pipe[2];
+  int pipe[2];     /* the child's word to the parent: copy made */
+  int copy_id;     /* the child's segment, -1 if none */
+  char *copy;      /* its temporary attach in the parent */
   int took_global, took_heap0;
   int closed_gate; /* this fork closed the gate, so it opens it */
+  int torn;        /* the copy may hold another thread's edit in progress */
 };
 #define FORK_NEST 8
 static struct fork_state fork_stack[FORK_NEST];
@@ -70,64 +85,9 @@ static int take(pthread_mutex_t *m) {
   return r == 0; /* EDEADLK: we hold it already, and the parent keeps it */
 }
 
-static void prepare(void) {
-  if (atomic_load(&sh_ready) != 2) return;
-  if (fork_depth >= FORK_NEST)
-    sh_die(SH_EXIT_OSERR, "libshmheap: fork nested %d deep in signal handlers", FORK_NEST);
-  struct fork_state *f = &fork_stack[fork_depth];
-  f->mode = next_mode >= 0 ? next_mode : atomic_load(&default_mode);
-  f->pipe[0] = f->pipe[1] = -1;
-  f->took_global = f->took_heap0 = f->closed_gate = 0;
-  fork_depth++;
-  if (f->mode == SHMHEAP_FORK_SHARE) return;
-  if (pipe2(f->pipe, O_CLOEXEC) < 0) f->pipe[0] = f->pipe[1] = -1;
-  f->closed_gate = atomic_exchange(&sh_fork_gate, 1) == 0;
-  if (sh_have_membarrier) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
-  else atomic_thread_fence(memory_order_seq_cst);
-  for (uint32_t i = 1; i < G.hdr->max_heap; i++) {
-    struct theap *h = &G.heaps[i];
-    if (h == tl_heap || atomic_load(&h->owner_pid) != G.pid) continue;
-    while (atomic_load_explicit(&h->busy, memory_order_acquire)) sched_yield();
-  }
-  f->took_heap0 = take(&G.heaps[0].lock);
-  f->took_global = take(&G.hdr->lock);
-}
-
-static void release(struct fork_state *f) {
-  if (f->took_global) pthread_mutex_unlock(&G.hdr->lock);
-  if (f->took_heap0) pthread_mutex_unlock(&G.heaps[0].lock);
-  if (f->closed_gate) {
-    atomic_store(&sh_fork_gate, 0);
-    syscall(SYS_futex, &sh_fork_gate, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
-  }
-}
-
-static void parent(void) {
-  if (atomic_load(&sh_ready) != 2 || fork_depth == 0) return;
-  struct fork_state *f = &fork_stack[fork_depth - 1];
-  next_mode = -1;
-  if (f->mode != SHMHEAP_FORK_SHARE) {
-    if (f->pipe[1] >= 0) {
-      close(f->pipe[1]);
-      char c;
-      while (read(f->pipe[0], &c, 1) < 0 && errno == EINTR) {
-      }
-      close(f->pipe[0]);
-    }
-    release(f);
-  }
-  fork_depth--; /* last: a fork from a signal handler above used the next entry */
-}
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#define MADV_POPULATE_WRITE 23
-#endif
-
-/* Copies [off, off+len) of the segment into dst.  In the child neither side
- * is mapped yet (fork does not copy page tables of shared mappings), so a
- * plain memcpy takes two page faults per page; populating both ranges first
- * maps them in one call each (Linux 5.14; older kernels take the faults). */
+/* Copies [off, off+len) of the segment into dst.  Populating both ranges
+ * first maps them in one call each instead of a page fault per page (Linux
+ * 5.14; older kernels take the faults). */
 static void copy(char *dst, uint64_t off, uint64_t len) {
   if (!len) return;
   if (len >= 4 * SH_PAGE) {
@@ -137,29 +97,26 @@ static void copy(char *dst, uint64_t off, uint64_t len) {
   memcpy(dst + off, G.base + off, len);
 }
 
-/* Builds the child's private heap: only what is in use is copied, free spans
- * stay zero in the new segment and are marked so. */
-static void copy_heap(void) {
+/* Builds the child's heap in a new private segment: only what is in use is
+ * copied; free spans stay zero in the new segment and are marked so. */
+static int copy_heap(struct fork_state *f) {
   struct shm_header *h = G.hdr;
   int id = shmget(IPC_PRIVATE, h->size, IPC_CREAT | SHM_NORESERVE | 0600);
-  if (id < 0)
-    sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): raise the shm limits, or use SHMHEAP_FORK=share",
-           (size_t)h->size, errno);
+  if (id < 0) return -1;
   char *dst = shmat(id, NULL, 0);
   if (dst == (void *)-1) {
     shmctl(id, IPC_RMID, NULL);
-    sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot attach the child's copy of the heap (errno %d)", errno);
+    return -1;
   }
-  /* Marked for removal at once (Linux keeps a removed segment attachable
-   * by id while it is attached): if this child dies, nothing is left. */
+  /* Marked for removal at once (Linux keeps a removed segment attachable by
+   * id while it is attached): whoever dies, nothing is left behind. */
   shmctl(id, IPC_RMID, NULL);
   copy(dst, 0, h->header_size);
   copy(dst, h->heaps_off, (uint64_t)h->max_heap * sizeof(struct theap));
   copy(dst, h->pagemap_off, (uint64_t)h->top * sizeof(uint32_t));
   copy(dst, h->spans_off, (uint64_t)h->span_count * sizeof(struct span));
   /* Walk the heap in address order (spans tile it, I2) and copy runs of
-   * adjacent used bytes in one go; free spans are not copied and so are zero
-   * in the new segment. */
+   * adjacent used bytes in one go. */
   struct span *ds = (struct span *)(dst + h->spans_off);
   uint64_t run_off = 0, run_len = 0;
   for (uint32_t pg = 0; pg < h->top;) {
@@ -185,20 +142,75 @@ static void copy_heap(void) {
     pg += s->npages;
   }
   copy(dst, run_off, run_len);
-  ((struct shm_header *)dst)->dirty_pages = 0;
-  /* Swap the mapping before dropping the temporary one: the segment is
-   * marked for removal and dies when its attach count reaches zero. */
-  if (shmat(id, G.base, SHM_REMAP) == (void *)-1)
-    sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot put the child's heap copy at %p (errno %d)", (void *)G.base, errno);
-  shmdt(dst);
-  G.shmid = id;
-  h->key = 0;
-  memset(h->name, 0, sizeof h->name);
-  h->creator_pid = G.pid;
-  sh_lock_init(&h->lock);
-  sh_lock_init(&G.heaps[0].lock);
-  G.opt.have_key = 0;
-  G.reattached = 0;
+  struct shm_header *dh = (struct shm_header *)dst;
+  dh->dirty_pages = 0;
+  if (f->torn) atomic_store(&dh->needs_repair, 1);
+  f->copy_id = id;
+  f->copy = dst;
+  return 0;
+}
+
+static void prepare(void) {
+  if (atomic_load(&sh_ready) != 2) return;
+  if (fork_depth >= FORK_NEST)
+    sh_die(SH_EXIT_OSERR, "libshmheap: fork nested %d deep in signal handlers", FORK_NEST);
+  struct fork_state *f = &fork_stack[fork_depth];
+  f->mode = next_mode >= 0 ? next_mode : atomic_load(&default_mode);
+  f->copy_id = -1;
+  f->copy = NULL;
+  f->pipe[0] = f->pipe[1] = -1;
+  f->took_global = f->took_heap0 = f->closed_gate = f->torn = 0;
+  fork_depth++;
+  if (f->mode == SHMHEAP_FORK_SHARE) return;
+  f->closed_gate = atomic_exchange(&sh_fork_gate, 1) == 0;
+  if (sh_have_membarrier) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+  else atomic_thread_fence(memory_order_seq_cst);
+  /* A thread holding (or waiting for) a heap lock, interrupted by the signal
+   * handler that forks, must not wait for threads that may need that lock. */
+  f->torn = sh_locks_held() || (tl_heap && atomic_load(&tl_heap->busy));
+  if (!sh_locks_held()) {
+    for (uint32_t i = 1; i < G.hdr->max_heap; i++) {
+      struct theap *h = &G.heaps[i];
+      if (h == tl_heap || atomic_load(&h->owner_pid) != G.pid) continue;
+      while (atomic_load_explicit(&h->busy, memory_order_acquire)) sched_yield();
+    }
+  }
+  f->took_heap0 = take(&G.heaps[0].lock);
+  f->took_global = take(&G.hdr->lock);
+  if (pipe2(f->pipe, O_CLOEXEC) == 0) return; /* the child copies */
+  f->pipe[0] = f->pipe[1] = -1;
+  if (copy_heap(f) < 0)
+    sh_say("libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): the child will exit with status %d; raise the shm limits or use SHMHEAP_FORK=share",
+           (size_t)G.hdr->size, errno, SH_EXIT_OSERR);
+}
+
+static void release(struct fork_state *f) {
+  if (f->took_global) pthread_mutex_unlock(&G.hdr->lock);
+  if (f->took_heap0) pthread_mutex_unlock(&G.heaps[0].lock);
+  if (f->closed_gate) {
+    atomic_store(&sh_fork_gate, 0);
+    syscall(SYS_futex, &sh_fork_gate, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+  }
+}
+
+static void parent(void) {
+  if (atomic_load(&sh_ready) != 2 || fork_depth == 0) return;
+  struct fork_state *f = &fork_stack[fork_depth - 1];
+  next_mode = -1;
+  if (f->mode != SHMHEAP_FORK_SHARE) {
+    if (f->pipe[1] >= 0) {
+      close(f->pipe[1]);
+      char c;
+      while (read(f->pipe[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      close(f->pipe[0]);
+    }
+    /* A copy made here: the child has its own attach now (or fork failed),
+     * so drop ours and the segment lives exactly as long as the child. */
+    if (f->copy) shmdt(f->copy);
+    release(f);
+  }
+  fork_depth--; /* last: a fork from a signal handler above used the next entry */
 }
 
 static void child(void) {
@@ -215,11 +227,29 @@ static void child(void) {
     fork_depth--;
     return;
   }
-  if (f->pipe[0] >= 0) close(f->pipe[0]);
-  copy_heap();
+  if (f->pipe[0] >= 0) {
+    close(f->pipe[0]);
+    if (copy_heap(f) < 0)
+      sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): raise the shm limits, or use SHMHEAP_FORK=share",
+             (size_t)G.hdr->size, errno);
+  } else if (!f->copy) {
+    sh_die(SH_EXIT_OSERR, "libshmheap: fork: the child has no copy of the heap (see the message above)");
+  }
+  if (shmat(f->copy_id, G.base, SHM_REMAP) == (void *)-1)
+    sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot put the child's heap copy at %p (errno %d)", (void *)G.base, errno);
+  shmdt(f->copy);
+  struct shm_header *h = G.hdr;
+  G.shmid = f->copy_id;
+  h->key = 0;
+  memset(h->name, 0, sizeof h->name);
+  h->creator_pid = G.pid;
+  sh_lock_init(&h->lock);
+  sh_lock_init(&G.heaps[0].lock);
+  G.opt.have_key = 0;
+  G.reattached = 0;
   /* The copy holds the parent's threads' slots: they do not exist here. */
   struct theap *mine = tl_heap;
-  sh_heaps_release_process(parent_pid, mine);
+  sh_heaps_release_process(parent_pid, mine, 1);
   if (mine) {
     atomic_store(&mine->owner_pid, G.pid);
     mine->owner_tid = (int32_t)syscall(SYS_gettid);
@@ -232,7 +262,10 @@ static void child(void) {
   }
   /* The copy's locks are new; the fork that this one interrupted (if any)
    * holds nothing here either. */
-  for (int d = 0; d < fork_depth; d++) fork_stack[d].took_global = fork_stack[d].took_heap0 = 0;
+  for (int d = 0; d < fork_depth; d++) {
+    fork_stack[d].took_global = fork_stack[d].took_heap0 = 0;
+    fork_stack[d].copy = NULL;
+  }
   atomic_store(&sh_fork_gate, 0);
   fork_depth--;
 }

@@ -40,16 +40,18 @@ void sh_layout(struct shm_header *h, size_t size, uintptr_t base) {
   }
 }
 
+/* Runs inside the first malloc when a keyed heap is re-attached: messages
+ * are formatted with sh_fmt, which never allocates. */
 int hv_open(struct hv *v, const void *map, size_t len, char *why, size_t whylen) {
   const struct shm_header *h = map;
   memset(v, 0, sizeof *v);
   why[0] = 0;
   if (len < SH_MIN_SIZE || h->magic != SH_MAGIC) {
-    snprintf(why, whylen, "not a libshmheap heap");
+    sh_fmt(why, whylen, "not a libshmheap heap");
     return -1;
   }
   if (h->format != SH_FORMAT) {
-    snprintf(why, whylen, "a libshmheap heap of format %u (this build reads format %u)", h->format, SH_FORMAT);
+    sh_fmt(why, whylen, "a libshmheap heap of format %u (this build reads format %u)", h->format, SH_FORMAT);
     return -1;
   }
   struct shm_header want;
@@ -59,12 +61,12 @@ int hv_open(struct hv *v, const void *map, size_t len, char *why, size_t whylen)
       h->header_size != want.header_size || h->heaps_off != want.heaps_off ||
       h->pagemap_off != want.pagemap_off || h->spans_off != want.spans_off ||
       h->heap_off != want.heap_off || h->npages != want.npages || h->nspans != want.nspans) {
-    snprintf(why, whylen, "corrupt header: its layout does not match a %zu-byte segment", len);
+    sh_fmt(why, whylen, "a heap with a corrupt header: its layout does not match a %zu-byte segment", len);
     return -1;
   }
   if (h->top > h->npages || h->span_count == 0 || h->span_count > h->nspans ||
       h->max_heap > SH_MAX_HEAPS) {
-    snprintf(why, whylen, "corrupt header: top %u of %u pages, %u of %u descriptors, %u heaps",
+    sh_fmt(why, whylen, "a heap with a corrupt header: top %u of %u pages, %u of %u descriptors, %u heaps",
              h->top, h->npages, h->span_count, h->nspans, h->max_heap);
     return -1;
   }
@@ -73,7 +75,7 @@ int hv_open(struct hv *v, const void *map, size_t len, char *why, size_t whylen)
     if (!sz || sz % SH_ALIGN || sz > SH_SMALL_MAX || (c > 1 && sz <= h->class_size[c - 1]) ||
         !h->class_pages[c] || (uint64_t)h->class_pages[c] * SH_PAGE / sz < 1 ||
         (uint64_t)h->class_pages[c] * SH_PAGE / sz > 0xffff) {
-      snprintf(why, whylen, "corrupt header: size class %u (%u bytes, %u pages)", c, sz, h->class_pages[c]);
+      sh_fmt(why, whylen, "a heap with a corrupt header: size class %u (%u bytes, %u pages)", c, sz, h->class_pages[c]);
       return -1;
     }
   }
@@ -107,15 +109,21 @@ static void bad(struct ck *k, const char *fmt, ...) {
   k->rep(k->ctx, msg);
 }
 
+/* One read of descriptor i: a live process may change it while we look, and
+ * a field checked must be the field used. */
+static inline void span_read(const struct hv *v, uint32_t i, struct span *out) {
+  memcpy(out, (const void *)&v->spans[i], sizeof *out);
+}
+
 static uint64_t span_off(const struct hv *v, const struct span *s) {
   return v->h->heap_off + ((uint64_t)s->first << SH_PAGE_SHIFT);
 }
 
 /* Walks one block list of small span i, marking the blocks in seen.
  * Returns the number of blocks, or -1 if the list is broken. */
-static long walk_blocks(struct ck *k, uint32_t i, uint64_t head, uint8_t *seen, const char *which) {
+static long walk_blocks(struct ck *k, uint32_t i, const struct span *s, uint64_t head, uint8_t *seen,
+                        const char *which) {
   const struct hv *v = k->v;
-  const struct span *s = &v->spans[i];
   uint64_t start = span_off(v, s), end = start + (uint64_t)s->reserved * s->bsize;
   long n = 0;
   for (uint64_t off = head; off; n++) {
@@ -135,10 +143,9 @@ static long walk_blocks(struct ck *k, uint32_t i, uint64_t head, uint8_t *seen, 
   return n;
 }
 
-static void check_small(struct ck *k, uint32_t i) {
+static void check_small(struct ck *k, uint32_t i, const struct span *s) {
   const struct hv *v = k->v;
   const struct shm_header *h = v->h;
-  const struct span *s = &v->spans[i];
   if (s->cls < 1 || s->cls > SH_NCLASS) {
     bad(k, "span %u: size class %u", i, s->cls);
     return;
@@ -159,8 +166,8 @@ static void check_small(struct ck *k, uint32_t i) {
     }
   uint8_t seen[0x10000 / 8];
   memset(seen, 0, (s->capacity + 7) / 8);
-  long local = walk_blocks(k, i, s->free, seen, "local free");
-  long remote = walk_blocks(k, i, atomic_load(&s->thread_free) & ~TF_NOTIFY, seen, "remote free");
+  long local = walk_blocks(k, i, s, s->free, seen, "local free");
+  long remote = walk_blocks(k, i, s, s->thread_free & ~TF_NOTIFY, seen, "remote free");
   if (local < 0 || remote < 0) return;
   /* Blocks freed by other threads stay counted as used until collected. */
   if ((long)s->used != (long)s->reserved - local)
@@ -185,7 +192,9 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
   uint32_t pg = 0;
   while (pg < top) {
     uint32_t i = v->pagemap[pg];
-    const struct span *s = &v->spans[i < count ? i : 0];
+    struct span sc;
+    span_read(v, i < count ? i : 0, &sc);
+    const struct span *s = &sc;
     if (i == 0 || i >= count || s->first != pg || s->npages == 0 || s->npages > top - pg) {
       bad(&k, "page %u: the page map entry (%u) does not start a span there; the heap walk stops", pg, i);
       break;
@@ -205,7 +214,7 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
       break;
     case SPAN_SMALL:
       live += s->npages;
-      check_small(&k, i);
+      check_small(&k, i, s);
       break;
     case SPAN_LARGE:
       live += s->npages;
@@ -319,7 +328,9 @@ uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx) {
   for (uint32_t pg = 0; pg < top;) {
     uint32_t i = v->pagemap[pg];
     if (i == 0 || i >= count) break;
-    const struct span *s = &v->spans[i];
+    struct span sc;
+    span_read(v, i, &sc);
+    const struct span *s = &sc;
     if (s->first != pg || !s->npages || s->npages > top - pg) break;
     if (s->state == SPAN_LARGE) {
       n++;
@@ -330,7 +341,7 @@ uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx) {
       uint8_t seen[0x10000 / 8];
       memset(seen, 0, ((size_t)s->reserved + 7) / 8);
       mark_free(v, s, s->free, seen);
-      mark_free(v, s, atomic_load(&s->thread_free) & ~TF_NOTIFY, seen);
+      mark_free(v, s, s->thread_free & ~TF_NOTIFY, seen);
       for (uint32_t b = 0; b < s->reserved; b++) {
         if (seen[b >> 3] & (1u << (b & 7))) continue;
         n++;
@@ -344,11 +355,15 @@ uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx) {
 
 uint64_t hv_block_size(const struct hv *v, uint64_t off) {
   const struct shm_header *h = v->h;
-  if (off < h->heap_off || off >= h->heap_off + ((uint64_t)h->top << SH_PAGE_SHIFT)) return 0;
+  const uint32_t count = h->span_count, top = h->top;
+  if (top > h->npages || count > h->nspans) return 0;
+  if (off < h->heap_off || off >= h->heap_off + ((uint64_t)top << SH_PAGE_SHIFT)) return 0;
   uint32_t pg = (uint32_t)((off - h->heap_off) >> SH_PAGE_SHIFT);
   uint32_t i = v->pagemap[pg];
-  if (i == 0 || i >= h->span_count || i >= h->nspans) return 0;
-  const struct span *s = &v->spans[i];
+  if (i == 0 || i >= count) return 0;
+  struct span sc;
+  span_read(v, i, &sc);
+  const struct span *s = &sc;
   if (pg < s->first || pg - s->first >= s->npages) return 0;
   uint64_t rel = off - span_off(v, s);
   if (s->state == SPAN_LARGE) return rel == 0 ? (uint64_t)s->npages << SH_PAGE_SHIFT : 0;
@@ -358,13 +373,17 @@ uint64_t hv_block_size(const struct hv *v, uint64_t off) {
 
 void hv_usage(const struct hv *v, struct hv_usage *u) {
   const struct shm_header *h = v->h;
+  const uint32_t count = h->span_count, top = h->top, max_heap = h->max_heap;
   memset(u, 0, sizeof *u);
-  u->top_pages = h->top;
-  for (uint32_t pg = 0; pg < h->top;) {
+  if (count > h->nspans || top > h->npages || max_heap > SH_MAX_HEAPS) return;
+  u->top_pages = top;
+  for (uint32_t pg = 0; pg < top;) {
     uint32_t i = v->pagemap[pg];
-    if (i == 0 || i >= h->span_count) break;
-    const struct span *s = &v->spans[i];
-    if (s->first != pg || !s->npages || s->npages > h->top - pg) break;
+    if (i == 0 || i >= count) break;
+    struct span sc;
+    span_read(v, i, &sc);
+    const struct span *s = &sc;
+    if (s->first != pg || !s->npages || s->npages > top - pg) break;
     if (s->state == SPAN_FREE) {
       u->free_spans++;
       u->free_pages += s->npages;
@@ -379,7 +398,7 @@ void hv_usage(const struct hv *v, struct hv_usage *u) {
     }
     pg += s->npages;
   }
-  for (uint32_t hi = 0; hi < h->max_heap; hi++) {
+  for (uint32_t hi = 0; hi < max_heap; hi++) {
     u->in_use += v->heaps[hi].in_use;
     u->nmalloc += v->heaps[hi].nmalloc;
     u->nfree += v->heaps[hi].nfree;

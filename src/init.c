@@ -31,8 +31,12 @@ void sh_init(void) {
   if (G.reattached) {
     struct shmid_ds ds;
     /* Nobody else has it attached: every thread heap recorded in it belongs
-     * to a process that is gone, so the slots are free again. */
-    if (shmctl(G.shmid, IPC_STAT, &ds) == 0 && ds.shm_nattch == 1) sh_heaps_release_process(-1, NULL);
+     * to a process that is gone, so its idle slots are free again.  Asked
+     * under the lock, which a process that attaches after us needs before it
+     * can claim a slot. */
+    sh_global_lock();
+    if (shmctl(G.shmid, IPC_STAT, &ds) == 0 && ds.shm_nattch == 1) sh_heaps_release_process(-1, NULL, 0);
+    sh_global_unlock();
   }
   sh_gate_barrier_register();
   sh_thread_key_init();

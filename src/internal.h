@@ -279,6 +279,7 @@ SH_HIDDEN void sh_layout(struct shm_header *h, size_t size, uintptr_t base);
 SH_HIDDEN void sh_lock_init(pthread_mutex_t *m);
 SH_HIDDEN int sh_lock(pthread_mutex_t *m); /* returns 1 if the previous owner died */
 SH_HIDDEN void sh_unlock(pthread_mutex_t *m);
+SH_HIDDEN int sh_locks_held(void); /* heap locks this thread holds or is acquiring */
 SH_HIDDEN void sh_global_lock(void);
 SH_HIDDEN void sh_global_unlock(void);
 
@@ -291,7 +292,7 @@ SH_HIDDEN struct span *span_lookup(const void *p);
 
 /* thread.c */
 SH_HIDDEN struct theap *sh_heap_acquire(void);
-SH_HIDDEN void sh_heaps_release_process(pid_t pid, struct theap *keep);
+SH_HIDDEN void sh_heaps_release_process(pid_t pid, struct theap *keep, int clear_busy);
 SH_HIDDEN void sh_thread_key_init(void);
 SH_HIDDEN void sh_thread_release_self(void);
 

@@ -17,7 +17,14 @@ void sh_lock_init(pthread_mutex_t *m) {
   pthread_mutexattr_destroy(&a);
 }
 
+/* Counted before the lock is asked for: a signal handler that forks must know
+ * that this thread may hold it, even if the signal came mid-acquire. */
+static SH_TLS int tl_locks;
+
+int sh_locks_held(void) { return tl_locks; }
+
 int sh_lock(pthread_mutex_t *m) {
+  tl_locks++;
   int r = pthread_mutex_lock(m);
   if (likely(r == 0)) return 0;
   if (r == EOWNERDEAD) {
@@ -35,7 +42,10 @@ int sh_lock(pthread_mutex_t *m) {
   sh_die(SH_EXIT_OSERR, "libshmheap: pthread_mutex_lock failed with error %d", r);
 }
 
-void sh_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+void sh_unlock(pthread_mutex_t *m) {
+  pthread_mutex_unlock(m);
+  tl_locks--;
+}
 
 void sh_global_lock(void) { sh_lock(&G.hdr->lock); }
 

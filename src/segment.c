@@ -12,7 +12,7 @@
 #include <sys/ipc.h>
 #include <sys/shm.h>
 
-#include "internal.h"
+#include "heapview.h"
 
 #ifndef SHM_NORESERVE
 #define SHM_NORESERVE 010000
@@ -107,13 +107,14 @@ static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
   }
   const char *why = NULL;
   char buf[160];
-  if (segsz < SH_MIN_SIZE || h->magic != SH_MAGIC) why = "it is not a libshmheap heap";
-  else if (h->format != SH_FORMAT) {
-    sh_fmt(buf, sizeof buf, "it is a libshmheap heap of format %u, this library reads format %u",
-           h->format, SH_FORMAT);
+  struct hv v;
+  /* The same checks as shmheap-dump: magic, format, and a layout that is
+   * exactly the one a segment of this size has, counters in range. */
+  char vwhy[128];
+  if (hv_open(&v, h, segsz, vwhy, sizeof vwhy) < 0) {
+    sh_fmt(buf, sizeof buf, "it is %s", vwhy);
     why = buf;
-  } else if (h->size != segsz || h->page_size != SH_PAGE || h->nclass != SH_NCLASS)
-    why = "its header does not match the segment (corrupt)";
+  }
   else if ((uint32_t)h->key != (uint32_t)o->key || strncmp(h->name, o->name, SH_NAME_MAX)) {
     sh_fmt(buf, sizeof buf, "it belongs to heap \"%s\" (key 0x%x), whose name hashes to the same key",
            h->name, (unsigned)h->key);
@@ -122,7 +123,7 @@ static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
   uintptr_t base = (uintptr_t)h->base;
   shmdt(h);
   if (why)
-    sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: segment shmid %d exists but %s; it was left untouched: use another SHMHEAP_KEY, or remove it with ipcrm -m %d",
+    sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: segment shmid %d exists, but %s; it was left untouched: use another SHMHEAP_KEY, or remove it with ipcrm -m %d",
            what, *what ? " -> " : "", (unsigned)o->key, id, why, id);
   if (o->addr_given && base != o->addr)
     sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_ADDR=%p, but the heap of SHMHEAP_KEY=0x%x was formed at %p: unset SHMHEAP_ADDR or set it to %p",

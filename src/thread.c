@@ -74,15 +74,18 @@ struct theap *sh_heap_acquire(void) {
   return h;
 }
 
-/* Forgets the thread heaps a process owned: its threads are gone (a parent
- * seen from a forked child).  keep, if not NULL, stays with the caller. */
-void sh_heaps_release_process(pid_t pid, struct theap *keep) {
-  atomic_store(&G.heaps[0].busy, 0);
+/* Forgets the thread heaps a process owned: its threads are gone.  pid < 0:
+ * every slot.  keep, if not NULL, stays with the caller.  clear_busy: the
+ * slots are a fork's copy taken while no edit ran (the flags are stale);
+ * otherwise a slot left busy by a process that died inside an edit stays
+ * owned, so nobody uses it before it is repaired. */
+void sh_heaps_release_process(pid_t pid, struct theap *keep, int clear_busy) {
+  if (clear_busy) atomic_store(&G.heaps[0].busy, 0);
   for (uint32_t i = 1; i < G.hdr->max_heap; i++) {
     struct theap *h = &G.heaps[i];
-    if (h != keep && (pid < 0 || atomic_load(&h->owner_pid) == pid))
+    if (clear_busy) atomic_store(&h->busy, 0);
+    if (h != keep && (pid < 0 || atomic_load(&h->owner_pid) == pid) && !atomic_load(&h->busy))
       atomic_store(&h->owner_pid, 0);
-    atomic_store(&h->busy, 0);
   }
 }
 
