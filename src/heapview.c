@@ -320,18 +320,27 @@ static void mark_free(const struct hv *v, const struct span *s, uint64_t head, u
   }
 }
 
+/* Steps through the spans in address order (they tile [0, top), I2): reads
+ * the span at *pg into *out and moves *pg past it.  Returns 0 at the end or
+ * where the tiling is broken. */
+static int span_walk(const struct hv *v, uint32_t count, uint32_t top, uint32_t *pg, struct span *out) {
+  if (*pg >= top) return 0;
+  uint32_t i = v->pagemap[*pg];
+  if (i == 0 || i >= count) return 0;
+  span_read(v, i, out);
+  if (out->first != *pg || !out->npages || out->npages > top - *pg) return 0;
+  *pg += out->npages;
+  return 1;
+}
+
 uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx) {
   const struct shm_header *h = v->h;
   const uint32_t count = h->span_count, top = h->top;
   uint64_t n = 0;
   if (count > h->nspans || top > h->npages) return 0;
-  for (uint32_t pg = 0; pg < top;) {
-    uint32_t i = v->pagemap[pg];
-    if (i == 0 || i >= count) break;
-    struct span sc;
-    span_read(v, i, &sc);
-    const struct span *s = &sc;
-    if (s->first != pg || !s->npages || s->npages > top - pg) break;
+  struct span sc;
+  const struct span *s = &sc;
+  for (uint32_t pg = 0; span_walk(v, count, top, &pg, &sc);) {
     if (s->state == SPAN_LARGE) {
       n++;
       if (fn && fn(ctx, span_off(v, s), (uint64_t)s->npages << SH_PAGE_SHIFT, 0)) return n;
@@ -348,7 +357,6 @@ uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx) {
         if (fn && fn(ctx, span_off(v, s) + (uint64_t)b * s->bsize, s->bsize, s->cls)) return n;
       }
     }
-    pg += s->npages;
   }
   return n;
 }
@@ -377,13 +385,9 @@ void hv_usage(const struct hv *v, struct hv_usage *u) {
   memset(u, 0, sizeof *u);
   if (count > h->nspans || top > h->npages || max_heap > SH_MAX_HEAPS) return;
   u->top_pages = top;
-  for (uint32_t pg = 0; pg < top;) {
-    uint32_t i = v->pagemap[pg];
-    if (i == 0 || i >= count) break;
-    struct span sc;
-    span_read(v, i, &sc);
-    const struct span *s = &sc;
-    if (s->first != pg || !s->npages || s->npages > top - pg) break;
+  struct span sc;
+  const struct span *s = &sc;
+  for (uint32_t pg = 0; span_walk(v, count, top, &pg, &sc);) {
     if (s->state == SPAN_FREE) {
       u->free_spans++;
       u->free_pages += s->npages;
@@ -396,7 +400,6 @@ void hv_usage(const struct hv *v, struct hv_usage *u) {
       u->large_count++;
       u->large_pages += s->npages;
     }
-    pg += s->npages;
   }
   for (uint32_t hi = 0; hi < max_heap; hi++) {
     u->in_use += v->heaps[hi].in_use;
