@@ -71,6 +71,8 @@ struct shmheap_info {
   uint64_t nfree;        /* small blocks freed, since the heap was formed */
   uint64_t large_count;  /* large blocks live */
   uint64_t purged_bytes; /* bytes handed back to the system so far */
+  uint64_t repairs;      /* crash repairs made on this heap so far: a lock whose
+                            owner died rolled back, or a thread heap rebuilt */
 };
 
 /* Fills *info.  Returns 0, or -1 with errno EINVAL when info is NULL. */
@@ -102,6 +104,52 @@ int shmheap_root_remove(const char *name);
 /* Calls fn for each root in turn, with its name and pointer, until fn
  * returns nonzero.  Returns the number of roots visited. */
 int shmheap_root_each(int (*fn)(void *ctx, const char *name, void *ptr), void *ctx);
+
+/* What this process found when it attached its heap: shmheap_recovered(). */
+enum shmheap_origin {
+  SHMHEAP_NEW = 0,     /* a heap this process formed (and every private heap) */
+  SHMHEAP_CLEAN = 1,   /* a heap that existed; its users had all left cleanly */
+  SHMHEAP_CRASHED = 2, /* a heap that existed and was left by a crash: repaired */
+};
+
+struct shmheap_recovery {
+  int origin;                /* enum shmheap_origin */
+  pid_t previous_pid;        /* the last process that attached the heap before this one */
+  unsigned dead_processes;   /* users that ended without leaving (killed, _exit, exec) */
+  unsigned heaps_repaired;   /* thread heaps rebuilt: their thread died inside malloc/free */
+  unsigned heaps_released;   /* idle thread heaps of gone processes made free again */
+  unsigned lock_recovered;   /* 1: a dead process held the heap's lock; its edit was undone */
+  uint64_t spans_returned;   /* empty spans of gone threads given back to the heap */
+  uint64_t recovery_ns;      /* time spent attaching, checking and repairing */
+};
+
+/* Whether this process attached a heap that existed before it, and whether
+ * that heap was left cleanly or by a crash.  Fills *info if it is not NULL.
+ * Returns info->origin. */
+int shmheap_recovered(struct shmheap_recovery *info);
+
+/* Supervision (the recovery model of shmheap(7)).  The calling process
+ * becomes a supervisor: it forks a worker that shares the heap and returns
+ * from this call in the worker only.  When the worker dies by a signal or
+ * exits with a non-zero status, the supervisor repairs the heap and forks a
+ * new worker, which returns from the call with every object the dead one
+ * left.  The supervisor itself never returns: it exits with status 0 when a
+ * worker exits 0, and with the last worker's status (128 + signal for a
+ * signal) when the restart limit is reached.  SIGTERM, SIGINT, SIGHUP and
+ * SIGQUIT sent to the supervisor are passed on to the worker, and a worker
+ * that ends after one is not restarted. */
+struct shmheap_supervise_options {
+  unsigned max_restarts;  /* restarts allowed in a row; 0: no limit */
+  unsigned backoff_ms;    /* wait before the first restart; doubles each time (0: 100) */
+  unsigned backoff_max_ms; /* ceiling of the wait (0: 10000) */
+  unsigned stable_ms;     /* a worker that lived this long resets the count and wait (0: 10000) */
+  int quiet;              /* nonzero: no line on stderr per restart */
+};
+
+/* Returns in the worker: the number of workers that died before it (0 for
+ * the first).  opt may be NULL for the defaults.  Returns -1 with errno in
+ * the caller if the first worker cannot be forked (nothing else changed). */
+int shmheap_supervise(const struct shmheap_supervise_options *opt);
 
 /* Called once per problem found by shmheap_check, with a one-line text. */
 typedef void (*shmheap_report_fn)(void *ctx, const char *problem);

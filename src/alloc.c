@@ -71,37 +71,32 @@ void sh_heap_gate_wait(struct theap *h) {
   }
 }
 
-/* ---- span lists in a heap (owner only) --------------------------------------- */
-
-static void list_push(uint32_t *head, struct span *s) {
-  uint32_t i = span_index(s);
-  s->prev = 0;
-  s->next = *head;
-  if (*head) G.spans[*head].prev = i;
-  *head = i;
-}
-
-static void list_remove(uint32_t *head, struct span *s) {
-  if (s->prev) G.spans[s->prev].next = s->next;
-  else *head = s->next;
-  if (s->next) G.spans[s->next].prev = s->prev;
-  s->next = s->prev = 0;
-}
+#define list_push sh_list_push
+#define list_remove sh_list_remove
 
 /* ---- small blocks ------------------------------------------------------------ */
 
-/* Moves the blocks other threads freed into s onto its local list. */
-static int span_collect(struct span *s) {
+/* Moves the blocks other threads freed into s onto its local list.  The
+ * chain is recorded in h->pend_* before it leaves thread_free: a crash while
+ * it is on neither list would otherwise lose every block in it, and the
+ * repair (repair.c) puts it back. */
+static int span_collect(struct theap *h, struct span *s) {
   uint64_t tf = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
   if ((tf & ~TF_NOTIFY) == 0) return 0;
-  tf = atomic_exchange_explicit(&s->thread_free, 0, memory_order_acquire) & ~TF_NOTIFY;
-  if (!tf) return 0;
+  h->pend_span = span_index(s);
+  do {
+    h->pend_head = tf & ~TF_NOTIFY; /* never 0: only the owner empties the list */
+  } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &tf, 0, memory_order_acq_rel,
+                                                  memory_order_relaxed));
+  tf &= ~TF_NOTIFY;
   uint64_t tail = tf;
   unsigned n = 1;
   for (uint64_t nx; (nx = *(uint64_t *)off2ptr(tail)) != 0; tail = nx) n++;
   *(uint64_t *)off2ptr(tail) = s->free;
   s->free = tf;
   s->used = (uint16_t)(s->used - n);
+  atomic_signal_fence(memory_order_seq_cst);
+  h->pend_head = 0;
   return 1;
 }
 
@@ -134,10 +129,12 @@ static struct span *span_new_small(struct theap *h, unsigned c) {
     s->free = 0;
     atomic_store_explicit(&s->thread_free, 0, memory_order_relaxed);
     s->flags = 0;
+    /* Only the state is logged: if it is rolled back to free, the fields
+     * above and the inner page map entries are ones a free span ignores. */
     uint32_t i = span_index(s);
     for (uint32_t p = 0; p < s->npages; p++) G.pagemap[s->first + p] = i;
     atomic_thread_fence(memory_order_release);
-    s->state = SPAN_SMALL;
+    JW(s->state) = SPAN_SMALL;
   }
   sh_global_unlock();
   return s;
@@ -173,12 +170,21 @@ static int rescue_full(struct theap *h, unsigned c) {
   return found;
 }
 
+/* Names the span whose free list and count the edit is about to change: a
+ * repair after a kill walks that span's blocks, not every span's (I7).  The
+ * compiler barrier keeps the store ahead of the edit. */
+static inline void edit_mark(struct theap *h, uint32_t span) {
+  h->edit_span = span;
+  atomic_signal_fence(memory_order_seq_cst);
+}
+
 static __attribute__((noinline)) void *heap_alloc_refill(struct theap *h, unsigned c) {
   struct heap_class *hc = &h->cls[c];
   for (;;) {
     if (hc->avail) {
+      edit_mark(h, hc->avail);
       struct span *s = &G.spans[hc->avail];
-      if (!s->free) span_collect(s);
+      if (!s->free) span_collect(h, s);
       if (!s->free && s->reserved < s->capacity) span_carve(s);
       if (s->free) {
         uint64_t b = s->free;
@@ -211,7 +217,9 @@ static __attribute__((noinline)) void *heap_alloc_refill(struct theap *h, unsign
 }
 
 static inline void *heap_alloc(struct theap *h, unsigned c) {
-  struct span *s = &G.spans[h->cls[c].avail];
+  uint32_t si = h->cls[c].avail;
+  edit_mark(h, si);
+  struct span *s = &G.spans[si];
   uint64_t b = s->free;
   void *p;
   if (likely(b != 0)) {
@@ -231,6 +239,7 @@ static inline void *heap_alloc(struct theap *h, unsigned c) {
  * span allocator unless it is the class's current span (a malloc/free pair
  * at a span boundary must not map and unmap a span each time). */
 static inline void heap_free_local(struct theap *h, struct span *s, void *p) {
+  edit_mark(h, span_index(s));
   *(uint64_t *)p = s->free;
   s->free = ptr2off(p);
   s->used--;
@@ -277,10 +286,10 @@ static void *large_alloc(size_t n, size_t align, int zero) {
   sh_global_lock();
   struct span *s = span_alloc(npages, apages, &zeroed);
   if (s) {
-    s->state = SPAN_LARGE;
-    s->bsize = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
-    G.hdr->large_in_use += (uint64_t)s->npages << SH_PAGE_SHIFT;
-    G.hdr->large_count++;
+    JW(s->state) = SPAN_LARGE;
+    JW(s->bsize) = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+    JW(G.hdr->large_in_use) += (uint64_t)s->npages << SH_PAGE_SHIFT;
+    JW(G.hdr->large_count)++;
   }
   sh_global_unlock();
   if (!s) {
@@ -294,13 +303,23 @@ static void *large_alloc(size_t n, size_t align, int zero) {
 
 static void large_free(struct span *s) {
   sh_global_lock();
-  G.hdr->large_in_use -= (uint64_t)s->npages << SH_PAGE_SHIFT;
-  G.hdr->large_count--;
+  JW(G.hdr->large_in_use) -= (uint64_t)s->npages << SH_PAGE_SHIFT;
+  JW(G.hdr->large_count)--;
   span_free(s);
   sh_global_unlock();
 }
 
 /* ---- entry points ---------------------------------------------------------------- */
+
+/* Heap 0 is edited under its lock instead of the busy flag: a dead owner of
+ * the lock may have left it mid-edit, so it is rebuilt first (I7). */
+static void heap0_lock(struct theap *h0) {
+  if (unlikely(sh_lock(&h0->lock))) {
+    sh_global_lock();
+    sh_heap_repair(h0);
+    sh_global_unlock();
+  }
+}
 
 /* Threads with no heap of their own (all slots taken, or a thread that is
  * exiting) use heap 0 under its lock. */
@@ -308,7 +327,7 @@ static void large_free(struct span *s) {
  * fork takes that lock, so its users are quiet while the child copies. */
 static void *alloc_shared(unsigned c) {
   struct theap *h0 = &G.heaps[0];
-  sh_lock(&h0->lock);
+  heap0_lock(h0);
   void *p = heap_alloc(h0, c);
   sh_unlock(&h0->lock);
   return p;
@@ -409,7 +428,7 @@ static __attribute__((noinline)) void free_slow(struct span *s, void *p) {
     return;
   }
   struct theap *h0 = &G.heaps[0];
-  sh_lock(&h0->lock);
+  heap0_lock(h0);
   if (s->owner == 0) heap_free_local(h0, s, p);
   else heap_free_remote(h0, s, p);
   sh_unlock(&h0->lock);
@@ -462,8 +481,8 @@ void *sh_realloc(void *p, size_t n) {
       uint32_t before = s->npages;
       int ok = span_resize(s, np);
       if (ok) {
-        G.hdr->large_in_use += ((uint64_t)s->npages - before) << SH_PAGE_SHIFT;
-        s->bsize = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+        JW(G.hdr->large_in_use) += ((uint64_t)s->npages - before) << SH_PAGE_SHIFT;
+        JW(s->bsize) = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
       }
       sh_global_unlock();
       if (ok) return p;

@@ -1,6 +1,6 @@
 /* Messages without allocating: the library reports errors from inside the
  * first malloc, before stdio exists, so it formats into a stack buffer and
- * write(2)s it.  A small printf subset: %s %c %d %u %x %p with l/ll/z, and a
+ * write(2)s it.  A small printf subset: %s %c %d %u %x %o %p with l/ll/z, and a
  * zero-padded width for numbers. */
 #include <stdarg.h>
 #include <unistd.h>
@@ -47,9 +47,9 @@ int sh_vfmt(char *buf, size_t len, const char *f, va_list ap) {
                    v < 0, width, zero);
       break;
     }
-    case 'u': case 'x': {
+    case 'u': case 'x': case 'o': {
       unsigned long long v = lng ? va_arg(ap, unsigned long long) : va_arg(ap, unsigned);
-      o += put_num(buf + o, room, v, *f == 'x' ? 16 : 10, 0, width, zero);
+      o += put_num(buf + o, room, v, *f == 'x' ? 16 : *f == 'o' ? 8 : 10, 0, width, zero);
       break;
     }
     case 'p':

@@ -22,8 +22,9 @@
  * A thread that forks from a signal handler may have interrupted its own heap
  * edit, or hold (or be waiting for) a heap lock that a thread inside an edit
  * needs: it does not wait for busy flags then (that could wait forever), and
- * the child's heap is marked as needing repair.  The error-checking lock tells
- * it that it already holds a lock (EDEADLK). */
+ * the child rebuilds the thread heaps that were mid-edit in the copy, as if
+ * their threads had died (repair.c).  The error-checking lock tells it that
+ * it already holds a lock (EDEADLK). */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -75,14 +76,16 @@ void sh_gate_barrier_register(void) {
       syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
 }
 
+/* 1: taken; 2: taken from a dead owner (the caller repairs); 0: this
+ * thread holds it already (EDEADLK), and the parent keeps it. */
 static int take(pthread_mutex_t *m) {
   int r = pthread_mutex_lock(m);
   if (r == EOWNERDEAD) {
-    atomic_store(&G.hdr->needs_repair, 1);
     pthread_mutex_consistent(m);
-    return 1;
+    atomic_fetch_add(&G.hdr->repairs, 1);
+    return 2;
   }
-  return r == 0; /* EDEADLK: we hold it already, and the parent keeps it */
+  return r == 0;
 }
 
 /* Copies [off, off+len) of the segment into dst.  Populating both ranges
@@ -144,7 +147,6 @@ static int copy_heap(struct fork_state *f) {
   copy(dst, run_off, run_len);
   struct shm_header *dh = (struct shm_header *)dst;
   dh->dirty_pages = 0;
-  if (f->torn) atomic_store(&dh->needs_repair, 1);
   f->copy_id = id;
   f->copy = dst;
   return 0;
@@ -175,8 +177,11 @@ static void prepare(void) {
       while (atomic_load_explicit(&h->busy, memory_order_acquire)) sched_yield();
     }
   }
-  f->took_heap0 = take(&G.heaps[0].lock);
-  f->took_global = take(&G.hdr->lock);
+  int h0 = take(&G.heaps[0].lock), gl = take(&G.hdr->lock);
+  f->took_heap0 = h0 != 0;
+  f->took_global = gl != 0;
+  if (gl == 2) sh_ulog_rollback();
+  if (h0 == 2 && gl) sh_heap_repair(&G.heaps[0]);
   if (pipe2(f->pipe, O_CLOEXEC) == 0) return; /* the child copies */
   f->pipe[0] = f->pipe[1] = -1;
   if (copy_heap(f) < 0)
@@ -222,8 +227,10 @@ static void child(void) {
   sh_gate_barrier_register();
   if (f->mode == SHMHEAP_FORK_SHARE) {
     /* Same segment: the parent's slots stay the parent's; this thread takes
-     * a slot of its own on its next allocation. */
+     * a slot of its own on its next allocation.  The child is one more user
+     * of a keyed heap. */
     sh_thread_forget();
+    sh_proc_register();
     fork_depth--;
     return;
   }
@@ -247,8 +254,15 @@ static void child(void) {
   sh_lock_init(&G.heaps[0].lock);
   G.opt.have_key = 0;
   G.reattached = 0;
-  /* The copy holds the parent's threads' slots: they do not exist here. */
+  memset(h->procs, 0, sizeof h->procs); /* a private heap: nobody else uses it */
+  /* The copy holds the parent's threads' slots: they do not exist here.  A
+   * torn copy (see above) may hold another thread's edit in progress: that
+   * slot is rebuilt like one whose thread died (I7). */
   struct theap *mine = tl_heap;
+  if (f->torn)
+    for (uint32_t i = 1; i < h->max_heap; i++)
+      if (&G.heaps[i] != mine && atomic_load(&G.heaps[i].owner_pid) == parent_pid && atomic_load(&G.heaps[i].busy))
+        sh_heap_repair(&G.heaps[i]);
   sh_heaps_release_process(parent_pid, mine, 1);
   if (mine) {
     atomic_store(&mine->owner_pid, G.pid);

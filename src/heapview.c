@@ -180,13 +180,26 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
   const struct shm_header *h = v->h;
   /* One reading of the counters that bound the walk: a live heap may grow
    * meanwhile, and nothing below may index past what was sized here. */
-  const uint32_t count = h->span_count, top = h->top, max_heap = h->max_heap;
+  uint8_t *tiled = NULL; /* per descriptor: 1 tiles the heap, 2 also listed */
+  uint32_t count = 0, top = 0, max_heap = 0;
+  /* Read after the scratch memory is had: in the library, that calloc can
+   * be the heap's own allocation that adds a span. */
+  for (uint32_t have = 0;;) {
+    count = h->span_count, top = h->top, max_heap = h->max_heap;
+    if (count <= have) break;
+    free(tiled);
+    tiled = NULL;
+    have = count + 64;
+    if (have > h->nspans) have = h->nspans;
+    if (count > have) break; /* out of range: reported below */
+    tiled = calloc(have, 1);
+    if (!tiled) return -1;
+  }
   if (count == 0 || count > h->nspans || top > h->npages || max_heap > SH_MAX_HEAPS) {
     bad(&k, "header counters out of range: %u descriptors, top %u, %u heaps", count, top, max_heap);
+    free(tiled);
     return k.problems;
   }
-  uint8_t *tiled = calloc(count, 1); /* 1 tiles the heap, 2 also listed */
-  if (!tiled) return -1;
   uint64_t dirty = 0, live = 0, large = 0, large_bytes = 0, nfree = 0;
   int prev_free = 0;
   uint32_t pg = 0;

@@ -4,6 +4,8 @@
  * Nothing on this path allocates (decision 5). */
 #include <fcntl.h>
 #include <sched.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/auxv.h>
 #include <sys/shm.h>
@@ -13,6 +15,17 @@
 
 struct global G;
 _Atomic int sh_ready;
+
+/* The key was inherited, not meant for this process: it runs on a private
+ * heap as if SHMHEAP_KEY were unset, silently (SHMHEAP_VERBOSE says why). */
+static void private_heap(const char *why) {
+  if (G.opt.verbose)
+    sh_say("libshmheap: pid %d (%s): not using the heap of SHMHEAP_KEY=%s%s0x%x: %s; using a private heap",
+           (int)G.pid, sh_self_exe(), G.opt.name, G.opt.name[0] ? " -> " : "", (unsigned)G.opt.key, why);
+  G.opt.have_key = 0;
+  G.opt.fresh = 0;
+  if (!G.opt.size_given) G.opt.size = SH_DEFAULT_SIZE;
+}
 
 void sh_init(void) {
   int expect = 0;
@@ -25,18 +38,25 @@ void sh_init(void) {
   unsigned long pg = getauxval(AT_PAGESZ);
   if (pg && pg != SH_PAGE)
     sh_die(SH_EXIT_OSERR, "libshmheap: the system page size is %lu bytes; this build supports 4096-byte pages only", pg);
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t t0 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
   sh_init_classes();
   sh_options_parse(&G.opt);
-  sh_segment_open();
-  if (G.reattached) {
-    struct shmid_ds ds;
-    /* Nobody else has it attached: every thread heap recorded in it belongs
-     * to a process that is gone, so its idle slots are free again.  Asked
-     * under the lock, which a process that attaches after us needs before it
-     * can claim a slot. */
-    sh_global_lock();
-    if (shmctl(G.shmid, IPC_STAT, &ds) == 0 && ds.shm_nattch == 1) sh_heaps_release_process(-1, NULL, 0);
-    sh_global_unlock();
+  /* SHMHEAP_PROGRAM names the program the keyed heap is for: any other one
+   * that inherited the variables gets a private heap. */
+  if (G.opt.have_key && G.opt.program && !sh_program_is_self()) private_heap("it is not SHMHEAP_PROGRAM");
+  for (;;) {
+    sh_segment_open();
+    if (!G.opt.have_key) break;
+    int r = sh_attach_recover(t0);
+    if (r == 0) break;
+    shmdt(G.base);
+    G.base = NULL;
+    G.hdr = NULL;
+    G.reattached = 0;
+    memset(&G.rec, 0, sizeof G.rec);
+    if (r == 1) private_heap("the heap belongs to another program or to a process above this one");
   }
   sh_gate_barrier_register();
   sh_thread_key_init();
@@ -45,9 +65,15 @@ void sh_init(void) {
     int fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
     if (fd >= 0) sh_say_fd = fd;
     const struct shm_header *h = G.hdr;
+    static const char *const origin[] = {"fresh", "re-attached (left cleanly)", "re-attached (left by a crash: repaired)"};
     sh_say("libshmheap: attached key=0x%x%s%s shmid=%d addr=%p size=%zu %s pid=%d",
            (unsigned)h->key, h->name[0] ? " name=" : "", h->name, G.shmid, (void *)G.base,
-           (size_t)h->size, G.reattached ? "re-attached" : "fresh", (int)G.pid);
+           (size_t)h->size, origin[G.rec.origin], (int)G.pid);
+    if (G.rec.origin == SHMHEAP_CRASHED)
+      sh_say("libshmheap: recovery: %u dead process(es), %u thread heap(s) rebuilt, %u released, %llu span(s) returned, lock %s, %llu us",
+             G.rec.dead_processes, G.rec.heaps_repaired, G.rec.heaps_released,
+             (unsigned long long)G.rec.spans_returned, G.rec.lock_recovered ? "rolled back" : "clean",
+             (unsigned long long)(G.rec.recovery_ns / 1000));
   }
   /* pthread_atfork may allocate: only now that the heap works. */
   sh_fork_init();
@@ -61,6 +87,7 @@ __attribute__((destructor)) static void shmheap_dtor(void) {
   if (atomic_load(&sh_ready) != 2) return;
   if (G.opt.verbose) sh_print_exit_stats();
   sh_thread_release_self();
+  sh_proc_leave();
 }
 
 SH_API int shmheap_contains(const void *p) {

@@ -20,7 +20,12 @@
  *  I5  Every list edit that a kill can interrupt is a single aligned store of
  *      one link, so a crash loses at most the block in flight (decision 4).
  *  I6  The span allocator (free bins, top, descriptor pool) changes only under
- *      hdr->lock, a robust process-shared mutex.
+ *      hdr->lock, a robust process-shared mutex, and every store made under
+ *      it is undo-logged first (journal.c): a process that dies holding the
+ *      lock has its edit rolled back by the next one to take it.
+ *  I7  A thread heap is edited only between heap_enter and heap_leave (busy
+ *      set).  A slot left busy by a dead thread is rebuilt from its spans
+ *      (repair.c) before anyone uses it again; one left idle is consistent.
  */
 #ifndef SHMHEAP_INTERNAL_H
 #define SHMHEAP_INTERNAL_H
@@ -42,7 +47,7 @@
 /* ---- format constants (any change here bumps SH_FORMAT) ---------------- */
 
 #define SH_MAGIC 0x5041454d48534853ULL /* "SHSHMEAP" little-endian */
-#define SH_FORMAT 2u
+#define SH_FORMAT 3u
 
 #define SH_PAGE_SHIFT 12
 #define SH_PAGE ((size_t)1 << SH_PAGE_SHIFT)
@@ -56,6 +61,9 @@
 #define SH_EXACT_BINS 64         /* bins 1..64 hold exactly that many pages */
 #define SH_ROOT_MAX 256          /* named roots (documented in libshmheap(3)) */
 #define SH_ROOT_NAME 48          /* a root's name, NUL included */
+#define SH_ULOG_MAX 1024         /* undo-log entries of one locked edit */
+#define SH_MAX_PROCS 1024        /* processes using one keyed heap at a time */
+#define SH_PROGRAM_MAX 256       /* the owning program's path, NUL included */
 
 /* The default attach address and size (documented in shmheap(7)). */
 #define SH_DEFAULT_ADDR ((uintptr_t)0x200000000000ULL)
@@ -67,6 +75,7 @@
 #define SH_EXIT_CONFIG 78  /* EX_CONFIG: a SHMHEAP_* variable is wrong */
 #define SH_EXIT_OSERR 71   /* EX_OSERR: the segment could not be created/attached */
 #define SH_EXIT_FOREIGN 65 /* EX_DATAERR: the keyed segment is not a usable heap */
+#define SH_EXIT_INUSE 75   /* EX_TEMPFAIL: the keyed heap is in use by another process */
 
 /* ---- span descriptors -------------------------------------------------- */
 
@@ -113,18 +122,21 @@ struct heap_class {
 };
 
 struct theap {
-  _Atomic uint32_t busy;        /* inside a lock-free heap edit (fork gate) */
-  uint16_t index;
-  uint16_t pad0;
+  _Atomic uint32_t busy;        /* inside a lock-free heap edit (fork gate, I7) */
+  uint32_t edit_span;           /* the span whose blocks that edit changes (I7) */
   _Atomic int32_t owner_pid;    /* 0: slot free */
   int32_t owner_tid;
   _Atomic uint32_t full_remote; /* remote frees hit spans on the full list */
-  uint32_t pad1;
+  uint32_t pend_span;           /* span_collect in progress: the span ... */
   int64_t in_use;               /* bytes malloc'd minus bytes freed by this heap */
   uint64_t nmalloc, nfree;
+  uint16_t index;
+  uint16_t pad0;
+  uint32_t pad1;
   struct heap_class cls[SH_NCLASS + 1];
   pthread_mutex_t lock;         /* only heap 0: shared by threads with no heap of their own */
-  uint8_t pad2[64];
+  uint64_t pend_head;           /* ... and the chain it is taking off thread_free */
+  uint8_t pad2[56];
 };
 
 /* ---- named roots ----------------------------------------------------------- */
@@ -140,6 +152,32 @@ struct root {
   uint64_t pad;
 };
 _Static_assert(sizeof(struct root) == 64, "a root is one cache line");
+
+/* ---- the undo log and the process table ------------------------------------ */
+
+/* One logged store: where = offset | width << 56, old = the bytes before. */
+struct ulog_entry {
+  uint64_t where;
+  uint64_t old;
+};
+
+/* n counts the entries that are valid; an entry is written before n covers
+ * it and the store it guards is made after, so a crash anywhere leaves a log
+ * whose rollback restores the state before the edit (journal.c). */
+struct ulog {
+  _Atomic uint32_t n;
+  uint32_t pad;
+  struct ulog_entry e[SH_ULOG_MAX];
+};
+
+/* A process using a keyed heap: registered when it attaches (or is forked in
+ * share mode), removed when it exits.  One that is still listed but gone (or
+ * whose pid now names another process: start differs) ended without leaving. */
+struct shm_proc {
+  _Atomic int32_t pid; /* 0: entry free */
+  uint32_t pad;
+  uint64_t start;      /* start time in clock ticks after boot (/proc/PID/stat) */
+};
 
 /* ---- the segment header ------------------------------------------------- */
 
@@ -172,7 +210,7 @@ struct shm_header {
 
   /* span allocator, under lock (I6) */
   pthread_mutex_t lock;
-  _Atomic uint32_t needs_repair; /* a lock owner died; see lock.c */
+  _Atomic uint32_t repairs;      /* statistics: crash repairs done (lock or heap) */
   uint32_t top;          /* first never-used page */
   uint32_t span_count;   /* descriptors ever used (bump) */
   uint32_t span_free;    /* descriptor free list (linked through next) */
@@ -186,6 +224,14 @@ struct shm_header {
   uint32_t max_heap;     /* heaps[0, max_heap) have ever been used */
   uint32_t pad;
   struct root roots[SH_ROOT_MAX]; /* created and removed under lock */
+
+  /* ownership and recovery (recover.c), under lock */
+  char program[SH_PROGRAM_MAX]; /* executable the heap belongs to */
+  int32_t last_pid;      /* the process that attached last */
+  uint32_t crashes;      /* statistics: attaches that found a crash */
+  uint64_t attaches;     /* statistics: re-attaches */
+  struct shm_proc procs[SH_MAX_PROCS];
+  struct ulog ulog;      /* the edit in progress under lock (I6) */
 };
 
 /* ---- process-local state ------------------------------------------------- */
@@ -200,6 +246,9 @@ struct options {
   int addr_given;
   int fork_share;
   int verbose;
+  int fresh;             /* SHMHEAP_FRESH=1 */
+  unsigned mode;         /* SHMHEAP_MODE, permissions of a new segment */
+  const char *program;   /* SHMHEAP_PROGRAM, or NULL */
 };
 
 struct global {
@@ -214,6 +263,7 @@ struct global {
   pid_t pid;
   int reattached;
   struct options opt;
+  struct shmheap_recovery rec; /* what the attach found (recover.c) */
 };
 
 extern SH_HIDDEN struct global G;
@@ -247,6 +297,31 @@ static inline char *span_addr(const struct span *s) {
   return (char *)G.heap_lo + ((size_t)s->first << SH_PAGE_SHIFT);
 }
 static inline uint32_t span_index(const struct span *s) { return (uint32_t)(s - G.spans); }
+
+/* Heap class lists (owner only, or the repairer of a dead owner). */
+static inline void sh_list_push(uint32_t *head, struct span *s) {
+  uint32_t i = span_index(s);
+  s->prev = 0;
+  s->next = *head;
+  if (*head) G.spans[*head].prev = i;
+  *head = i;
+}
+
+static inline void sh_list_remove(uint32_t *head, struct span *s) {
+  if (s->prev) G.spans[s->prev].next = s->next;
+  else *head = s->next;
+  if (s->next) G.spans[s->next].prev = s->prev;
+  s->next = s->prev = 0;
+}
+
+/* ---- the undo log (journal.c) --------------------------------------------------- */
+
+SH_HIDDEN void *sh_ulog_touch(void *p, unsigned width);
+SH_HIDDEN void sh_ulog_commit(void);
+SH_HIDDEN int sh_ulog_rollback(void); /* returns the entries undone */
+/* JW(x) is x, after its old value is logged: write "JW(h->top) += n" for a
+ * store under hdr->lock (I6). */
+#define JW(lv) (*(__typeof__(lv) *)sh_ulog_touch((void *)&(lv), sizeof(lv)))
 
 /* ---- cross-file functions ------------------------------------------------ */
 
@@ -288,7 +363,22 @@ SH_HIDDEN struct span *span_alloc(uint32_t npages, uint32_t align_pages, int *ze
 SH_HIDDEN void span_free(struct span *s);
 SH_HIDDEN int span_resize(struct span *s, uint32_t npages); /* in place; 1 on success */
 SH_HIDDEN size_t span_purge_all(void);
+SH_HIDDEN void span_purge_to_budget(void);
 SH_HIDDEN struct span *span_lookup(const void *p);
+
+/* repair.c */
+SH_HIDDEN void sh_heap_repair(struct theap *h);
+SH_HIDDEN uint64_t sh_heap_trim(struct theap *h);
+SH_HIDDEN int sh_pid_gone(pid_t pid);
+
+/* recover.c */
+/* 0: use it; 1: use a private heap instead; 2: removed (SHMHEAP_FRESH), start over */
+SH_HIDDEN int sh_attach_recover(uint64_t t0);
+SH_HIDDEN const char *sh_self_exe(void);
+SH_HIDDEN int sh_program_is_self(void);
+SH_HIDDEN void sh_proc_register(void);
+SH_HIDDEN void sh_proc_leave(void);
+SH_HIDDEN void sh_reap_process(pid_t pid);
 
 /* thread.c */
 SH_HIDDEN struct theap *sh_heap_acquire(void);

@@ -28,12 +28,11 @@ int sh_lock(pthread_mutex_t *m) {
   int r = pthread_mutex_lock(m);
   if (likely(r == 0)) return 0;
   if (r == EOWNERDEAD) {
-    /* The owner died inside a critical section.  The data it guarded may be
-     * half-edited: record that, so the heap is checked and repaired before it
-     * is trusted again, and make the mutex usable (without consistent() it
-     * turns ENOTRECOVERABLE for every process). */
-    atomic_store(&G.hdr->needs_repair, 1);
+    /* The owner died inside a critical section: the caller repairs what the
+     * lock guards before it goes on.  consistent() makes the mutex usable
+     * again (without it, it turns ENOTRECOVERABLE for every process). */
     pthread_mutex_consistent(m);
+    atomic_fetch_add(&G.hdr->repairs, 1);
     return 1;
   }
   if (r == ENOTRECOVERABLE)
@@ -47,6 +46,19 @@ void sh_unlock(pthread_mutex_t *m) {
   tl_locks--;
 }
 
-void sh_global_lock(void) { sh_lock(&G.hdr->lock); }
+/* The span allocator's lock.  A dead owner's half-made edit is undone from
+ * the log before anyone reads the state it guards (I6). */
+void sh_global_lock(void) {
+  if (unlikely(sh_lock(&G.hdr->lock))) {
+    sh_ulog_rollback();
+    if (atomic_load(&sh_ready) != 2) G.rec.lock_recovered = 1; /* found while attaching */
+  }
+}
 
-void sh_global_unlock(void) { sh_unlock(&G.hdr->lock); }
+/* The edit is complete: the log is emptied, then pages freed beyond the
+ * budget are handed back (each step a complete edit of its own). */
+void sh_global_unlock(void) {
+  sh_ulog_commit();
+  span_purge_to_budget();
+  sh_unlock(&G.hdr->lock);
+}

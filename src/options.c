@@ -170,6 +170,30 @@ void sh_options_parse(struct options *o) {
     else sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_FORK=%s is not a fork mode: use copy (the default) or share", v);
   }
 
+  o->mode = 0600;
+  if ((v = env_get("SHMHEAP_MODE")) && *v) {
+    unsigned m = 0;
+    const char *p = v;
+    for (; *p >= '0' && *p <= '7' && m <= 0777; p++) m = m * 8 + (unsigned)(*p - '0');
+    if (*p || p - v > 4 || m > 0777)
+      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_MODE=%s is not a permission mode: use octal digits such as 0600 (the default) or 0660", v);
+    if ((m & 0600) != 0600)
+      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_MODE=%s does not let the owner read and write the heap: include 0600, e.g. SHMHEAP_MODE=0660", v);
+    o->mode = m;
+  }
+
+  if ((v = env_get("SHMHEAP_FRESH")) && *v) {
+    if (!strcmp(v, "0")) o->fresh = 0;
+    else if (!strcmp(v, "1")) o->fresh = 1;
+    else sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_FRESH=%s is not 0 or 1: use SHMHEAP_FRESH=1 to discard a heap left behind and start empty", v);
+  }
+
+  if ((v = env_get("SHMHEAP_PROGRAM")) && *v) {
+    if (strlen(v) >= SH_PROGRAM_MAX)
+      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_PROGRAM is longer than %d bytes: name the program by its file name or a shorter path", SH_PROGRAM_MAX - 1);
+    o->program = v;
+  }
+
   if ((v = env_get("SHMHEAP_VERBOSE")) && *v) {
     if (!strcmp(v, "0")) o->verbose = 0;
     else if (!strcmp(v, "1")) o->verbose = 1;

@@ -1,143 +1,264 @@
-/* Checking the heap from inside the process.  (Crash repair and named roots
- * will live here too.) */
+/* Who may use a keyed heap, and what happens when a process attaches one
+ * that existed before it (shmheap(7), "Who attaches a keyed heap").
+ *
+ * A keyed heap belongs to one program (the executable that formed it, or
+ * SHMHEAP_PROGRAM) and is used by one process at a time plus the children it
+ * forks in share mode.  Those processes are listed in the header's process
+ * table.  When a process starts with the key:
+ *  - another program (a shell script the server runs, `ls` from system())
+ *    gets a private heap, silently: the key was only inherited;
+ *  - a process whose ancestor is a live user of the heap also gets a private
+ *    heap (the server ran its own executable);
+ *  - any other process while a user is alive is refused (exit 75);
+ *  - otherwise the heap is recovered: the span allocator's log is rolled back
+ *    if its lock's owner died, thread heaps left busy are rebuilt, idle ones
+ *    of gone processes are freed and their empty spans returned, and the
+ *    process registers itself.
+ * Everything here runs inside the first malloc: system calls only. */
 #include <errno.h>
-
-#include "heapview.h"
-
-struct count_ctx {
-  shmheap_report_fn report;
-  void *ctx;
-};
-
-static void forward(void *c, const char *problem) {
-  struct count_ctx *cc = c;
-  if (cc->report) cc->report(cc->ctx, problem);
-}
-
-SH_API int shmheap_check(shmheap_report_fn report, void *ctx) {
-  if (atomic_load(&sh_ready) != 2) sh_init();
-  struct hv v;
-  char why[160];
-  struct count_ctx cc = {report, ctx};
-  if (hv_open(&v, G.base, G.hdr->size, why, sizeof why) < 0) {
-    forward(&cc, why);
-    return 1;
-  }
-  long n = hv_check(&v, forward, &cc);
-  if (n < 0) {
-    errno = ENOMEM;
-    return -1;
-  }
-  return n > 0x7fffffff ? 0x7fffffff : (int)n;
-}
-
-/* ---- named roots ------------------------------------------------------------- */
-
+#include <fcntl.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/shm.h>
+#include <sys/syscall.h>
 
-static int root_name_ok(const char *name) {
-  if (!name || !name[0]) {
-    errno = EINVAL;
-    return 0;
+#include "internal.h"
+
+/* ---- /proc --------------------------------------------------------------- */
+
+/* Parent and start time of pid from /proc/PID/stat.  Returns 0 if there is
+ * no such process. */
+static int proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
+  char path[40], buf[1024];
+  sh_fmt(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t r = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (r <= 0) return 0;
+  buf[r] = 0;
+  /* The command name (field 2) may hold spaces and parentheses: the fields
+   * that follow start after its last ')'. */
+  char *p = NULL;
+  for (char *q = buf; *q; q++)
+    if (*q == ')') p = q;
+  if (!p) return 0;
+  unsigned long long v[20];
+  unsigned nf = 0;
+  for (p++; *p && nf < 20;) {
+    while (*p == ' ') p++;
+    if (!*p) break;
+    unsigned long long x = 0;
+    int num = *p >= '0' && *p <= '9';
+    while (*p && *p != ' ') {
+      if (num && *p >= '0' && *p <= '9') x = x * 10 + (unsigned)(*p - '0');
+      p++;
+    }
+    v[nf++] = x;
   }
-  if (strnlen(name, SH_ROOT_NAME) >= SH_ROOT_NAME) {
-    errno = ENAMETOOLONG;
-    return 0;
-  }
+  if (nf < 20) return 0;
+  /* v[0] is field 3 (state): ppid is field 4, starttime field 22. */
+  if (ppid) *ppid = (pid_t)v[1];
+  if (start) *start = v[19];
   return 1;
 }
 
-/* The entry of name, or NULL.  name[0] is read first, with acquire: an
- * entry whose first byte is set has the rest of its name and its value. */
-static struct root *root_find(const char *name) {
-  size_t n = strlen(name);
-  for (unsigned i = 0; i < SH_ROOT_MAX; i++) {
-    struct root *r = &G.hdr->roots[i];
-    if (atomic_load_explicit(&r->name[0], memory_order_acquire) != name[0]) continue;
-    size_t k = 1;
-    while (k <= n && atomic_load_explicit(&r->name[k], memory_order_relaxed) == name[k]) k++;
-    if (k > n) return r;
-  }
-  return NULL;
+static char self_exe[SH_PROGRAM_MAX];
+
+static const char *exe_of(pid_t pid, char *buf, size_t len) {
+  char path[40];
+  sh_fmt(path, sizeof path, "/proc/%d/exe", (int)pid);
+  ssize_t r = readlink(path, buf, len - 1);
+  if (r <= 0) return NULL;
+  buf[r] = 0;
+  return buf;
 }
 
-SH_API int shmheap_root_set(const char *name, const void *ptr) {
-  if (atomic_load(&sh_ready) != 2) sh_init();
-  if (!root_name_ok(name)) return -1;
-  if (ptr && !shmheap_contains(ptr)) {
-    errno = EINVAL;
-    return -1;
+static const char *base_name(const char *p) {
+  const char *b = p;
+  for (; *p; p++)
+    if (*p == '/') b = p + 1;
+  return b;
+}
+
+/* Is the executable at path the heap's program?  With SHMHEAP_PROGRAM, the
+ * one it names (a path, or a file name to compare with the path's last part);
+ * without, the one recorded when the heap was formed. */
+static int is_program(const char *path) {
+  const char *want = G.opt.program;
+  if (want) return !strcmp(path, want) || (!strchr(want, '/') && !strcmp(base_name(path), want));
+  return !G.hdr || !G.hdr->program[0] || !strncmp(path, G.hdr->program, SH_PROGRAM_MAX);
+}
+
+int sh_program_is_self(void) { return is_program(sh_self_exe()); }
+
+const char *sh_self_exe(void) {
+  if (!self_exe[0] && !exe_of((pid_t)syscall(SYS_getpid), self_exe, sizeof self_exe))
+    memcpy(self_exe, "?", 2);
+  return self_exe;
+}
+
+/* ---- the process table ------------------------------------------------------- */
+
+/* Is the process of table entry e alive and still running the heap's
+ * program?  One that exec'd something else has left the heap as surely as
+ * one that died.  Our own pid is a previous image of this process. */
+static int proc_alive(const struct shm_proc *e, pid_t pid) {
+  uint64_t start;
+  if (pid == G.pid || !proc_stat(pid, NULL, &start) || start != e->start) return 0;
+  char buf[SH_PROGRAM_MAX];
+  const char *exe = exe_of(pid, buf, sizeof buf);
+  return !exe || is_program(exe); /* unreadable: assume it is */
+}
+
+static int ancestor_of_self(pid_t pid) {
+  pid_t p = getppid();
+  for (int depth = 0; p > 1 && depth < 64; depth++) {
+    if (p == pid) return 1;
+    if (!proc_stat(p, &p, NULL)) break;
   }
-  uint64_t off = ptr ? ptr2off(ptr) : 0;
-  struct root *r = root_find(name);
-  if (r) {
-    atomic_store_explicit(&r->off, off, memory_order_release);
+  return 0;
+}
+
+/* Under hdr->lock. */
+static int register_pid(pid_t pid) {
+  uint64_t start;
+  if (!proc_stat(pid, NULL, &start)) start = 0;
+  for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
+    struct shm_proc *e = &G.hdr->procs[i];
+    if (atomic_load(&e->pid) != 0) continue;
+    JW(e->start) = start;
+    JW(e->pid) = pid; /* last: the entry exists */
+    return 1;
+  }
+  return 0; /* full: this process is not tracked (documented limit) */
+}
+
+/* A share-mode child: one more user of the heap. */
+void sh_proc_register(void) {
+  if (!G.opt.have_key) return;
+  sh_global_lock();
+  register_pid(G.pid);
+  sh_global_unlock();
+}
+
+/* At exit: this process leaves the heap cleanly. */
+void sh_proc_leave(void) {
+  if (!G.opt.have_key) return;
+  sh_global_lock();
+  for (unsigned i = 0; i < SH_MAX_PROCS; i++)
+    if (atomic_load(&G.hdr->procs[i].pid) == G.pid) JW(G.hdr->procs[i].pid) = 0;
+  sh_global_unlock();
+}
+
+/* Frees what gone processes left: table entries, thread heaps (rebuilt if
+ * busy, then trimmed), and heap 0 if its lock died with its owner.  Under
+ * hdr->lock.  Returns the table entries of processes that never left. */
+static unsigned reap(void) {
+  struct shm_header *h = G.hdr;
+  unsigned dead = 0;
+  for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
+    struct shm_proc *e = &h->procs[i];
+    pid_t pid = atomic_load(&e->pid);
+    if (pid && !proc_alive(e, pid)) {
+      JW(e->pid) = 0;
+      dead++;
+    }
+  }
+  sh_ulog_commit();
+  for (uint32_t i = 1; i < h->max_heap; i++) {
+    struct theap *t = &G.heaps[i];
+    pid_t owner = atomic_load(&t->owner_pid);
+    if (!owner || (owner != G.pid && !sh_pid_gone(owner))) continue;
+    if (owner == G.pid && atomic_load(&sh_ready) == 2) continue; /* ours, in use */
+    if (atomic_load(&t->busy)) sh_heap_repair(t);
+    G.rec.spans_returned += sh_heap_trim(t);
+    JW(t->owner_pid) = 0;
+    sh_ulog_commit();
+    G.rec.heaps_released++;
+  }
+  /* Heap 0's lock is taken before hdr->lock elsewhere; trylock keeps that
+   * order safe here.  EOWNERDEAD: its holder died, maybe mid-edit. */
+  int r = pthread_mutex_trylock(&G.heaps[0].lock);
+  if (r == EOWNERDEAD) {
+    pthread_mutex_consistent(&G.heaps[0].lock);
+    sh_heap_repair(&G.heaps[0]);
+  }
+  if (r == 0 || r == EOWNERDEAD) pthread_mutex_unlock(&G.heaps[0].lock);
+  return dead;
+}
+
+/* The supervisor, after its worker died: the heap is made whole at once
+ * rather than by whichever process next trips over the pieces. */
+void sh_reap_process(pid_t pid) {
+  (void)pid; /* reaped with every other gone process */
+  if (!G.hdr) return;
+  sh_global_lock();
+  reap();
+  sh_global_unlock();
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Called by sh_init once a keyed heap is attached (formed or found).
+ * Returns 0 to use it, 1 to use a private heap instead, 2 to start over
+ * (SHMHEAP_FRESH removed it). */
+int sh_attach_recover(uint64_t t0) {
+  struct shm_header *h = G.hdr;
+  const char *exe = sh_self_exe();
+  sh_global_lock();
+  if (!G.reattached) {
+    size_t n = strlen(exe);
+    memcpy(h->program, exe, n < SH_PROGRAM_MAX ? n + 1 : SH_PROGRAM_MAX);
+    h->program[SH_PROGRAM_MAX - 1] = 0;
+    register_pid(G.pid);
+    h->last_pid = G.pid;
+    sh_global_unlock();
+    G.rec.origin = SHMHEAP_NEW;
+    G.rec.recovery_ns = now_ns() - t0;
     return 0;
   }
-  sh_global_lock();
-  r = root_find(name); /* created meanwhile? */
-  if (!r) {
-    for (unsigned i = 0; i < SH_ROOT_MAX && !r; i++)
-      if (atomic_load_explicit(&G.hdr->roots[i].name[0], memory_order_relaxed) == 0) r = &G.hdr->roots[i];
-    if (!r) {
-      sh_global_unlock();
-      errno = ENOSPC;
-      return -1;
-    }
-    size_t n = strlen(name);
-    atomic_store_explicit(&r->off, off, memory_order_relaxed);
-    for (size_t k = 1; k < SH_ROOT_NAME; k++)
-      atomic_store_explicit(&r->name[k], k <= n ? name[k] : 0, memory_order_relaxed);
-    atomic_store_explicit(&r->name[0], name[0], memory_order_release); /* now it exists */
-  } else {
-    atomic_store_explicit(&r->off, off, memory_order_release);
+  if (!is_program(exe)) {
+    sh_global_unlock();
+    return 1;
   }
+  for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
+    struct shm_proc *e = &h->procs[i];
+    pid_t pid = atomic_load(&e->pid);
+    if (!pid || !proc_alive(e, pid)) continue;
+    sh_global_unlock();
+    if (ancestor_of_self(pid)) return 1;
+    sh_die(SH_EXIT_INUSE, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is in use by pid %d (%s); one process uses a keyed heap at a time: stop that process first, or use another SHMHEAP_KEY",
+           G.opt.name, G.opt.name[0] ? " -> " : "", (unsigned)G.opt.key, (int)pid, h->program);
+  }
+  if (G.opt.fresh) {
+    /* Nobody uses it: discard it as asked.  Removal frees the key now; the
+     * memory goes when the last attach (ours, a dump tool's) goes. */
+    sh_global_unlock();
+    shmctl(G.shmid, IPC_RMID, NULL);
+    return 2;
+  }
+  unsigned dead = reap();
+  G.rec.dead_processes = dead;
+  G.rec.previous_pid = h->last_pid;
+  int crashed = dead || G.rec.lock_recovered || G.rec.heaps_repaired;
+  G.rec.origin = crashed ? SHMHEAP_CRASHED : SHMHEAP_CLEAN;
+  register_pid(G.pid);
+  h->last_pid = G.pid;
+  h->attaches++;
+  if (crashed) h->crashes++;
   sh_global_unlock();
+  G.rec.recovery_ns = now_ns() - t0;
   return 0;
 }
 
-SH_API void *shmheap_root_get(const char *name) {
+SH_API int shmheap_recovered(struct shmheap_recovery *info) {
   if (atomic_load(&sh_ready) != 2) sh_init();
-  if (!root_name_ok(name)) return NULL;
-  struct root *r = root_find(name);
-  if (!r) {
-    errno = ENOENT;
-    return NULL;
-  }
-  uint64_t off = atomic_load_explicit(&r->off, memory_order_acquire);
-  return off ? off2ptr(off) : NULL;
-}
-
-SH_API int shmheap_root_remove(const char *name) {
-  if (atomic_load(&sh_ready) != 2) sh_init();
-  if (!root_name_ok(name)) return -1;
-  sh_global_lock();
-  struct root *r = root_find(name);
-  if (r) {
-    atomic_store_explicit(&r->name[0], 0, memory_order_release); /* gone, in one store */
-    atomic_store_explicit(&r->off, 0, memory_order_relaxed);
-  }
-  sh_global_unlock();
-  if (!r) {
-    errno = ENOENT;
-    return -1;
-  }
-  return 0;
-}
-
-SH_API int shmheap_root_each(int (*fn)(void *ctx, const char *name, void *ptr), void *ctx) {
-  if (atomic_load(&sh_ready) != 2) sh_init();
-  int n = 0;
-  for (unsigned i = 0; i < SH_ROOT_MAX; i++) {
-    struct root *r = &G.hdr->roots[i];
-    char name[SH_ROOT_NAME];
-    name[0] = atomic_load_explicit(&r->name[0], memory_order_acquire);
-    if (!name[0]) continue;
-    for (size_t k = 1; k < SH_ROOT_NAME; k++) name[k] = atomic_load_explicit(&r->name[k], memory_order_relaxed);
-    name[SH_ROOT_NAME - 1] = 0;
-    uint64_t off = atomic_load_explicit(&r->off, memory_order_acquire);
-    n++;
-    if (fn && fn(ctx, name, off ? off2ptr(off) : NULL)) break;
-  }
-  return n;
+  if (info) *info = G.rec;
+  return G.rec.origin;
 }

@@ -74,7 +74,8 @@ static void attach_at(int id, uintptr_t addr, const struct options *o, int creat
 }
 
 static int create_segment(key_t key, const struct options *o) {
-  int id = shmget(key, o->size, IPC_CREAT | (key == IPC_PRIVATE ? 0 : IPC_EXCL) | SHM_NORESERVE | 0600);
+  int id = shmget(key, o->size, IPC_CREAT | (key == IPC_PRIVATE ? 0 : IPC_EXCL) | SHM_NORESERVE |
+                                    (key == IPC_PRIVATE ? 0600 : (int)o->mode));
   if (id >= 0 || errno == EEXIST) return id;
   int e = errno;
   if (e == EINVAL)
@@ -165,6 +166,12 @@ void sh_segment_open(void) {
     if (ds.shm_perm.uid != geteuid())
       sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: segment shmid %d belongs to uid %u, not to this user (uid %u); it was left untouched: use another SHMHEAP_KEY",
              (unsigned)o->key, id, (unsigned)ds.shm_perm.uid, (unsigned)geteuid());
+    /* Anyone who may write the segment can plant pointers the heap follows:
+     * only the access SHMHEAP_MODE grants is accepted. */
+    unsigned perm = ds.shm_perm.mode & 0777;
+    if (perm & 0022 & ~o->mode)
+      sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: segment shmid %d is writable by other users (mode 0%o); it was left untouched: remove it (ipcrm -m %d), or accept that mode with SHMHEAP_MODE=0%o",
+             (unsigned)o->key, id, perm, id, perm | 0600);
     if (o->size_given && ds.shm_segsz != o->size)
       sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_SIZE=%zu, but the segment of SHMHEAP_KEY=0x%x has %zu bytes; it was left untouched: set SHMHEAP_SIZE=%zu or unset it",
              o->size, (unsigned)o->key, (size_t)ds.shm_segsz, (size_t)ds.shm_segsz);

@@ -4,7 +4,8 @@
  * with MADV_REMOVE (on shmem, MADV_DONTNEED only drops our mapping and keeps
  * the pages in the segment).
  *
- * Every function here except span_lookup runs with hdr->lock held (I6). */
+ * Every function here except span_lookup runs with hdr->lock held, and every
+ * store to the segment goes through JW(), the undo log (I6). */
 #include <string.h>
 #include <sys/mman.h>
 
@@ -25,18 +26,19 @@ static inline struct shm_header *H(void) { return G.hdr; }
 static struct span *desc_new(void) {
   struct shm_header *h = H();
   uint32_t i = h->span_free;
-  if (i) h->span_free = G.spans[i].next;
-  else if (h->span_count < h->nspans) i = h->span_count++;
+  if (i) JW(h->span_free) = G.spans[i].next;
+  else if (h->span_count < h->nspans) i = JW(h->span_count)++;
   else return NULL;
   struct span *s = &G.spans[i];
+  for (unsigned k = 0; k < sizeof *s / 8; k++) sh_ulog_touch((uint64_t *)s + k, 8);
   memset(s, 0, sizeof *s);
   return s;
 }
 
 static void desc_release(struct span *s) {
-  s->state = SPAN_NONE;
-  s->next = H()->span_free;
-  H()->span_free = span_index(s);
+  JW(s->state) = SPAN_NONE;
+  JW(s->next) = H()->span_free;
+  JW(H()->span_free) = span_index(s);
 }
 
 /* ---- bins ----------------------------------------------------------------- */
@@ -45,20 +47,20 @@ static void bin_insert(struct span *s) {
   struct shm_header *h = H();
   unsigned b = sh_bin_of(s->npages);
   uint32_t i = span_index(s);
-  s->prev = 0;
-  s->next = h->bins[b];
-  if (s->next) G.spans[s->next].prev = i;
-  h->bins[b] = i;
-  h->binmap[b >> 6] |= 1ULL << (b & 63);
+  JW(s->prev) = 0;
+  JW(s->next) = h->bins[b];
+  if (s->next) JW(G.spans[s->next].prev) = i;
+  JW(h->bins[b]) = i;
+  JW(h->binmap[b >> 6]) |= 1ULL << (b & 63);
 }
 
 static void bin_remove(struct span *s) {
   struct shm_header *h = H();
   unsigned b = sh_bin_of(s->npages);
-  if (s->prev) G.spans[s->prev].next = s->next;
-  else h->bins[b] = s->next;
-  if (s->next) G.spans[s->next].prev = s->prev;
-  if (!h->bins[b]) h->binmap[b >> 6] &= ~(1ULL << (b & 63));
+  if (s->prev) JW(G.spans[s->prev].next) = s->next;
+  else JW(h->bins[b]) = s->next;
+  if (s->next) JW(G.spans[s->next].prev) = s->prev;
+  if (!h->bins[b]) JW(h->binmap[b >> 6]) &= ~(1ULL << (b & 63));
 }
 
 /* First non-empty bin at or above b, or -1. */
@@ -73,8 +75,8 @@ static int bin_next(unsigned b) {
 
 static inline void map_ends(struct span *s) {
   uint32_t i = span_index(s);
-  G.pagemap[s->first] = i;
-  G.pagemap[s->first + s->npages - 1] = i;
+  JW(G.pagemap[s->first]) = i;
+  JW(G.pagemap[s->first + s->npages - 1]) = i;
 }
 
 /* The free span whose first page is pg, if pg starts one. */
@@ -93,19 +95,23 @@ static struct span *free_span_ending(uint32_t pg) {
 /* ---- purging --------------------------------------------------------------- */
 
 static inline uint32_t span_ndirty(const struct span *s) { return s->ndirty; }
-static inline void span_set_ndirty(struct span *s, uint32_t n) { s->ndirty = n; }
+static inline void span_set_ndirty(struct span *s, uint32_t n) { JW(s->ndirty) = n; }
 
+/* One complete edit of its own (committed): the caller's edit must be
+ * complete too.  A crash after the madvise but before the commit restores a
+ * dirty count that is too high, which is allowed (it is an upper bound). */
 static void purge(struct span *s) {
   if (!s->ndirty) return;
   madvise(span_addr(s), (size_t)s->npages << SH_PAGE_SHIFT, MADV_REMOVE);
-  H()->dirty_pages -= s->ndirty;
-  H()->purged_pages += s->ndirty;
-  s->ndirty = 0;
+  JW(H()->dirty_pages) -= s->ndirty;
+  JW(H()->purged_pages) += s->ndirty;
+  JW(s->ndirty) = 0;
+  sh_ulog_commit();
 }
 
 /* Hands back free pages, largest spans first, until the dirty pages fit the
  * budget again (half of it, so a steady churn does not purge every time). */
-static void purge_to_budget(void) {
+void span_purge_to_budget(void) {
   struct shm_header *h = H();
   /* Keep up to half the live heap (at least 8 MiB) for reuse: a program
    * that frees and allocates again must not pay a page fault per page. */
@@ -134,15 +140,15 @@ static int split_front(struct span *s, uint32_t n) {
   struct span *r = desc_new();
   if (!r) return -1;
   uint32_t nd = span_ndirty(s);
-  r->first = s->first + n;
+  r->first = s->first + n; /* r is fresh from desc_new: already logged */
   r->npages = s->npages - n;
   r->state = SPAN_FREE;
   span_set_ndirty(r, nd < r->npages ? nd : r->npages);
-  H()->dirty_pages += span_ndirty(r);
-  s->npages = n;
-  H()->dirty_pages -= nd;
+  JW(H()->dirty_pages) += span_ndirty(r);
+  JW(s->npages) = n;
+  JW(H()->dirty_pages) -= nd;
   span_set_ndirty(s, nd < n ? nd : n);
-  H()->dirty_pages += span_ndirty(s);
+  JW(H()->dirty_pages) += span_ndirty(s);
   map_ends(r);
   map_ends(s);
   bin_insert(r);
@@ -156,7 +162,7 @@ static struct span *take_from_top(uint32_t n) {
   if (!s) return NULL;
   s->first = h->top;
   s->npages = n;
-  h->top += n;
+  JW(h->top) += n;
   map_ends(s);
   return s;
 }
@@ -174,7 +180,7 @@ static struct span *find_free(uint32_t n) {
     }
   }
   struct span *s = take_from_top(n);
-  if (s) s->state = SPAN_FREE; /* fresh: zero, not dirty */
+  if (s) s->state = SPAN_FREE; /* fresh: zero, not dirty (s is logged by desc_new) */
   return s;
 }
 
@@ -192,14 +198,14 @@ struct span *span_alloc(uint32_t npages, uint32_t align_pages, int *zeroed) {
       if (split_front(s, lead) < 0) { bin_insert(s); return NULL; }
       struct span *rest = &G.spans[G.pagemap[s->first + lead]];
       bin_remove(rest);
-      s->state = SPAN_FREE;
+      JW(s->state) = SPAN_FREE;
       bin_insert(s);
       s = rest;
     }
   }
   if (split_front(s, npages) < 0) { bin_insert(s); return NULL; }
-  H()->dirty_pages -= span_ndirty(s);
-  H()->live_pages += s->npages;
+  JW(H()->dirty_pages) -= span_ndirty(s);
+  JW(H()->live_pages) += s->npages;
   *zeroed = s->ndirty == 0;
   span_set_ndirty(s, 0);
   return s;
@@ -209,17 +215,17 @@ struct span *span_alloc(uint32_t npages, uint32_t align_pages, int *zeroed) {
 void span_free(struct span *s) {
   struct shm_header *h = H();
   uint32_t nd = s->npages;
-  h->live_pages -= s->npages;
-  s->state = SPAN_FREE;
-  s->flags = 0;
+  JW(h->live_pages) -= s->npages;
+  JW(s->state) = SPAN_FREE;
+  JW(s->flags) = 0;
   if (s->first > 0) {
     struct span *l = free_span_ending(s->first - 1);
     if (l) {
       bin_remove(l);
       nd += span_ndirty(l);
-      h->dirty_pages -= span_ndirty(l);
-      s->first = l->first;
-      s->npages += l->npages;
+      JW(h->dirty_pages) -= span_ndirty(l);
+      JW(s->first) = l->first;
+      JW(s->npages) += l->npages;
       desc_release(l);
     }
   }
@@ -227,15 +233,16 @@ void span_free(struct span *s) {
   if (r) {
     bin_remove(r);
     nd += span_ndirty(r);
-    h->dirty_pages -= span_ndirty(r);
-    s->npages += r->npages;
+    JW(h->dirty_pages) -= span_ndirty(r);
+    JW(s->npages) += r->npages;
     desc_release(r);
   }
   span_set_ndirty(s, nd);
-  h->dirty_pages += nd;
+  JW(h->dirty_pages) += nd;
   map_ends(s);
   bin_insert(s);
-  purge_to_budget();
+  /* Purging beyond the budget is left to sh_global_unlock, once the
+   * caller's edit is complete (purge() commits the log). */
 }
 
 /* Grows or shrinks a large span in place.  Returns 1 on success. */
@@ -246,10 +253,10 @@ int span_resize(struct span *s, uint32_t npages) {
   if (npages < s->npages) {
     struct span *t = desc_new();
     if (!t) return 0;
-    t->first = s->first + npages;
+    t->first = s->first + npages; /* fresh from desc_new: logged */
     t->npages = s->npages - npages;
     t->state = SPAN_LARGE;
-    s->npages = npages;
+    JW(s->npages) = npages;
     map_ends(s);
     map_ends(t);
     span_free(t);
@@ -258,17 +265,17 @@ int span_resize(struct span *s, uint32_t npages) {
   uint32_t need = npages - s->npages;
   if (end == h->top) {
     if (need > h->npages - h->top) return 0;
-    h->top += need;
+    JW(h->top) += need;
   } else {
     struct span *r = free_span_at(end);
     if (!r || r->npages < need) return 0;
     bin_remove(r);
     if (split_front(r, need) < 0) { bin_insert(r); return 0; }
-    h->dirty_pages -= span_ndirty(r);
+    JW(h->dirty_pages) -= span_ndirty(r);
     desc_release(r);
   }
-  h->live_pages += need;
-  s->npages = npages;
+  JW(h->live_pages) += need;
+  JW(s->npages) = npages;
   map_ends(s);
   return 1;
 }

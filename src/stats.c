@@ -56,6 +56,7 @@ SH_API int shmheap_get_info(struct shmheap_info *info) {
   info->nfree = nf;
   info->large_count = h->large_count;
   info->purged_bytes = h->purged_pages << SH_PAGE_SHIFT;
+  info->repairs = atomic_load(&G.hdr->repairs);
   return 0;
 }
 

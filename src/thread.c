@@ -44,22 +44,21 @@ struct theap *sh_heap_acquire(void) {
     return NULL;
   }
   sh_global_lock();
-  /* The first slot that is free or that belongs to a process that is gone
-   * and was not inside a heap edit when it went (busy is set around every
-   * edit, so an idle slot is consistent; a busy one is left for crash
-   * repair).  Reusing such a slot reuses the spans it holds; only when there
-   * is none does a never-used slot get opened. */
+  /* The first slot that is free or belongs to a process that is gone.
+   * Reusing such a slot reuses the spans and cached blocks it holds; only
+   * when there is none does a never-used slot get opened. */
   uint32_t lim = hdr->max_heap < SH_MAX_HEAPS ? hdr->max_heap + 1 : SH_MAX_HEAPS;
   for (uint32_t i = 1; i < lim; i++) {
     struct theap *c = &G.heaps[i];
     pid_t owner = atomic_load_explicit(&c->owner_pid, memory_order_acquire);
-    if (owner != 0 && (owner == G.pid || atomic_load(&c->busy) || kill(owner, 0) == 0 || errno != ESRCH))
-      continue;
+    if (owner != 0 && (owner == G.pid || !sh_pid_gone(owner))) continue;
+    /* Left busy: its thread died inside an edit (I7). */
+    if (atomic_load(&c->busy)) sh_heap_repair(c);
     h = c;
-    h->index = (uint16_t)i;
-    h->owner_tid = (int32_t)syscall(SYS_gettid);
-    atomic_store_explicit(&h->owner_pid, G.pid, memory_order_relaxed);
-    if (i >= hdr->max_heap) hdr->max_heap = i + 1;
+    JW(h->index) = (uint16_t)i;
+    JW(h->owner_tid) = (int32_t)syscall(SYS_gettid);
+    JW(h->owner_pid) = G.pid;
+    if (i >= hdr->max_heap) JW(hdr->max_heap) = i + 1;
     break;
   }
   sh_global_unlock();

@@ -22,8 +22,10 @@ AM_TESTS_ENVIRONMENT = \
 SUITE_CPPFLAGS_ALL = $(AM_CPPFLAGS) -I$(top_srcdir)/src
 TESTUTIL = tests/testutil.c tests/testutil.h
 
-check_PROGRAMS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap tests/check_roots
-TESTS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap tests/check_roots
+check_PROGRAMS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap tests/check_roots \
+	tests/check_recover
+TESTS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap tests/check_roots \
+	tests/check_recover
 
 tests_check_api_SOURCES = tests/check_api.c $(TESTUTIL)
 tests_check_api_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
@@ -45,6 +47,11 @@ tests_check_roots_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
 tests_check_roots_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_check_roots_LDADD = src/libshmheap.la $(CHECK_LIBS)
 
+tests_check_recover_SOURCES = tests/check_recover.c $(TESTUTIL)
+tests_check_recover_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_check_recover_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_check_recover_LDADD = src/libshmheap.la $(CHECK_LIBS)
+
 tests_check_env_SOURCES = tests/check_env.c $(TESTUTIL)
 tests_check_env_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
 tests_check_env_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) -fno-builtin
@@ -58,8 +65,11 @@ tests_check_cxx_CXXFLAGS = $(AM_CXXFLAGS) $(CHECK_CFLAGS) -std=gnu++17 -fsized-d
 tests_check_cxx_LDADD = src/libshmheap.la $(CHECK_LIBS)
 
 # helpers that are not linked with the library
-check_PROGRAMS += tests/helper_env tests/cxx_prog
+check_PROGRAMS += tests/helper_env tests/helper_recover tests/cxx_prog
 tests_helper_env_SOURCES = tests/helper_env.c
+tests_helper_recover_SOURCES = tests/helper_recover.c
+tests_helper_recover_CFLAGS = $(AM_CFLAGS) -pthread
+tests_helper_recover_LDADD = -ldl
 tests_helper_env_CFLAGS = $(AM_CFLAGS) -pthread
 tests_cxx_prog_SOURCES = tests/cxx_prog.cc
 tests_cxx_prog_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17 -pthread

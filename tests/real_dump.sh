@@ -84,7 +84,7 @@ TOTAL=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"])'
 grep -q "more blocks ($TOTAL in all" "$TMP/blocks" || fail "--blocks does not say how many it left out"
 
 # --remove: refused while a process has the heap attached, unless --force.
-LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_KEY=$NAME SHMHEAP_SIZE=64M sleep 30 &
+LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_KEY=$NAME SHMHEAP_PROGRAM=sleep SHMHEAP_SIZE=64M sleep 30 &
 SLEEPER=$!
 for _ in $(seq 100); do
   "$TOOL" --json "$NAME" 2>/dev/null | grep -q '"nattch": 1,' && break

@@ -1,0 +1,269 @@
+/* Who attaches a keyed heap, and what a process finds when it does
+ * (shmheap(7), "Recovery"): clean and crashed origins, inherited variables,
+ * SHMHEAP_PROGRAM, SHMHEAP_MODE, SHMHEAP_FRESH and supervised workers.  Every
+ * program runs under LD_PRELOAD, as a server would. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "testutil.h"
+
+static struct tu_result R;
+
+static const char *helper(void) {
+  static char buf[4096];
+  return tu_bpath("tests/helper_recover", buf, sizeof buf);
+}
+
+static const char *key_var(char *buf, size_t len, int key) {
+  snprintf(buf, len, "SHMHEAP_KEY=%d", key);
+  return buf;
+}
+
+/* Runs argv[] (helper_recover when argv[0] is NULL) preloaded with env. */
+static int run(const char *a1, const char *a2, const char *const *env) {
+  const char *argv[] = {helper(), a1, a2, NULL};
+  return tu_run(argv, env, 1, 30000, &R);
+}
+
+static unsigned long long field(const char *name) {
+  char line[4096];
+  unsigned long long v = ~0ULL;
+  if (tu_find_line(R.out, "origin=", line, sizeof line)) tu_field(line, name, &v);
+  return v;
+}
+
+static int note_is(const char *text) {
+  char want[300];
+  snprintf(want, sizeof want, "note=%s ", text);
+  return strstr(R.out, want) != NULL;
+}
+
+/* ---- origin: new, clean, crashed ------------------------------------------------ */
+
+START_TEST(t_origin_clean_then_crash) {
+  int key = tu_key(1);
+  char kv[64];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", NULL};
+  tu_rm_key(key);
+  ck_assert_msg(run("note", "hello", env) == 0, "note: %d [%s]", R.code, R.err);
+  ck_assert_msg(field("origin") == SHMHEAP_NEW, "first attach: [%s]", R.out);
+
+  ck_assert_msg(run("state", NULL, env) == 0, "state: %d [%s]", R.code, R.err);
+  ck_assert_msg(field("origin") == SHMHEAP_CLEAN && field("dead") == 0, "after a clean exit: [%s]", R.out);
+  ck_assert_msg(note_is("hello"), "the root is lost: [%s]", R.out);
+
+  /* A live owner, killed with SIGKILL. */
+  int out[2];
+  ck_assert_int_eq(pipe(out), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    char pre[4200];
+    snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_lib());
+    dup2(out[1], 1);
+    close(out[0]);
+    char *const argv[] = {(char *)helper(), "hold", NULL};
+    char *const envp[] = {pre, kv, "SHMHEAP_SIZE=64M", NULL};
+    execve(helper(), argv, envp);
+    _exit(127);
+  }
+  close(out[1]);
+  char buf[512] = "";
+  size_t got = 0;
+  ssize_t r;
+  while (!strstr(buf, "ready") && got < sizeof buf - 1 && (r = read(out[0], buf + got, sizeof buf - 1 - got)) > 0) {
+    got += (size_t)r;
+    buf[got] = 0;
+  }
+  close(out[0]);
+  kill(pid, SIGKILL);
+  int st;
+  tu_wait_timeout(pid, &st, 5000);
+  ck_assert_msg(strstr(buf, "ready") != NULL, "the holder did not start: [%s]", buf);
+
+  ck_assert_msg(run("state", NULL, env) == 0, "after kill -9: %d [%s]", R.code, R.err);
+  tu_rm_key(key);
+  ck_assert_msg(field("origin") == SHMHEAP_CRASHED, "not reported as crashed: [%s]", R.out);
+  ck_assert_msg(field("dead") == 1, "dead processes: [%s]", R.out);
+  ck_assert_msg(note_is("hello"), "the root is lost after a crash: [%s]", R.out);
+}
+END_TEST
+
+/* ---- case 3: programs the server runs ------------------------------------------------ */
+
+/* The server's children inherit LD_PRELOAD and SHMHEAP_KEY: its own
+ * executable, a shell with subshells, ls and sort all run normally and
+ * silently on private heaps, and the server's heap is untouched. */
+START_TEST(t_inherited_key_private) {
+  int key = tu_key(2);
+  char kv[64], cmd[8192];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", NULL};
+  tu_rm_key(key);
+  ck_assert_msg(run("note", "server", env) == 0, "note: %d [%s]", R.code, R.err);
+  snprintf(cmd, sizeof cmd,
+           "%s state | sed 's/^/child: /'; x=1; (x=2); echo bash-x=$x; ls / >/dev/null && echo ls-ok; "
+           "printf 'b\\na\\n' | sort | tr '\\n' , ; echo",
+           helper());
+  int rc = run("system", cmd, env);
+  tu_rm_key(key);
+  ck_assert_msg(rc == 0, "server: %d [%s] [%s]", rc, R.out, R.err);
+  ck_assert_msg(R.err[0] == 0, "the children were not silent: [%s]", R.err);
+  ck_assert_msg(strstr(R.out, "child: origin=0 ") && strstr(R.out, " key=0 note=- "),
+                "the server's own executable, run by it, did not get a private heap: [%s]", R.out);
+  ck_assert_msg(strstr(R.out, "bash-x=1") && strstr(R.out, "ls-ok") && strstr(R.out, "a,b,"),
+                "shell, ls or sort misbehaved: [%s]", R.out);
+  ck_assert_msg(strstr(R.out, "system=0"), "[%s]", R.out);
+}
+END_TEST
+
+/* Another program that inherited the key, started while the heap is not in
+ * use: a private heap, silently; the heap stays the program's. */
+START_TEST(t_other_program_private) {
+  int key = tu_key(3);
+  char kv[64];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", NULL};
+  tu_rm_key(key);
+  ck_assert_msg(run("note", "mine", env) == 0, "note: %d [%s]", R.code, R.err);
+  const char *argv[] = {"/bin/sh", "-c", "echo from-sh", NULL};
+  int rc = tu_run(argv, env, 1, 10000, &R);
+  ck_assert_msg(rc == 0 && strstr(R.out, "from-sh") && R.err[0] == 0, "sh: %d [%s] [%s]", rc, R.out, R.err);
+  rc = run("state", NULL, env);
+  tu_rm_key(key);
+  ck_assert_msg(rc == 0 && field("origin") == SHMHEAP_CLEAN && note_is("mine"),
+                "the heap changed hands: %d [%s] [%s]", rc, R.out, R.err);
+}
+END_TEST
+
+/* A server started through a wrapper script: SHMHEAP_PROGRAM names it, so
+ * the shell that runs first does not take the heap. */
+START_TEST(t_program_wrapper) {
+  int key = tu_key(4);
+  char kv[64], cmd[4200], prog[4200];
+  snprintf(prog, sizeof prog, "SHMHEAP_PROGRAM=%s", helper());
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", prog, NULL};
+  tu_rm_key(key);
+  snprintf(cmd, sizeof cmd, "true; %s note wrapped", helper());
+  const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+  int rc = tu_run(argv, env, 1, 10000, &R);
+  ck_assert_msg(rc == 0, "wrapper: %d [%s] [%s]", rc, R.out, R.err);
+  ck_assert_msg(field("origin") == SHMHEAP_NEW && field("key") == (unsigned long long)key,
+                "the server did not get the keyed heap: [%s]", R.out);
+  /* By file name, from a fresh start of the same wrapper. */
+  const char *env2[] = {kv, "SHMHEAP_SIZE=64M", "SHMHEAP_PROGRAM=helper_recover", NULL};
+  snprintf(cmd, sizeof cmd, "true; %s state", helper());
+  rc = tu_run(argv, env2, 1, 10000, &R);
+  tu_rm_key(key);
+  ck_assert_msg(rc == 0 && field("origin") == SHMHEAP_CLEAN && note_is("wrapped"),
+                "restart through the wrapper: %d [%s] [%s]", rc, R.out, R.err);
+}
+END_TEST
+
+/* ---- case 6: permissions -------------------------------------------------------------- */
+
+START_TEST(t_mode) {
+  int key = tu_key(5);
+  char kv[64];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", "SHMHEAP_MODE=0640", NULL};
+  tu_rm_key(key);
+  ck_assert_msg(run("state", NULL, env) == 0, "%d [%s]", R.code, R.err);
+  struct shmid_ds ds;
+  int id = shmget(key, 0, 0);
+  ck_assert_int_ge(id, 0);
+  ck_assert_int_eq(shmctl(id, IPC_STAT, &ds), 0);
+  unsigned mode = ds.shm_perm.mode & 0777;
+  tu_rm_key(key);
+  ck_assert_msg(mode == 0640, "SHMHEAP_MODE=0640 made mode 0%o", mode);
+
+  const char *def[] = {kv, "SHMHEAP_SIZE=64M", NULL};
+  ck_assert_msg(run("state", NULL, def) == 0, "%d [%s]", R.code, R.err);
+  id = shmget(key, 0, 0);
+  ck_assert_int_eq(shmctl(id, IPC_STAT, &ds), 0);
+  mode = ds.shm_perm.mode & 0777;
+  ck_assert_msg(mode == 0600, "the default mode is 0%o, not 0600", mode);
+
+  /* Writable by others (someone else's doing): refused, left alone. */
+  ds.shm_perm.mode = 0666;
+  ck_assert_int_eq(shmctl(id, IPC_SET, &ds), 0);
+  int rc = run("state", NULL, def);
+  int still = shmget(key, 0, 0) == id;
+  const char *ok[] = {kv, "SHMHEAP_SIZE=64M", "SHMHEAP_MODE=0666", NULL};
+  int rc2 = run("state", NULL, ok);
+  tu_rm_key(key);
+  ck_assert_msg(rc == SH_EXIT_FOREIGN, "a world-writable heap: exit %d [%s]", rc, R.err);
+  ck_assert_msg(still, "the refused segment was removed");
+  ck_assert_msg(rc2 == 0, "SHMHEAP_MODE=0666 does not accept it: %d [%s]", rc2, R.err);
+}
+END_TEST
+
+/* ---- case 7: SHMHEAP_FRESH --------------------------------------------------------------- */
+
+START_TEST(t_fresh) {
+  int key = tu_key(6);
+  char kv[64];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", NULL};
+  const char *fresh[] = {kv, "SHMHEAP_SIZE=64M", "SHMHEAP_FRESH=1", NULL};
+  tu_rm_key(key);
+  ck_assert_msg(run("note", "old", env) == 0, "%d [%s]", R.code, R.err);
+  int old_id = shmget(key, 0, 0);
+  int rc = run("state", NULL, fresh);
+  int new_id = shmget(key, 0, 0);
+  tu_rm_key(key);
+  ck_assert_msg(rc == 0, "SHMHEAP_FRESH=1: %d [%s]", rc, R.err);
+  ck_assert_msg(field("origin") == SHMHEAP_NEW && note_is("-"), "not a fresh heap: [%s]", R.out);
+  ck_assert_msg(old_id != new_id, "the old segment is still the heap");
+}
+END_TEST
+
+/* ---- supervised workers ------------------------------------------------------------------ */
+
+/* Workers kill themselves while two threads churn the heap (so the kill often
+ * lands inside malloc/free, with a lock held or a thread heap mid-edit); each
+ * new worker checks the heap and every block the dead ones left. */
+START_TEST(t_supervise) {
+  int key = tu_key(7);
+  char kv[64];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=256M", NULL};
+  tu_rm_key(key);
+  int rc = run("supervise", "5", env);
+  tu_rm_key(key);
+  ck_assert_msg(rc == 0, "supervisor: exit %d [%s] [%s]", rc, R.out, R.err);
+  unsigned long long repairs = 0, gen = 0;
+  char line[256];
+  ck_assert_msg(tu_find_line(R.out, "done", line, sizeof line) && tu_field(line, "repairs", &repairs) &&
+                    tu_field(line, "gen", &gen),
+                "no worker finished: [%s]", R.out);
+  printf("supervise: %llu workers, %llu kills, %llu of them repaired\n", gen, gen - 1, repairs);
+  ck_assert_msg(repairs >= 5, "%llu kills, %llu repairs: the kills did not land inside the allocator", gen - 1,
+                repairs);
+}
+END_TEST
+
+int main(void) {
+  tu_init();
+  Suite *s = suite_create("recover");
+  TCase *tc;
+  TU_TCASE(s, tc, "origin", 60);
+  tcase_add_test(tc, t_origin_clean_then_crash);
+  TU_TCASE(s, tc, "who", 60);
+  tcase_add_test(tc, t_inherited_key_private);
+  tcase_add_test(tc, t_other_program_private);
+  tcase_add_test(tc, t_program_wrapper);
+  TU_TCASE(s, tc, "perm", 60);
+  tcase_add_test(tc, t_mode);
+  tcase_add_test(tc, t_fresh);
+  TU_TCASE(s, tc, "supervise", 300);
+  tcase_add_test(tc, t_supervise);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  tu_cleanup();
+  return failed ? 1 : 0;
+}
