@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "heapview.h"
 
@@ -421,4 +422,60 @@ void hv_usage(const struct hv *v, struct hv_usage *u) {
     if (v->heaps[hi].owner_pid) u->heaps_owned++;
   }
   u->in_use += (int64_t)h->large_in_use;
+}
+
+/* ---- the processes using a heap ----------------------------------------------- */
+
+/* Parent and start time of pid from /proc/PID/stat.  Returns 0 if there is
+ * no such process. */
+int hv_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
+  char path[40], buf[1024];
+  sh_fmt(path, sizeof path, "/proc/%d/stat", (int)pid);
+  if (!sh_read_file(path, buf, sizeof buf)) return 0;
+  /* The command name (field 2) may hold spaces and parentheses: the fields
+   * that follow start after its last ')'. */
+  char *p = NULL;
+  for (char *q = buf; *q; q++)
+    if (*q == ')') p = q;
+  if (!p) return 0;
+  unsigned long long v[20];
+  unsigned nf = 0;
+  for (p++; *p && nf < 20;) {
+    while (*p == ' ') p++;
+    if (!*p) break;
+    unsigned long long x = 0;
+    int num = *p >= '0' && *p <= '9';
+    while (*p && *p != ' ') {
+      if (num && *p >= '0' && *p <= '9') x = x * 10 + (unsigned)(*p - '0');
+      p++;
+    }
+    v[nf++] = x;
+  }
+  if (nf < 20) return 0;
+  /* v[0] is field 3 (state): ppid is field 4, starttime field 22. */
+  if (ppid) *ppid = (pid_t)v[1];
+  if (start) *start = v[19];
+  return 1;
+}
+
+/* Is the process of table entry e alive?  Its pid must name a process that
+ * started when it did (a reused pid does not). */
+int hv_proc_alive(const struct shm_proc *e) {
+  int32_t pid = atomic_load(&((struct shm_proc *)e)->pid);
+  uint64_t start;
+  return pid > 0 && hv_proc_stat(pid, NULL, &start) && start == e->start;
+}
+
+void hv_users(const struct hv *v, struct hv_users *u) {
+  memset(u, 0, sizeof *u);
+  for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
+    const struct shm_proc *e = &v->h->procs[i];
+    int32_t pid = atomic_load(&((struct shm_proc *)e)->pid);
+    if (!pid) continue;
+    if (hv_proc_alive(e)) {
+      if (!u->alive++) u->pid = pid;
+    } else {
+      u->dead++;
+    }
+  }
 }

@@ -46,4 +46,17 @@ SH_HIDDEN uint64_t hv_block_size(const struct hv *v, uint64_t off);
 /* Usage by kind and size class, as far as the metadata is sound. */
 SH_HIDDEN void hv_usage(const struct hv *v, struct hv_usage *u);
 
+/* Parent and start time of pid from /proc/PID/stat; 0 if no such process. */
+SH_HIDDEN int hv_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start);
+/* Is the process of a process-table entry alive (same pid, same start)? */
+SH_HIDDEN int hv_proc_alive(const struct shm_proc *e);
+
+/* The heap's users: processes listed in its table, alive or gone without
+ * leaving (killed, _exit, exec).  pid: the first alive one. */
+struct hv_users {
+  unsigned alive, dead;
+  int32_t pid;
+};
+SH_HIDDEN void hv_users(const struct hv *v, struct hv_users *u);
+
 #endif

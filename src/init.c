@@ -46,6 +46,7 @@ void sh_init(void) {
   /* SHMHEAP_PROGRAM names the program the keyed heap is for: any other one
    * that inherited the variables gets a private heap. */
   if (G.opt.have_key && G.opt.program && !sh_program_is_self()) private_heap("it is not SHMHEAP_PROGRAM");
+  sh_image_reexec(); /* returns only if no re-exec is needed or possible */
   for (;;) {
     sh_segment_open();
     if (!G.opt.have_key) break;
@@ -66,9 +67,10 @@ void sh_init(void) {
     if (fd >= 0) sh_say_fd = fd;
     const struct shm_header *h = G.hdr;
     static const char *const origin[] = {"fresh", "re-attached (left cleanly)", "re-attached (left by a crash: repaired)"};
-    sh_say("libshmheap: attached key=0x%x%s%s shmid=%d addr=%p size=%zu %s pid=%d",
+    sh_say("libshmheap: attached key=0x%x%s%s shmid=%d addr=%p size=%zu %s pid=%d%s",
            (unsigned)h->key, h->name[0] ? " name=" : "", h->name, G.shmid, (void *)G.base,
-           (size_t)h->size, origin[G.rec.origin], (int)G.pid);
+           (size_t)h->size, origin[G.rec.origin], (int)G.pid,
+           G.opt.have_key && sh_image_reexecuted() ? " (re-executed without address randomization)" : "");
     if (G.rec.origin == SHMHEAP_CRASHED)
       sh_say("libshmheap: recovery: %u dead process(es), %u thread heap(s) rebuilt, %u released, %llu span(s) returned, lock %s, %llu us",
              G.rec.dead_processes, G.rec.heaps_repaired, G.rec.heaps_released,
@@ -81,6 +83,7 @@ void sh_init(void) {
 
 __attribute__((constructor)) static void shmheap_ctor(void) {
   if (atomic_load_explicit(&sh_ready, memory_order_acquire) != 2) sh_init();
+  sh_image_check();
 }
 
 __attribute__((destructor)) static void shmheap_dtor(void) {

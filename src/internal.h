@@ -64,6 +64,7 @@
 #define SH_ULOG_MAX 1024         /* undo-log entries of one locked edit */
 #define SH_MAX_PROCS 1024        /* processes using one keyed heap at a time */
 #define SH_PROGRAM_MAX 256       /* the owning program's path, NUL included */
+#define SH_IMAGE_MAX 128         /* objects (executable, libraries) recorded */
 
 /* The default attach address and size (documented in shmheap(7)). */
 #define SH_DEFAULT_ADDR ((uintptr_t)0x200000000000ULL)
@@ -179,6 +180,20 @@ struct shm_proc {
   uint64_t start;      /* start time in clock ticks after boot (/proc/PID/stat) */
 };
 
+/* What identifies the program image whose code pointers the heap may hold:
+ * each object loaded at start (executable first, then the libraries, in
+ * load order) with its load address and a hash of its build id (image.c). */
+struct image_obj {
+  uint64_t addr;
+  uint64_t id;
+};
+
+struct image {
+  uint32_t n;        /* 0: none recorded yet */
+  uint32_t pad;
+  struct image_obj obj[SH_IMAGE_MAX];
+};
+
 /* ---- the segment header ------------------------------------------------- */
 
 enum heap_state { HEAP_FORMING = 0, HEAP_READY = 1 };
@@ -231,6 +246,7 @@ struct shm_header {
   uint32_t crashes;      /* statistics: attaches that found a crash */
   uint64_t attaches;     /* statistics: re-attaches */
   struct shm_proc procs[SH_MAX_PROCS];
+  struct image image;    /* recorded by the first process, checked by the others */
   struct ulog ulog;      /* the edit in progress under lock (I6) */
 };
 
@@ -249,6 +265,7 @@ struct options {
   int fresh;             /* SHMHEAP_FRESH=1 */
   unsigned mode;         /* SHMHEAP_MODE, permissions of a new segment */
   const char *program;   /* SHMHEAP_PROGRAM, or NULL */
+  int image_any;         /* SHMHEAP_IMAGE=any */
 };
 
 struct global {
@@ -332,6 +349,8 @@ SH_HIDDEN void sh_init_classes(void);
 /* options.c */
 SH_HIDDEN void sh_options_parse(struct options *o);
 SH_HIDDEN int sh_parse_size(const char *s, size_t *out);
+/* Reads up to len-1 bytes of a file, NUL-terminated; returns the bytes read. */
+SH_HIDDEN size_t sh_read_file(const char *path, char *buf, size_t len);
 /* 0, or 1 out of range, 2 zero (IPC_PRIVATE), 3 name too long */
 SH_HIDDEN int sh_key_parse(const char *v, int32_t *key, char name[SH_NAME_MAX]);
 
@@ -379,6 +398,13 @@ SH_HIDDEN int sh_program_is_self(void);
 SH_HIDDEN void sh_proc_register(void);
 SH_HIDDEN void sh_proc_leave(void);
 SH_HIDDEN void sh_reap_process(pid_t pid);
+
+/* image.c */
+SH_HIDDEN void sh_image_reexec(void);
+SH_HIDDEN void sh_image_check(void);
+SH_HIDDEN int sh_image_reexecuted(void);
+/* recover.c, for image.c: would this process use the keyed heap at h? */
+SH_HIDDEN int sh_heap_is_for_self(const struct shm_header *h);
 
 /* thread.c */
 SH_HIDDEN struct theap *sh_heap_acquire(void);

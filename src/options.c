@@ -15,6 +15,18 @@ extern char **environ;
 static char proc_env[65536];
 static size_t proc_env_len;
 
+size_t sh_read_file(const char *path, char *buf, size_t len) {
+  size_t n = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t r;
+    while (n < len - 1 && (r = read(fd, buf + n, len - 1 - n)) > 0) n += (size_t)r;
+    close(fd);
+  }
+  buf[n] = 0;
+  return n;
+}
+
 static const char *env_get(const char *name) {
   size_t nl = strlen(name);
   if (environ) {
@@ -22,17 +34,7 @@ static const char *env_get(const char *name) {
       if (!strncmp(*e, name, nl) && (*e)[nl] == '=') return *e + nl + 1;
     return NULL;
   }
-  if (!proc_env_len) {
-    int fd = open("/proc/self/environ", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      ssize_t r;
-      while (proc_env_len < sizeof proc_env - 1 &&
-             (r = read(fd, proc_env + proc_env_len, sizeof proc_env - 1 - proc_env_len)) > 0)
-        proc_env_len += (size_t)r;
-      close(fd);
-    }
-    proc_env[proc_env_len] = 0;
-  }
+  if (!proc_env_len) proc_env_len = sh_read_file("/proc/self/environ", proc_env, sizeof proc_env);
   for (size_t i = 0; i < proc_env_len; i += strlen(proc_env + i) + 1)
     if (!strncmp(proc_env + i, name, nl) && proc_env[i + nl] == '=') return proc_env + i + nl + 1;
   return NULL;
@@ -192,6 +194,12 @@ void sh_options_parse(struct options *o) {
     if (strlen(v) >= SH_PROGRAM_MAX)
       sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_PROGRAM is longer than %d bytes: name the program by its file name or a shorter path", SH_PROGRAM_MAX - 1);
     o->program = v;
+  }
+
+  if ((v = env_get("SHMHEAP_IMAGE")) && *v) {
+    if (!strcmp(v, "same")) o->image_any = 0;
+    else if (!strcmp(v, "any")) o->image_any = 1;
+    else sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_IMAGE=%s is not same or any: use same (the default) or any for a heap that holds no code pointers", v);
   }
 
   if ((v = env_get("SHMHEAP_VERBOSE")) && *v) {

@@ -23,46 +23,9 @@
 #include <sys/shm.h>
 #include <sys/syscall.h>
 
-#include "internal.h"
+#include "heapview.h"
 
 /* ---- /proc --------------------------------------------------------------- */
-
-/* Parent and start time of pid from /proc/PID/stat.  Returns 0 if there is
- * no such process. */
-static int proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
-  char path[40], buf[1024];
-  sh_fmt(path, sizeof path, "/proc/%d/stat", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t r = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (r <= 0) return 0;
-  buf[r] = 0;
-  /* The command name (field 2) may hold spaces and parentheses: the fields
-   * that follow start after its last ')'. */
-  char *p = NULL;
-  for (char *q = buf; *q; q++)
-    if (*q == ')') p = q;
-  if (!p) return 0;
-  unsigned long long v[20];
-  unsigned nf = 0;
-  for (p++; *p && nf < 20;) {
-    while (*p == ' ') p++;
-    if (!*p) break;
-    unsigned long long x = 0;
-    int num = *p >= '0' && *p <= '9';
-    while (*p && *p != ' ') {
-      if (num && *p >= '0' && *p <= '9') x = x * 10 + (unsigned)(*p - '0');
-      p++;
-    }
-    v[nf++] = x;
-  }
-  if (nf < 20) return 0;
-  /* v[0] is field 3 (state): ppid is field 4, starttime field 22. */
-  if (ppid) *ppid = (pid_t)v[1];
-  if (start) *start = v[19];
-  return 1;
-}
 
 static char self_exe[SH_PROGRAM_MAX];
 
@@ -85,11 +48,13 @@ static const char *base_name(const char *p) {
 /* Is the executable at path the heap's program?  With SHMHEAP_PROGRAM, the
  * one it names (a path, or a file name to compare with the path's last part);
  * without, the one recorded when the heap was formed. */
-static int is_program(const char *path) {
+static int is_program_of(const char *path, const struct shm_header *h) {
   const char *want = G.opt.program;
   if (want) return !strcmp(path, want) || (!strchr(want, '/') && !strcmp(base_name(path), want));
-  return !G.hdr || !G.hdr->program[0] || !strncmp(path, G.hdr->program, SH_PROGRAM_MAX);
+  return !h || !h->program[0] || !strncmp(path, h->program, SH_PROGRAM_MAX);
 }
+
+static int is_program(const char *path) { return is_program_of(path, G.hdr); }
 
 int sh_program_is_self(void) { return is_program(sh_self_exe()); }
 
@@ -104,19 +69,30 @@ const char *sh_self_exe(void) {
 /* Is the process of table entry e alive and still running the heap's
  * program?  One that exec'd something else has left the heap as surely as
  * one that died.  Our own pid is a previous image of this process. */
-static int proc_alive(const struct shm_proc *e, pid_t pid) {
-  uint64_t start;
-  if (pid == G.pid || !proc_stat(pid, NULL, &start) || start != e->start) return 0;
+static int proc_alive(const struct shm_header *h, const struct shm_proc *e, pid_t pid) {
+  if (pid == G.pid || !hv_proc_alive(e)) return 0;
   char buf[SH_PROGRAM_MAX];
   const char *exe = exe_of(pid, buf, sizeof buf);
-  return !exe || is_program(exe); /* unreadable: assume it is */
+  return !exe || is_program_of(exe, h); /* unreadable: assume it is */
+}
+
+/* Read-only, at any address: would this process use heap h (the program's,
+ * nobody alive using it)?  Only a guess for image.c; sh_attach_recover
+ * decides under the lock. */
+int sh_heap_is_for_self(const struct shm_header *h) {
+  if (!is_program_of(sh_self_exe(), h)) return 0;
+  for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
+    pid_t pid = atomic_load(&h->procs[i].pid);
+    if (pid && proc_alive(h, &h->procs[i], pid)) return 0;
+  }
+  return 1;
 }
 
 static int ancestor_of_self(pid_t pid) {
   pid_t p = getppid();
   for (int depth = 0; p > 1 && depth < 64; depth++) {
     if (p == pid) return 1;
-    if (!proc_stat(p, &p, NULL)) break;
+    if (!hv_proc_stat(p, &p, NULL)) break;
   }
   return 0;
 }
@@ -124,7 +100,7 @@ static int ancestor_of_self(pid_t pid) {
 /* Under hdr->lock. */
 static int register_pid(pid_t pid) {
   uint64_t start;
-  if (!proc_stat(pid, NULL, &start)) start = 0;
+  if (!hv_proc_stat(pid, NULL, &start)) start = 0;
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     struct shm_proc *e = &G.hdr->procs[i];
     if (atomic_load(&e->pid) != 0) continue;
@@ -161,7 +137,7 @@ static unsigned reap(void) {
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     struct shm_proc *e = &h->procs[i];
     pid_t pid = atomic_load(&e->pid);
-    if (pid && !proc_alive(e, pid)) {
+    if (pid && !proc_alive(h, e, pid)) {
       JW(e->pid) = 0;
       dead++;
     }
@@ -230,7 +206,7 @@ int sh_attach_recover(uint64_t t0) {
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     struct shm_proc *e = &h->procs[i];
     pid_t pid = atomic_load(&e->pid);
-    if (!pid || !proc_alive(e, pid)) continue;
+    if (!pid || !proc_alive(h, e, pid)) continue;
     sh_global_unlock();
     if (ancestor_of_self(pid)) return 1;
     sh_die(SH_EXIT_INUSE, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is in use by pid %d (%s); one process uses a keyed heap at a time: stop that process first, or use another SHMHEAP_KEY",

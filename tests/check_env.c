@@ -137,6 +137,7 @@ static const struct bad bad_config[] = {
     {"SHMHEAP_MODE", "0400"},   /* the owner could not write its own heap */
     {"SHMHEAP_MODE", "07777"},
     {"SHMHEAP_MODE", "rw-------"},
+    {"SHMHEAP_IMAGE", "other"},
     {"SHMHEAP_FRESH", "2"},
     {"SHMHEAP_FRESH", "yes"},
     {"SHMHEAP_PROGRAM", "/a/path/that/is/far/too/long/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}, /* 289 bytes */

@@ -165,6 +165,61 @@ START_TEST(t_program_wrapper) {
 }
 END_TEST
 
+/* ---- case 5: code pointers ------------------------------------------------------------- */
+
+static int run_prog(const char *rel, const char *mode, const char *const *env) {
+  char path[4096];
+  tu_bpath(rel, path, sizeof path);
+  const char *argv[] = {path, mode, NULL};
+  return tu_run(argv, env, 1, 30000, &R);
+}
+
+/* A restarted C++ program calls the virtual functions and function pointers
+ * of objects the previous process made, with address randomization on (the
+ * library makes the load addresses repeat). */
+START_TEST(t_cxx_vtables_restart) {
+  int key = tu_key(8);
+  char kv[64];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", NULL};
+  tu_rm_key(key);
+  int rc = run_prog("tests/cxx_restart", "make", env);
+  ck_assert_msg(rc == 0, "make: %d [%s] [%s]", rc, R.out, R.err);
+  for (int i = 0; i < 3; i++) {
+    rc = run_prog("tests/cxx_restart", "use", env);
+    if (rc != 0) break;
+  }
+  tu_rm_key(key);
+  ck_assert_msg(rc == 0, "a restart cannot use the objects: %d [%s] [%s]", rc, R.out, R.err);
+  ck_assert_msg(strstr(R.out, "used 1000 shapes") != NULL, "[%s]", R.out);
+}
+END_TEST
+
+/* Another build of the program (cxx_restart_b), let in by SHMHEAP_PROGRAM:
+ * refused with the reason and the way out; with SHMHEAP_IMAGE=any it gets
+ * in (and would be on its own with the code pointers). */
+START_TEST(t_image_rebuilt_refused) {
+  int key = tu_key(9);
+  char kv[64];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", "SHMHEAP_PROGRAM=cxx_restart", NULL};
+  tu_rm_key(key);
+  int rc = run_prog("tests/cxx_restart", "make", env);
+  ck_assert_msg(rc == 0, "make: %d [%s]", rc, R.err);
+  const char *envb[] = {kv, "SHMHEAP_SIZE=64M", "SHMHEAP_PROGRAM=cxx_restart_b", NULL};
+  rc = run_prog("tests/cxx_restart_b", "use", envb);
+  int refused = rc == SH_EXIT_FOREIGN && strstr(R.err, "another build") && strstr(R.err, "SHMHEAP_IMAGE=any") &&
+                tu_count_lines(R.err) == 1 && R.out[0] == 0;
+  static char err[sizeof R.err];
+  memcpy(err, R.err, sizeof err);
+  /* The refused process left the heap as it found it: a clean restart. */
+  rc = run("state", NULL, (const char *[]){kv, "SHMHEAP_SIZE=64M", "SHMHEAP_PROGRAM=helper_recover",
+                                           "SHMHEAP_IMAGE=any", NULL});
+  int clean = rc == 0 && field("origin") == SHMHEAP_CLEAN;
+  tu_rm_key(key);
+  ck_assert_msg(refused, "another build was not refused as it should: [%s]", err);
+  ck_assert_msg(clean, "after the refusal: %d [%s] [%s]", rc, R.out, R.err);
+}
+END_TEST
+
 /* ---- case 6: permissions -------------------------------------------------------------- */
 
 START_TEST(t_mode) {
@@ -255,6 +310,9 @@ int main(void) {
   tcase_add_test(tc, t_inherited_key_private);
   tcase_add_test(tc, t_other_program_private);
   tcase_add_test(tc, t_program_wrapper);
+  TU_TCASE(s, tc, "image", 60);
+  tcase_add_test(tc, t_cxx_vtables_restart);
+  tcase_add_test(tc, t_image_rebuilt_refused);
   TU_TCASE(s, tc, "perm", 60);
   tcase_add_test(tc, t_mode);
   tcase_add_test(tc, t_fresh);

@@ -65,12 +65,18 @@ tests_check_cxx_CXXFLAGS = $(AM_CXXFLAGS) $(CHECK_CFLAGS) -std=gnu++17 -fsized-d
 tests_check_cxx_LDADD = src/libshmheap.la $(CHECK_LIBS)
 
 # helpers that are not linked with the library
-check_PROGRAMS += tests/helper_env tests/helper_recover tests/cxx_prog
+check_PROGRAMS += tests/helper_env tests/helper_recover tests/cxx_prog tests/cxx_restart tests/cxx_restart_b
 tests_helper_env_SOURCES = tests/helper_env.c
 tests_helper_recover_SOURCES = tests/helper_recover.c
 tests_helper_recover_CFLAGS = $(AM_CFLAGS) -pthread
 tests_helper_recover_LDADD = -ldl
 tests_helper_env_CFLAGS = $(AM_CFLAGS) -pthread
+tests_cxx_restart_SOURCES = tests/cxx_restart.cc
+tests_cxx_restart_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17
+tests_cxx_restart_LDADD = -ldl
+tests_cxx_restart_b_SOURCES = tests/cxx_restart.cc
+tests_cxx_restart_b_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17 -DVARIANT=2
+tests_cxx_restart_b_LDADD = -ldl
 tests_cxx_prog_SOURCES = tests/cxx_prog.cc
 tests_cxx_prog_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17 -pthread
 

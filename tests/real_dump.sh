@@ -61,6 +61,9 @@ grep -q " $NAME " "$TMP/list" || { cat "$TMP/list"; fail "the listing does not s
 "$TOOL" "$NAME" >"$TMP/sum" || fail "summary of $NAME exited $?"
 grep -q "name $NAME" "$TMP/sum" || { cat "$TMP/sum"; fail "the summary does not name the heap"; }
 grep -q "(gone)" "$TMP/sum" || { cat "$TMP/sum"; fail "the summary does not say the creator is gone"; }
+# Its only user ended with os._exit: it did not leave cleanly.
+grep -q "^state      left by a crash: 1 process" "$TMP/sum" || { cat "$TMP/sum"; fail "python left by os._exit: the summary does not say so"; }
+grep -q " $NAME .* crashed *python" "$TMP/list" || { cat "$TMP/list"; fail "the listing does not say crashed, program python"; }
 
 "$TOOL" --json "$KEY" >"$TMP/json" || fail "--json summary exited $?"
 "$PY" - "$TMP/json" <<'PYEOF' || fail "the --json summary is wrong"
@@ -69,6 +72,8 @@ h = json.load(open(sys.argv[1]))
 assert h["in_use"] > 20000 * 8 * 8, h["in_use"]   # 20000 lists of 8 pointers at least
 assert h["nmalloc"] > 20000, h["nmalloc"]
 assert h["creator_alive"] is False
+assert h["state"] == "clean" and h["users_alive"] == 0 and h["users_gone"] == 0, h
+assert h["program"].split("/")[-1].startswith("python"), h["program"]
 assert sum(c["blocks_used"] for c in h["classes"]) > 20000
 PYEOF
 
@@ -84,7 +89,7 @@ TOTAL=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"])'
 grep -q "more blocks ($TOTAL in all" "$TMP/blocks" || fail "--blocks does not say how many it left out"
 
 # --remove: refused while a process has the heap attached, unless --force.
-LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_KEY=$NAME SHMHEAP_PROGRAM=sleep SHMHEAP_SIZE=64M sleep 30 &
+LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_KEY=$NAME SHMHEAP_PROGRAM=sleep SHMHEAP_IMAGE=any SHMHEAP_SIZE=64M sleep 30 &
 SLEEPER=$!
 for _ in $(seq 100); do
   "$TOOL" --json "$NAME" 2>/dev/null | grep -q '"nattch": 1,' && break

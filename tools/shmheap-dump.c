@@ -69,6 +69,26 @@ static void safe_name(const char *s, char *out) {
 
 static int pid_alive(int32_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
+/* Who uses the heap, in one word: "in-use" (a listed process is alive),
+ * "crashed" (processes are listed but gone: they never left), "clean". */
+static const char *heap_state(const struct hv *v, struct hv_users *u) {
+  hv_users(v, u);
+  return u->alive ? "in-use" : u->dead ? "crashed" : "clean";
+}
+
+/* The program's file name, printable. */
+static void program_name(const struct shm_header *h, char *out, size_t len) {
+  char prog[SH_PROGRAM_MAX];
+  memcpy(prog, h->program, sizeof prog);
+  prog[sizeof prog - 1] = 0;
+  const char *b = strrchr(prog, '/');
+  b = b ? b + 1 : prog;
+  size_t i = 0;
+  for (; b[i] && i + 1 < len; i++) out[i] = (b[i] < 0x20 || b[i] >= 0x7f) ? '?' : b[i];
+  out[i] = 0;
+  if (!i) snprintf(out, len, "-");
+}
+
 struct seg {
   int shmid;
   struct shmid_ds ds;
@@ -90,7 +110,8 @@ static void list_heaps(void) {
     exit(EXIT_ERROR);
   }
   if (json) printf("[");
-  else printf("%-10s %-16s %10s %8s %9s %6s %8s %-6s\n", "KEY", "NAME", "SHMID", "SIZE", "IN USE", "NATTCH", "PID", "ALIVE");
+  else printf("%-10s %-16s %10s %8s %9s %6s %8s %-6s %-8s %s\n", "KEY", "NAME", "SHMID", "SIZE", "IN USE", "NATTCH", "PID",
+              "ALIVE", "STATE", "PROGRAM");
   int n = 0;
   for (int idx = 0; idx <= max; idx++) {
     struct shmid_ds ds;
@@ -105,18 +126,24 @@ static void list_heaps(void) {
       hv_usage(&v, &u);
       const struct shm_header *h = v.h;
       uint64_t in_use = u.in_use > 0 ? (uint64_t)u.in_use : 0;
-      char name[SH_NAME_MAX], b1[32], b2[32];
+      char name[SH_NAME_MAX], b1[32], b2[32], prog[64];
       safe_name(h->name, name);
+      program_name(h, prog, sizeof prog);
+      struct hv_users us;
+      const char *state = heap_state(&v, &us);
+      int32_t pid = us.alive ? us.pid : h->last_pid;
       if (json) {
         printf("%s\n {\"key\": %u, \"name\": ", n ? "," : "", (unsigned)h->key);
         jstr(h->name, SH_NAME_MAX);
-        printf(", \"shmid\": %d, \"size\": %llu, \"in_use\": %llu, \"nattch\": %lu, \"creator_pid\": %d, \"creator_alive\": %s}",
+        printf(", \"shmid\": %d, \"size\": %llu, \"in_use\": %llu, \"nattch\": %lu, \"creator_pid\": %d, \"creator_alive\": %s, \"state\": \"%s\", \"pid\": %d, \"pid_alive\": %s, \"program\": ",
                id, (unsigned long long)h->size, (unsigned long long)in_use, (unsigned long)s.ds.shm_nattch,
-               h->creator_pid, pid_alive(h->creator_pid) ? "true" : "false");
+               h->creator_pid, pid_alive(h->creator_pid) ? "true" : "false", state, pid, us.alive ? "true" : "false");
+        jstr(h->program, SH_PROGRAM_MAX);
+        printf("}");
       } else {
-        printf("0x%08x %-16s %10d %8s %9s %6lu %8d %-6s\n", (unsigned)h->key, name[0] ? name : "-", id,
-               human(h->size, b1, sizeof b1), human(in_use, b2, sizeof b2), (unsigned long)s.ds.shm_nattch,
-               h->creator_pid, pid_alive(h->creator_pid) ? "yes" : "no");
+        printf("0x%08x %-16s %10d %8s %9s %6lu %8d %-6s %-8s %s\n", (unsigned)h->key, name[0] ? name : "-", id,
+               human(h->size, b1, sizeof b1), human(in_use, b2, sizeof b2), (unsigned long)s.ds.shm_nattch, pid,
+               us.alive ? "yes" : "no", state, prog);
       }
       n++;
     }
@@ -139,6 +166,13 @@ static void summary(const struct seg *s, const struct hv *v) {
            s->shmid, h->format, (unsigned long long)h->size, (unsigned long long)h->base, h->creator_uid,
            h->creator_pid, pid_alive(h->creator_pid) ? "true" : "false", (unsigned long long)h->created,
            (unsigned long)s->ds.shm_nattch);
+    struct hv_users us;
+    const char *state = heap_state(v, &us);
+    printf(" \"state\": \"%s\", \"users_alive\": %u, \"users_gone\": %u, \"pid\": %d, \"last_pid\": %d, \"attaches\": %llu, \"crashes\": %u, \"repairs\": %u, \"program\": ",
+           state, us.alive, us.dead, us.alive ? us.pid : 0, h->last_pid, (unsigned long long)h->attaches, h->crashes,
+           (unsigned)h->repairs);
+    jstr(h->program, SH_PROGRAM_MAX);
+    printf(",\n");
     printf(" \"in_use\": %llu, \"nmalloc\": %llu, \"nfree\": %llu, \"heap_bytes\": %llu, \"heap_capacity\": %llu,\n",
            (unsigned long long)in_use, (unsigned long long)u.nmalloc, (unsigned long long)u.nfree,
            (unsigned long long)(u.top_pages << SH_PAGE_SHIFT), (unsigned long long)h->npages << SH_PAGE_SHIFT);
@@ -166,6 +200,20 @@ static void summary(const struct seg *s, const struct hv *v) {
   printf("segment    %s at 0x%llx, created by pid %d (%s), uid %u; %lu attached now\n",
          human(h->size, b1, sizeof b1), (unsigned long long)h->base, h->creator_pid,
          pid_alive(h->creator_pid) ? "alive" : "gone", h->creator_uid, (unsigned long)s->ds.shm_nattch);
+  struct hv_users us;
+  const char *state = heap_state(v, &us);
+  char prog[SH_PROGRAM_MAX];
+  program_name(h, prog, sizeof prog);
+  if (us.alive)
+    printf("state      in use by pid %d%s (program %s)\n", us.pid, us.alive > 1 ? " and others" : "", prog);
+  else if (us.dead)
+    printf("state      left by a crash: %u process(es) ended without leaving; the last to attach was pid %d (program %s)\n",
+           us.dead, h->last_pid, prog);
+  else
+    printf("state      left cleanly by pid %d (program %s)\n", h->last_pid, prog);
+  printf("history    %llu re-attach(es), %u after a crash; %u repair(s) made\n", (unsigned long long)h->attaches,
+         h->crashes, (unsigned)h->repairs);
+  (void)state;
   printf("in use     %s in blocks (%llu malloc, %llu free of small blocks)\n", human(in_use, b1, sizeof b1),
          (unsigned long long)u.nmalloc, (unsigned long long)u.nfree);
   printf("pages      %s carved of %s; small spans %s, large blocks %llu (%s)\n",

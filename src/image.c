@@ -1,0 +1,199 @@
+/* Code pointers in a heap that outlives its process (shmheap(7), "Code
+ * pointers").  Data pointers into the heap stay valid across a restart, but a
+ * vtable or function pointer stored in it is valid only if the executable and
+ * its libraries are the same builds at the same addresses.  Two measures:
+ *
+ *  - With address randomization on, a process that is about to use a keyed
+ *    heap re-executes itself once with ADDR_NO_RANDOMIZE (what setarch -R
+ *    does), before anything is attached, so the load addresses repeat from
+ *    one start to the next.
+ *  - The first process records the image (each object loaded at start, its
+ *    load address and a hash of its build id) in the header; every later one
+ *    compares its own and is refused, with the reason, if they differ.
+ *
+ * SHMHEAP_IMAGE=any turns both off, for heaps that hold no code pointers
+ * (the image is still recorded, for the processes that do check). */
+#include <errno.h>
+#include <link.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/auxv.h>
+#include <sys/personality.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+
+#include "heapview.h"
+
+extern char **environ;
+
+/* ---- re-executing without randomization ---------------------------------------- */
+
+/* Filled from /proc/self: nothing here may allocate (we run inside the
+ * first malloc).  Static, so the pages cost nothing unless used. */
+static char cmdline[128 * 1024], envbuf[128 * 1024];
+static char *argv_v[8192], *env_v[8192];
+
+/* Splits a NUL-separated buffer of n bytes into v; 0 if it does not fit. */
+static int split(char *buf, size_t n, char **v, size_t vmax) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i += strlen(buf + i) + 1) {
+    if (k + 1 >= vmax) return 0;
+    v[k++] = buf + i;
+  }
+  v[k] = NULL;
+  return k > 0;
+}
+
+/* Would the keyed heap be used by this process at all?  Programs that only
+ * inherited the key must not pay for an exec or lose their randomization. */
+static int heap_wanted(void) {
+  int id = shmget(G.opt.key, 0, 0);
+  if (id < 0) return errno == ENOENT; /* we would create it */
+  struct shmid_ds ds;
+  if (shmctl(id, IPC_STAT, &ds) < 0) return 0;
+  const struct shm_header *h = shmat(id, NULL, SHM_RDONLY);
+  if (h == (void *)-1) return 0;
+  struct hv v;
+  char why[128];
+  int ok = hv_open(&v, h, ds.shm_segsz, why, sizeof why) == 0 && sh_heap_is_for_self(h);
+  shmdt(h);
+  return ok;
+}
+
+void sh_image_reexec(void) {
+  if (!G.opt.have_key || G.opt.image_any || getauxval(AT_SECURE)) return;
+  int persona = personality(0xffffffff);
+  if (persona == -1 || (persona & ADDR_NO_RANDOMIZE)) return;
+  char rv[8];
+  if (sh_read_file("/proc/sys/kernel/randomize_va_space", rv, sizeof rv) && rv[0] == '0') return;
+  if (!heap_wanted()) return;
+  size_t n = sh_read_file("/proc/self/cmdline", cmdline, sizeof cmdline);
+  if (n == 0 || n >= sizeof cmdline - 1 || !split(cmdline, n, argv_v, sizeof argv_v / sizeof *argv_v)) return;
+  char **envp = environ;
+  if (!envp) {
+    n = sh_read_file("/proc/self/environ", envbuf, sizeof envbuf);
+    if (n >= sizeof envbuf - 1) return;
+    env_v[0] = NULL;
+    if (n) split(envbuf, n, env_v, sizeof env_v / sizeof *env_v);
+    envp = env_v;
+  }
+  if (personality((unsigned long)persona | ADDR_NO_RANDOMIZE) == -1) return;
+  execve("/proc/self/exe", argv_v, envp);
+  /* Not possible (no /proc, a deleted executable): go on as we are; the
+   * image check below says whether the heap can be used. */
+  personality((unsigned long)persona);
+}
+
+/* Was this image started by sh_image_reexec?  (For SHMHEAP_VERBOSE.) */
+int sh_image_reexecuted(void) {
+  const char *fn = (const char *)getauxval(AT_EXECFN);
+  int persona = personality(0xffffffff);
+  return fn && !strcmp(fn, "/proc/self/exe") && persona != -1 && (persona & ADDR_NO_RANDOMIZE);
+}
+
+/* ---- the image -------------------------------------------------------------------- */
+
+struct scan {
+  struct image img;
+  const char *name[SH_IMAGE_MAX];
+  int overflow;
+};
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+/* The GNU build id of an object, hashed; 0 if it has none. */
+static uint64_t build_id(const struct dl_phdr_info *info) {
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_NOTE) continue;
+    const char *p = (const char *)(info->dlpi_addr + ph->p_vaddr), *end = p + ph->p_memsz;
+    while (p + sizeof(ElfW(Nhdr)) <= end) {
+      const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)p;
+      const char *name = p + sizeof *nh, *desc = name + ((nh->n_namesz + 3) & ~3u);
+      if (desc + nh->n_descsz > end) break;
+      if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && !memcmp(name, "GNU", 4))
+        return fnv(0xcbf29ce484222325ULL, desc, nh->n_descsz);
+      p = desc + ((nh->n_descsz + 3) & ~3u);
+    }
+  }
+  return 0;
+}
+
+static int scan_one(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  struct scan *sc = arg;
+  const char *name = info->dlpi_name;
+  int exe = sc->img.n == 0 && (!name || !name[0]);
+  if (!exe && (!name || !name[0] || !strncmp(name, "linux-vdso", 10) || !strncmp(name, "linux-gate", 10)))
+    return 0; /* the vDSO: the kernel's, not a build of the program */
+  if (sc->img.n >= SH_IMAGE_MAX) {
+    sc->overflow = 1;
+    return 1;
+  }
+  if (exe) name = sh_self_exe();
+  uint64_t id = build_id(info);
+  if (!id) {
+    /* No build id: the file's identity stands in for it. */
+    struct stat st;
+    if (stat(name, &st) == 0) {
+      id = fnv(0xcbf29ce484222325ULL, &st.st_ino, sizeof st.st_ino);
+      id = fnv(id, &st.st_size, sizeof st.st_size);
+      id = fnv(id, &st.st_mtime, sizeof st.st_mtime);
+    }
+    id = fnv(id, name, strlen(name));
+  }
+  sc->img.obj[sc->img.n].addr = (uint64_t)info->dlpi_addr;
+  sc->img.obj[sc->img.n].id = id;
+  sc->name[sc->img.n++] = name;
+  return 0;
+}
+
+/* Runs from our constructor, once the heap is attached: by then the loader
+ * holds none of its locks, and no code of the program has run to store a
+ * code pointer in the heap. */
+void sh_image_check(void) {
+  if (!G.opt.have_key) return;
+  static struct scan sc; /* 3 KiB: off the stack of a constructor */
+  memset(&sc, 0, sizeof sc);
+  dl_iterate_phdr(scan_one, &sc);
+  struct image *rec = &G.hdr->image;
+  sh_global_lock();
+  if (rec->n == 0 || rec->n > SH_IMAGE_MAX) {
+    memcpy(rec->obj, sc.img.obj, sizeof rec->obj);
+    atomic_signal_fence(memory_order_seq_cst);
+    rec->n = sc.img.n; /* last: a crash before it leaves nothing recorded */
+    sh_global_unlock();
+    return;
+  }
+  /* Recorded even by a process that does not check, so that a later one
+   * that does knows what the heap's code pointers belong to. */
+  if (G.opt.image_any) {
+    sh_global_unlock();
+    return;
+  }
+  char why[512];
+  why[0] = 0;
+  uint32_t n = rec->n < sc.img.n ? rec->n : sc.img.n;
+  for (uint32_t i = 0; i < n && !why[0]; i++) {
+    const struct image_obj *a = &rec->obj[i], *b = &sc.img.obj[i];
+    const char *what = i == 0 ? "the executable" : "library";
+    if (a->id != b->id)
+      sh_fmt(why, sizeof why, "%s %s is another build than the one that made the heap", what, sc.name[i]);
+    else if (a->addr != b->addr)
+      sh_fmt(why, sizeof why, "%s %s is loaded at %p, not at %p as when the heap was made (address randomization?)",
+             what, sc.name[i], (void *)(uintptr_t)b->addr, (void *)(uintptr_t)a->addr);
+  }
+  if (!why[0] && rec->n != sc.img.n)
+    sh_fmt(why, sizeof why, "the program loads %u objects at start, the one that made the heap loaded %u",
+           sc.img.n, rec->n);
+  sh_global_unlock();
+  if (!why[0]) return;
+  /* Refused before main: leave the heap as we found it (not a crash). */
+  sh_proc_leave();
+  sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: %s; vtables and function pointers stored in the heap would be wrong: run the same build, or set SHMHEAP_IMAGE=any if the heap holds no code pointers",
+         G.opt.name, G.opt.name[0] ? " -> " : "", (unsigned)G.opt.key, why);
+}
