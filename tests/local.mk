@@ -3,8 +3,10 @@
 #
 #   check_api  check_fork  check_env  check_cxx   Check suites, linked with
 #              -lshmheap: the test binaries themselves run on the shm heap
-#   helper_env, cxx_prog                          NOT linked with the library:
+#   helper_env, cxx_prog, crash_worker            NOT linked with the library:
 #              the tests run them with LD_PRELOAD=$SHMHEAP_LIB
+#   check_crash                                   Check suite NOT linked with the
+#              library either: it only runs crash_worker and shmheap-dump
 #   real_*.sh                                     real programs under the preload
 
 TEST_EXTENSIONS = .sh
@@ -90,3 +92,24 @@ REAL_TESTS = \
 	tests/real_dump.sh
 TESTS += $(REAL_TESTS)
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
+
+# SIGKILL at random instructions: check_crash kills crash_worker 200 times
+# (SHMHEAP_CRASH_KILLS); crash-long is the same with CRASH_LONG_KILLS kills.
+# SHMHEAP_CRASH_SEED=<seed> replays the kill delays of a run.
+# CRASH_WORKER_DEFS=-DHAVE_SHMHEAP_RECOVERED makes the worker report what
+# shmheap_recovered() says (a library that has it).
+CRASH_WORKER_DEFS =
+check_PROGRAMS += tests/check_crash tests/crash_worker
+TESTS += tests/check_crash
+tests_check_crash_SOURCES = tests/check_crash.c $(TESTUTIL)
+tests_check_crash_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_check_crash_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_check_crash_LDADD = $(CHECK_LIBS)
+tests_crash_worker_SOURCES = tests/crash_worker.c
+tests_crash_worker_CPPFLAGS = $(AM_CPPFLAGS) $(CRASH_WORKER_DEFS)
+tests_crash_worker_CFLAGS = $(AM_CFLAGS) -pthread
+
+CRASH_LONG_KILLS = 10000
+crash-long: tests/check_crash tests/crash_worker tools/shmheap-dump src/libshmheap.la
+	@$(AM_TESTS_ENVIRONMENT) SHMHEAP_CRASH_KILLS=$(CRASH_LONG_KILLS) ./tests/check_crash
+.PHONY: crash-long
