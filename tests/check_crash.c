@@ -2,7 +2,7 @@
  * linked with the library) preloaded on a keyed heap, kills it at random
  * moments while its threads allocate, reallocate and free, and requires that
  * every next worker finds the heap consistent (shmheap_check) and every
- * record of its table intact.  Every SWEEP_EVERY kills it counts the blocks
+ * record of its table intact.  Every sweep_every kills it counts the blocks
  * the kills lost (live according to tools/shmheap-dump --blocks, unreachable
  * from the table) and frees them, and at the end it compares their number
  * with what the kills could lose at most.  damage_detected checks that the
@@ -13,7 +13,10 @@
  * its own.
  *
  * Environment: SHMHEAP_CRASH_KILLS (default 200) kills in the loop;
- * SHMHEAP_CRASH_SEED replays the delays of a failed run (printed on stdout).
+ * SHMHEAP_CRASH_SEED replays the delays of a failed run (printed on stdout);
+ * SHMHEAP_CRASH_SWEEP_EVERY (default 25) kills between two counts of the
+ * lost blocks (1: each kill is held to the bound on its own, at about
+ * 0.3 s more per kill).
  */
 #include <check.h>
 #include <errno.h>
@@ -41,13 +44,14 @@
 #define MAX_DELAY_MS 30  /* a kill lands 0..30 ms after "ready" */
 #define CLEAN_RUN_MS "50" /* the clean run that forms the table */
 #define IDLE_KILLS 3
-#define SWEEP_EVERY 25 /* kills between two measures (and sweeps) of the lost blocks */
+#define SWEEP_EVERY 25 /* default kills between two measures (and sweeps) of the lost blocks */
 #define READY_TIMEOUT_MS 30000 /* attach, check, checksum ~40 MB: 0.1-0.3 s normally */
 #define RUN_TIMEOUT_MS 60000
 
 extern char **environ;
 
 static int kills = DEFAULT_KILLS;
+static int sweep_every = SWEEP_EVERY;
 static unsigned seed;
 
 static const char *worker(void) {
@@ -514,10 +518,19 @@ START_TEST(t_kill9_loop) {
   print_figures("idle kills", &idle);
   tu_rm_key(ki);
   double idle_per_kill = ((double)idle.lost - (double)base.lost) / IDLE_KILLS;
+  /* Each kill loses at most what a killed process always leaves (the idle
+   * figure: its libc allocations, never freed because it never exits) plus
+   * what its threads held outside the table when the signal came.  A thread
+   * holds at most one block outside the table (the record it is building,
+   * or the one it took out and is freeing), except inside realloc, where
+   * the old and the new block coexist: 2 per thread.  The main thread only
+   * waits.  The bound holds for every kill, so for the average of any
+   * stretch of kills too (SHMHEAP_CRASH_SWEEP_EVERY=1 checks each kill). */
+  double bound = idle_per_kill + 2.0 * NTHREADS;
 
   /* The loop.  Every worker verifies the heap the previous kill left before
    * it says "ready"; a worker that does not get ready fails the test.  Every
-   * SWEEP_EVERY kills the lost blocks are counted and swept. */
+   * sweep_every kills the lost blocks are counted and swept. */
   int key = tu_key(1);
   fresh_heap(key);
   struct figures f;
@@ -556,9 +569,10 @@ START_TEST(t_kill9_loop) {
       else
         torn_what[0] = 0;
     }
-    if (epoch == SWEEP_EVERY || i + 1 >= kills) {
-      char what[128];
-      snprintf(what, sizeof what, "after kills %d-%d (seed %u)", i + 2 - epoch, i + 1, seed);
+    if (epoch == sweep_every || i + 1 >= kills) {
+      char what[1400];
+      snprintf(what, sizeof what, "after kills %d-%d (seed %u%s%s)", i + 2 - epoch, i + 1, seed,
+               torn_what[0] ? "; the last left " : "", torn_what);
       settle(key, what, &f);
       long long l = (long long)f.lost - (long long)base.lost;
       long long lb = (long long)f.lost_bytes - (long long)base.lost_bytes;
@@ -569,6 +583,10 @@ START_TEST(t_kill9_loop) {
         printf("check_crash: kills %d-%d: lost %lld blocks (%.2f per kill), %lld bytes; %u records\n",
                i + 2 - epoch, i + 1, l, (double)l / epoch, lb, f.slots);
         fflush(stdout);
+        ck_assert_msg((double)l / epoch <= bound,
+                      "kills %d-%d (seed %u) lost %lld blocks (%lld bytes): %.2f per kill, more than %.2f (idle kill "
+                      "%.2f + 2 x %d threads in flight)",
+                      i + 2 - epoch, i + 1, seed, l, lb, (double)l / epoch, bound, idle_per_kill, NTHREADS);
       }
       epoch = 0;
     }
@@ -577,18 +595,10 @@ START_TEST(t_kill9_loop) {
   worker_simple(key, "clean", "clean");
   tu_rm_key(key);
 
-  /* Each kill loses at most what a killed process always leaves (the idle
-   * figure: its libc allocations, never freed because it never exits) plus
-   * what its threads held outside the table when the signal came.  A thread
-   * holds at most one block outside the table (the record it is building,
-   * or the one it took out and is freeing), except inside realloc, where
-   * the old and the new block coexist: 2 per thread.  The main thread only
-   * waits. */
-  double bound = idle_per_kill + 2.0 * NTHREADS;
   double per_kill = kills ? (double)lost / kills : 0;
   printf("check_crash: kills=%d lost_blocks=%lld lost_per_kill=%.2f (worst %d-kill stretch %.2f) "
          "lost_bytes=%lld (%.0f per kill); bound %.2f per kill (idle kill %.2f + 2 x %d threads)\n",
-         kills, lost, per_kill, SWEEP_EVERY, worst, lost_bytes, kills ? (double)lost_bytes / kills : 0.0, bound,
+         kills, lost, per_kill, sweep_every, worst, lost_bytes, kills ? (double)lost_bytes / kills : 0.0, bound,
          idle_per_kill, NTHREADS);
   printf("check_crash: kill loop %.1f s (%.1f ms per worker to get ready), whole test %.1f s\n",
          loop_ms / 1000.0, kills ? (double)ready_ms / kills : 0.0, (tu_now_ms() - t0) / 1000.0);
@@ -689,6 +699,7 @@ static int env_int(const char *name, long lo, long hi, long dflt) {
 int main(void) {
   tu_init();
   kills = env_int("SHMHEAP_CRASH_KILLS", 0, 10000000, DEFAULT_KILLS);
+  sweep_every = env_int("SHMHEAP_CRASH_SWEEP_EVERY", 1, 1000, SWEEP_EVERY);
   seed = (unsigned)env_int("SHMHEAP_CRASH_SEED", 0, 0x7fffffff,
                            (long)((unsigned)time(NULL) ^ ((unsigned)getpid() << 8)) & 0x7fffffff);
   Suite *s = suite_create("crash");
