@@ -602,7 +602,7 @@ START_TEST(t_kill9_loop) {
          idle_per_kill, NTHREADS);
   printf("check_crash: kill loop %.1f s (%.1f ms per worker to get ready), whole test %.1f s\n",
          loop_ms / 1000.0, kills ? (double)ready_ms / kills : 0.0, (tu_now_ms() - t0) / 1000.0);
-  printf("check_crash: %d of %d kills left a heap that shmheap-dump --check found inconsistent\n", torn,
+  printf("check_crash: %d of %d kills left a heap that shmheap-dump --check found torn before the next process repaired it\n", torn,
          kills);
   if (nt.starts)
     printf("check_crash: shmheap_recovered: %u starts, %u found a crashed heap, %u heaps repaired, "

@@ -91,9 +91,7 @@ static __typeof__(shmheap_check) *p_check;
 static __typeof__(shmheap_root_get) *p_root_get;
 static __typeof__(shmheap_root_set) *p_root_set;
 static __typeof__(shmheap_root_remove) *p_root_remove;
-#ifdef HAVE_SHMHEAP_RECOVERED
 static __typeof__(shmheap_recovered) *p_recovered;
-#endif
 
 static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 static void die(int code, const char *fmt, ...) {
@@ -121,9 +119,7 @@ static void need_lib(void) {
   p_root_get = (__typeof__(p_root_get))sym("shmheap_root_get");
   p_root_set = (__typeof__(p_root_set))sym("shmheap_root_set");
   p_root_remove = (__typeof__(p_root_remove))sym("shmheap_root_remove");
-#ifdef HAVE_SHMHEAP_RECOVERED
   p_recovered = (__typeof__(p_recovered))sym("shmheap_recovered");
-#endif
 }
 
 /* ---- data and checksums ------------------------------------------------------ */
@@ -288,14 +284,12 @@ static struct table *get_table(void) {
 /* Checks the heap and the table; returns the table (NULL if there is none
  * yet) or exits with 3 or 4 after saying what is wrong. */
 static struct table *verify(void) {
-#ifdef HAVE_SHMHEAP_RECOVERED
   struct shmheap_recovery ri;
   memset(&ri, 0, sizeof ri);
   p_recovered(&ri);
   fprintf(stderr, "crash_worker[%d]: origin=%d dead=%u repaired=%u lock=%u ns=%llu\n", (int)getpid(),
           ri.origin, ri.dead_processes, ri.heaps_repaired, ri.lock_recovered,
           (unsigned long long)ri.recovery_ns);
-#endif
   warm_classes();
   int problems = p_check(report_to_stderr, NULL);
   if (problems < 0) die(EXIT_OTHER, "shmheap_check: %s", strerror(errno));

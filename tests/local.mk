@@ -96,9 +96,6 @@ EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
 # (SHMHEAP_CRASH_KILLS); crash-long is the same with CRASH_LONG_KILLS kills.
 # SHMHEAP_CRASH_SEED=<seed> replays the kill delays of a run.
-# CRASH_WORKER_DEFS=-DHAVE_SHMHEAP_RECOVERED makes the worker report what
-# shmheap_recovered() says (a library that has it).
-CRASH_WORKER_DEFS =
 check_PROGRAMS += tests/check_crash tests/crash_worker
 TESTS += tests/check_crash
 tests_check_crash_SOURCES = tests/check_crash.c $(TESTUTIL)
@@ -106,7 +103,6 @@ tests_check_crash_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
 tests_check_crash_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_check_crash_LDADD = $(CHECK_LIBS)
 tests_crash_worker_SOURCES = tests/crash_worker.c
-tests_crash_worker_CPPFLAGS = $(AM_CPPFLAGS) $(CRASH_WORKER_DEFS)
 tests_crash_worker_CFLAGS = $(AM_CFLAGS) -pthread
 
 CRASH_LONG_KILLS = 10000
