@@ -243,27 +243,6 @@ static int by_lo(const void *a, const void *b) {
   return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-/* shmheap_check reads how far the heap extends (pages carved, descriptors
- * used), then callocs its scratch array (a byte per descriptor) in the heap
- * it checks, then walks.  When that calloc makes a new span (a process's
- * first allocation always does; later ones do when the class has no block
- * at hand), the walk stops short of it and reports problems that are not
- * there: "0 pages in use, the header says 16", "page 4408: the page map
- * entry (193) does not start a span there".  A malloc and free in every
- * small class first leaves each class's current span with a free block
- * (the owner keeps its current span even when it empties), so the scratch
- * comes from there and the heap's extent stays put.  (A heap with more than
- * 32 Ki descriptors would need a large scratch block; ours have a few
- * thousand.) */
-static void warm_classes(void) {
-  for (size_t n = 1; n <= SMALL_MAX;) {
-    void *p = malloc(n);
-    if (!p) die(EXIT_OTHER, "malloc(%zu) failed: %s", n, strerror(errno));
-    size_t usable = malloc_usable_size(p);
-    free(p);
-    n = usable + 1; /* the next class */
-  }
-}
 
 /* The table, NULL if the root does not exist; exits 4 if it is bad. */
 static struct table *get_table(void) {
@@ -290,7 +269,6 @@ static struct table *verify(void) {
   fprintf(stderr, "crash_worker[%d]: origin=%d dead=%u repaired=%u lock=%u ns=%llu\n", (int)getpid(),
           ri.origin, ri.dead_processes, ri.heaps_repaired, ri.lock_recovered,
           (unsigned long long)ri.recovery_ns);
-  warm_classes();
   int problems = p_check(report_to_stderr, NULL);
   if (problems < 0) die(EXIT_OTHER, "shmheap_check: %s", strerror(errno));
   if (problems > 0) fprintf(stderr, "crash_worker[%d]: shmheap_check: %d problem(s)\n", (int)getpid(), problems);
