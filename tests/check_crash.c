@@ -48,7 +48,6 @@
 #define READY_TIMEOUT_MS 30000 /* attach, check, checksum ~40 MB: 0.1-0.3 s normally */
 #define RUN_TIMEOUT_MS 60000
 
-extern char **environ;
 
 static int kills = DEFAULT_KILLS;
 static int sweep_every = SWEEP_EVERY;
@@ -79,29 +78,15 @@ struct proc {
   char *outbuf, *errbuf; /* after finish() */
 };
 
-static int drop_var(const char *e) {
-  return strncmp(e, "LD_PRELOAD=", 11) == 0 || strncmp(e, "SHMHEAP_", 8) == 0;
-}
-
 /* Starts argv with the caller's environment minus LD_PRELOAD and SHMHEAP_*
  * (as tu_run does), plus the library preloaded if asked, plus env_add.
  * Its stdin is in (from its start), or /dev/null if in < 0. */
 static void spawn(const char *const argv[], const char *const env_add[], int preload, int piped, int in,
                   struct proc *p) {
   memset(p, 0, sizeof *p);
-  size_t n = 0, m = 0, k = 0;
-  while (environ[n]) n++;
-  while (env_add && env_add[m]) m++;
-  char **envp = calloc(n + m + 2, sizeof *envp);
-  ck_assert_ptr_nonnull(envp);
   char pre[4200];
-  for (size_t i = 0; i < n; i++)
-    if (!drop_var(environ[i])) envp[k++] = environ[i];
-  if (preload) {
-    snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_lib());
-    envp[k++] = pre;
-  }
-  for (size_t i = 0; i < m; i++) envp[k++] = (char *)env_add[i];
+  char **envp = tu_env(env_add, preload, pre, sizeof pre);
+  ck_assert_ptr_nonnull(envp);
 
   int po[2] = {-1, -1};
   p->piped = piped;

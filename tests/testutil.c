@@ -207,24 +207,29 @@ static int drop_var(const char *e) {
   return strncmp(e, "LD_PRELOAD=", 11) == 0 || strncmp(e, "SHMHEAP_", 8) == 0;
 }
 
-int tu_run(const char *const argv[], const char *const env_add[], int preload,
-           int timeout_ms, struct tu_result *r) {
-  memset(r, 0, offsetof(struct tu_result, out));
-  r->out[0] = r->err[0] = 0;
-  size_t n = 0, m = 0;
+char **tu_env(const char *const env_add[], int preload, char *pre, size_t prelen) {
+  size_t n = 0, m = 0, k = 0;
   while (environ[n]) n++;
   while (env_add && env_add[m]) m++;
   char **envp = calloc(n + m + 2, sizeof *envp);
-  char pre[PATH_MAX + 16];
-  size_t k = 0;
+  if (!envp) return NULL;
   for (size_t i = 0; i < n; i++)
     if (!drop_var(environ[i])) envp[k++] = environ[i];
   if (preload) {
-    snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_lib());
+    snprintf(pre, prelen, "LD_PRELOAD=%s", tu_lib());
     envp[k++] = pre;
   }
   for (size_t i = 0; i < m; i++) envp[k++] = (char *)env_add[i];
   envp[k] = NULL;
+  return envp;
+}
+
+int tu_run(const char *const argv[], const char *const env_add[], int preload,
+           int timeout_ms, struct tu_result *r) {
+  memset(r, 0, offsetof(struct tu_result, out));
+  r->out[0] = r->err[0] = 0;
+  char pre[PATH_MAX + 16];
+  char **envp = tu_env(env_add, preload, pre, sizeof pre);
 
   int po[2], pe[2];
   if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC)) {

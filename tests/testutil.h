@@ -74,6 +74,11 @@ struct tu_result {
   char err[65536];   /* stderr, NUL terminated */
 };
 
+/* The environment tu_run gives a child: the caller's minus LD_PRELOAD and
+ * SHMHEAP_*, plus LD_PRELOAD=tu_lib() (formatted into pre) when preload is
+ * set, plus env_add.  calloc'd: free the array (not the strings). */
+char **tu_env(const char *const env_add[], int preload, char *pre, size_t prelen);
+
 /* Runs argv (argv[0] searched in PATH if it has no '/').  preload: add
  * LD_PRELOAD=tu_lib().  env_add: NULL-terminated "NAME=value" list, may be
  * NULL.  timeout_ms: kill -9 after that.  Returns r->code. */
