@@ -17,7 +17,8 @@ AM_TESTS_ENVIRONMENT = \
 	top_builddir='$(abs_top_builddir)'; export top_builddir; \
 	top_srcdir='$(abs_top_srcdir)'; export top_srcdir; \
 	CXX='$(CXX)'; export CXX; \
-	unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERBOSE;
+	unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERBOSE \
+		SHMHEAP_PROGRAM SHMHEAP_IMAGE SHMHEAP_MODE SHMHEAP_FRESH;
 
 # internal.h: the suites read the segment header (struct shm_header) to find
 # and remove the named heaps they create.
