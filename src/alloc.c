@@ -313,12 +313,20 @@ static void large_free(struct span *s) {
 
 /* Heap 0 is edited under its lock instead of the busy flag: a dead owner of
  * the lock may have left it mid-edit, so it is rebuilt first (I7). */
+SH_TLS int sh_h0_held; /* for a fork from a signal handler (fork.c) */
+
 static void heap0_lock(struct theap *h0) {
   if (unlikely(sh_lock(&h0->lock))) {
     sh_global_lock();
     sh_heap_repair(h0);
     sh_global_unlock();
   }
+  sh_h0_held = 1;
+}
+
+static void heap0_unlock(struct theap *h0) {
+  sh_h0_held = 0;
+  sh_unlock(&h0->lock);
 }
 
 /* Threads with no heap of their own (all slots taken, or a thread that is
@@ -329,7 +337,7 @@ static void *alloc_shared(unsigned c) {
   struct theap *h0 = &G.heaps[0];
   heap0_lock(h0);
   void *p = heap_alloc(h0, c);
-  sh_unlock(&h0->lock);
+  heap0_unlock(h0);
   return p;
 }
 
@@ -431,7 +439,7 @@ static __attribute__((noinline)) void free_slow(struct span *s, void *p) {
   heap0_lock(h0);
   if (s->owner == 0) heap_free_local(h0, s, p);
   else heap_free_remote(h0, s, p);
-  sh_unlock(&h0->lock);
+  heap0_unlock(h0);
 }
 
 void sh_free(void *p) {

@@ -37,7 +37,7 @@
 #include <sys/shm.h>
 #include <sys/syscall.h>
 
-#include "internal.h"
+#include "heapview.h"
 
 #ifndef SHM_NORESERVE
 #define SHM_NORESERVE 010000
@@ -66,6 +66,7 @@ struct fork_state {
   int took_global, took_heap0;
   int closed_gate; /* this fork closed the gate, so it opens it */
   int torn;        /* the copy may hold another thread's edit in progress */
+  int h0_torn;     /* ... in heap 0, whose lock another thread held */
 };
 #define FORK_NEST 8
 static struct fork_state fork_stack[FORK_NEST];
@@ -161,8 +162,13 @@ static void prepare(void) {
   f->copy_id = -1;
   f->copy = NULL;
   f->pipe[0] = f->pipe[1] = -1;
-  f->took_global = f->took_heap0 = f->closed_gate = f->torn = 0;
+  f->took_global = f->took_heap0 = f->closed_gate = f->torn = f->h0_torn = 0;
   fork_depth++;
+  /* A share-mode child would go on with an edit this thread was making when
+   * the signal came, in the heap the parent goes on editing too: such a
+   * fork is made in copy mode instead (documented in shmheap_fork(3)). */
+  if (f->mode == SHMHEAP_FORK_SHARE && (sh_locks_held() || (tl_heap && atomic_load(&tl_heap->busy))))
+    f->mode = SHMHEAP_FORK_COPY;
   if (f->mode == SHMHEAP_FORK_SHARE) return;
   f->closed_gate = atomic_exchange(&sh_fork_gate, 1) == 0;
   if (sh_have_membarrier) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
@@ -177,11 +183,28 @@ static void prepare(void) {
       while (atomic_load_explicit(&h->busy, memory_order_acquire)) sched_yield();
     }
   }
-  int h0 = take(&G.heaps[0].lock), gl = take(&G.hdr->lock);
+  /* Heap 0's lock comes before hdr->lock.  This thread may hold hdr->lock
+   * (a signal handler interrupted it): then blocking on heap 0, whose holder
+   * may be waiting for hdr->lock, would deadlock; if heap 0 is busy, the
+   * child rebuilds it instead (its holder does not exist there). */
+  int h0 = 0;
+  if (sh_h0_held) {
+    /* ours: the child goes on with the edit */
+  } else if (sh_locks_held()) {
+    int r = pthread_mutex_trylock(&G.heaps[0].lock);
+    if (r == 0) h0 = 1;
+    else if (r == EOWNERDEAD) {
+      pthread_mutex_consistent(&G.heaps[0].lock);
+      h0 = 2;
+    } else f->h0_torn = 1;
+  } else {
+    h0 = take(&G.heaps[0].lock);
+  }
+  int gl = take(&G.hdr->lock);
   f->took_heap0 = h0 != 0;
   f->took_global = gl != 0;
   if (gl == 2) sh_ulog_rollback();
-  if (h0 == 2 && gl) sh_heap_repair(&G.heaps[0]);
+  if (h0 == 2) sh_heap_repair(&G.heaps[0]); /* hdr->lock is ours: taken, or held */
   if (pipe2(f->pipe, O_CLOEXEC) == 0) return; /* the child copies */
   f->pipe[0] = f->pipe[1] = -1;
   if (copy_heap(f) < 0)
@@ -223,6 +246,7 @@ static void child(void) {
   struct fork_state *f = &fork_stack[fork_depth - 1];
   pid_t parent_pid = G.pid;
   G.pid = (pid_t)syscall(SYS_getpid);
+  if (!hv_proc_stat(G.pid, NULL, &G.start)) G.start = 0;
   next_mode = -1;
   sh_gate_barrier_register();
   if (f->mode == SHMHEAP_FORK_SHARE) {
@@ -263,8 +287,21 @@ static void child(void) {
     for (uint32_t i = 1; i < h->max_heap; i++)
       if (&G.heaps[i] != mine && atomic_load(&G.heaps[i].owner_pid) == parent_pid && atomic_load(&G.heaps[i].busy))
         sh_heap_repair(&G.heaps[i]);
+  if (f->h0_torn) sh_heap_repair(&G.heaps[0]);
+  /* Slots of other processes (share-mode users of a keyed heap) were not
+   * quiet while the copy was made: their block lists may be torn in any
+   * span.  They do not exist here; their slots are orphaned (never claimed
+   * again), so nothing allocates from what the copy caught mid-edit. */
+  for (uint32_t i = 1; i < h->max_heap; i++) {
+    pid_t o = atomic_load(&G.heaps[i].owner_pid);
+    if (o > 0 && o != parent_pid && &G.heaps[i] != mine) {
+      atomic_store(&G.heaps[i].busy, 0);
+      atomic_store(&G.heaps[i].owner_pid, -1);
+    }
+  }
   sh_heaps_release_process(parent_pid, mine, 1);
   if (mine) {
+    mine->owner_start = G.start;
     atomic_store(&mine->owner_pid, G.pid);
     mine->owner_tid = (int32_t)syscall(SYS_gettid);
   }

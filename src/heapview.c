@@ -427,7 +427,7 @@ void hv_usage(const struct hv *v, struct hv_usage *u) {
 /* ---- the processes using a heap ----------------------------------------------- */
 
 /* Parent and start time of pid from /proc/PID/stat.  Returns 0 if there is
- * no such process. */
+ * no such process, or only its corpse: a zombie has left every heap. */
 int hv_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
   char path[40], buf[1024];
   sh_fmt(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -438,6 +438,7 @@ int hv_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
   for (char *q = buf; *q; q++)
     if (*q == ')') p = q;
   if (!p) return 0;
+  char state = p[1] == ' ' ? p[2] : 0;
   unsigned long long v[20];
   unsigned nf = 0;
   for (p++; *p && nf < 20;) {
@@ -452,7 +453,9 @@ int hv_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
     v[nf++] = x;
   }
   if (nf < 20) return 0;
-  /* v[0] is field 3 (state): ppid is field 4, starttime field 22. */
+  /* v[0] is field 3, the state (its letter was not counted as a number):
+   * ppid is field 4, starttime field 22. */
+  if (state == 'Z' || state == 'X' || state == 'x') return 0;
   if (ppid) *ppid = (pid_t)v[1];
   if (start) *start = v[19];
   return 1;

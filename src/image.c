@@ -60,10 +60,23 @@ static int heap_wanted(void) {
   return ok;
 }
 
+static int reexecuted;
+
 void sh_image_reexec(void) {
-  if (!G.opt.have_key || G.opt.image_any || getauxval(AT_SECURE)) return;
+  if (!G.opt.have_key) return;
   int persona = personality(0xffffffff);
-  if (persona == -1 || (persona & ADDR_NO_RANDOMIZE)) return;
+  if (persona == -1) return;
+  if (persona & ADDR_NO_RANDOMIZE) {
+    /* Set by us (we exec'd /proc/self/exe): our layout is fixed now, and
+     * the programs this one runs get their randomization back. */
+    const char *fn = (const char *)getauxval(AT_EXECFN);
+    if (fn && !strcmp(fn, "/proc/self/exe")) {
+      reexecuted = 1;
+      personality((unsigned long)persona & ~(unsigned long)ADDR_NO_RANDOMIZE);
+    }
+    return;
+  }
+  if (G.opt.image_any || getauxval(AT_SECURE)) return;
   char rv[8];
   if (sh_read_file("/proc/sys/kernel/randomize_va_space", rv, sizeof rv) && rv[0] == '0') return;
   if (!heap_wanted()) return;
@@ -85,11 +98,7 @@ void sh_image_reexec(void) {
 }
 
 /* Was this image started by sh_image_reexec?  (For SHMHEAP_VERBOSE.) */
-int sh_image_reexecuted(void) {
-  const char *fn = (const char *)getauxval(AT_EXECFN);
-  int persona = personality(0xffffffff);
-  return fn && !strcmp(fn, "/proc/self/exe") && persona != -1 && (persona & ADDR_NO_RANDOMIZE);
-}
+int sh_image_reexecuted(void) { return reexecuted; }
 
 /* ---- the image -------------------------------------------------------------------- */
 

@@ -11,7 +11,7 @@
 #include <sys/shm.h>
 #include <sys/syscall.h>
 
-#include "internal.h"
+#include "heapview.h"
 
 struct global G;
 _Atomic int sh_ready;
@@ -35,6 +35,7 @@ void sh_init(void) {
     return;
   }
   G.pid = (pid_t)syscall(SYS_getpid);
+  if (!hv_proc_stat(G.pid, NULL, &G.start)) G.start = 0; /* 0: no /proc */
   unsigned long pg = getauxval(AT_PAGESZ);
   if (pg && pg != SH_PAGE)
     sh_die(SH_EXIT_OSERR, "libshmheap: the system page size is %lu bytes; this build supports 4096-byte pages only", pg);

@@ -20,9 +20,13 @@
  *  I5  Every list edit that a kill can interrupt is a single aligned store of
  *      one link, so a crash loses at most the block in flight (decision 4).
  *  I6  The span allocator (free bins, top, descriptor pool) changes only under
- *      hdr->lock, a robust process-shared mutex, and every store made under
- *      it is undo-logged first (journal.c): a process that dies holding the
- *      lock has its edit rolled back by the next one to take it.
+ *      hdr->lock, a robust process-shared mutex, and every store it makes
+ *      is undo-logged first (journal.c): a process that dies holding the
+ *      lock has its edit rolled back by the next one to take it.  Stores
+ *      made under the lock that are not logged are each atomic on their own
+ *      or idempotent: the fields of a span before its logged state store
+ *      publishes it, roots (struct root), the image record (n last), and
+ *      the repairs of repair.c (rerun from scratch if interrupted).
  *  I7  A thread heap is edited only between heap_enter and heap_leave (busy
  *      set).  A slot left busy by a dead thread is rebuilt from its spans
  *      (repair.c) before anyone uses it again; one left idle is consistent.
@@ -134,10 +138,11 @@ struct theap {
   uint16_t index;
   uint16_t pad0;
   uint32_t pad1;
+  uint64_t owner_start;         /* its start time: a reused pid is another process */
   struct heap_class cls[SH_NCLASS + 1];
   pthread_mutex_t lock;         /* only heap 0: shared by threads with no heap of their own */
   uint64_t pend_head;           /* ... and the chain it is taking off thread_free */
-  uint8_t pad2[56];
+  uint8_t pad2[48];
 };
 
 /* ---- named roots ----------------------------------------------------------- */
@@ -278,6 +283,7 @@ struct global {
   size_t heap_len;
   int shmid;
   pid_t pid;
+  uint64_t start;           /* this process's start time (/proc/self/stat) */
   int reattached;
   struct options opt;
   struct shmheap_recovery rec; /* what the attach found (recover.c) */
@@ -287,6 +293,7 @@ extern SH_HIDDEN struct global G;
 extern SH_HIDDEN _Atomic int sh_ready; /* 0 none, 1 forming, 2 ready */
 extern SH_HIDDEN SH_TLS struct theap *tl_heap;
 extern SH_HIDDEN _Atomic int sh_fork_gate;
+extern SH_HIDDEN SH_TLS int sh_h0_held; /* this thread holds heap 0's lock */
 
 /* size classes (process-local copies of the header tables) */
 extern SH_HIDDEN uint32_t sh_class_size[SH_NCLASS + 1];
@@ -388,7 +395,9 @@ SH_HIDDEN struct span *span_lookup(const void *p);
 /* repair.c */
 SH_HIDDEN void sh_heap_repair(struct theap *h);
 SH_HIDDEN uint64_t sh_heap_trim(struct theap *h);
-SH_HIDDEN int sh_pid_gone(pid_t pid);
+/* Is the process that owns slot t gone (dead, a zombie, or its pid reused)?
+ * Never for an orphaned slot (owner_pid < 0). */
+SH_HIDDEN int sh_slot_gone(const struct theap *t);
 
 /* recover.c */
 /* 0: use it; 1: use a private heap instead; 2: removed (SHMHEAP_FRESH), start over */

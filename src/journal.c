@@ -55,10 +55,13 @@ int sh_ulog_rollback(void) {
    * rather than followed. */
   if (n > SH_ULOG_MAX) n = SH_ULOG_MAX;
   const uint64_t log_lo = ptr2off(l), log_hi = log_lo + sizeof *l;
+  /* Nothing under the lock is stored before the repair counter: the
+   * identity of the heap, its layout and the lock itself are never undone. */
+  const uint64_t first = offsetof(struct shm_header, repairs);
   for (uint32_t i = n; i-- > 0;) {
     uint64_t off = l->e[i].where & OFF_MASK;
     unsigned w = (unsigned)(l->e[i].where >> WIDTH_SHIFT);
-    if ((w != 1 && w != 2 && w != 4 && w != 8) || off % w || off + w > G.hdr->size ||
+    if ((w != 1 && w != 2 && w != 4 && w != 8) || off % w || off < first || off + w > G.hdr->size ||
         (off + w > log_lo && off < log_hi))
       continue;
     memcpy(G.base + off, &l->e[i].old, w);

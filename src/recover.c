@@ -70,7 +70,10 @@ const char *sh_self_exe(void) {
  * program?  One that exec'd something else has left the heap as surely as
  * one that died.  Our own pid is a previous image of this process. */
 static int proc_alive(const struct shm_header *h, const struct shm_proc *e, pid_t pid) {
-  if (pid == G.pid || !hv_proc_alive(e)) return 0;
+  /* Our own pid: a previous image of this process while attaching, but
+   * this very process once it runs (the supervisor reaping its worker). */
+  if (pid == G.pid) return atomic_load(&sh_ready) == 2;
+  if (!hv_proc_alive(e)) return 0;
   char buf[SH_PROGRAM_MAX];
   const char *exe = exe_of(pid, buf, sizeof buf);
   return !exe || is_program_of(exe, h); /* unreadable: assume it is */
@@ -146,7 +149,7 @@ static unsigned reap(void) {
   for (uint32_t i = 1; i < h->max_heap; i++) {
     struct theap *t = &G.heaps[i];
     pid_t owner = atomic_load(&t->owner_pid);
-    if (!owner || (owner != G.pid && !sh_pid_gone(owner))) continue;
+    if (!owner || (owner != G.pid && !sh_slot_gone(t))) continue;
     if (owner == G.pid && atomic_load(&sh_ready) == 2) continue; /* ours, in use */
     if (atomic_load(&t->busy)) sh_heap_repair(t);
     G.rec.spans_returned += sh_heap_trim(t);

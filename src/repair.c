@@ -24,9 +24,17 @@
 #include <signal.h>
 #include <string.h>
 
-#include "internal.h"
+#include "heapview.h"
 
-int sh_pid_gone(pid_t pid) { return kill(pid, 0) != 0 && errno == ESRCH; }
+int sh_slot_gone(const struct theap *t) {
+  pid_t pid = atomic_load(&((struct theap *)t)->owner_pid);
+  if (pid <= 0) return 0;
+  uint64_t start;
+  if (hv_proc_stat(pid, NULL, &start)) return t->owner_start && start != t->owner_start;
+  /* No such process in /proc (or a zombie) - unless there is no /proc. */
+  if (G.start) return 1;
+  return kill(pid, 0) != 0 && errno == ESRCH;
+}
 
 /* Block index of offset off in small span s, or -1 if off is not the start
  * of a carved-or-carvable block of it. */
@@ -108,15 +116,25 @@ static void repair_span(struct theap *h, struct span *s) {
   s->used = (uint16_t)(s->reserved - n);
 }
 
+/* A small span whose shape is the one its class has, inside the heap: what
+ * the walks above rely on.  Anything else is corruption, not a kill (small
+ * spans are published whole under the logged lock), and is left alone. */
+static int span_sound(const struct span *s) {
+  return s->cls >= 1 && s->cls <= SH_NCLASS && s->bsize == sh_class_size[s->cls] &&
+         s->npages == sh_class_pages[s->cls] && s->first <= G.hdr->npages - s->npages &&
+         s->capacity == ((uint32_t)s->npages << SH_PAGE_SHIFT) / s->bsize && s->reserved <= s->capacity;
+}
+
 /* Rebuilds heap h, whose owner died inside an edit.  The caller holds
  * hdr->lock, which keeps other repairers and claimers out. */
 void sh_heap_repair(struct theap *h) {
   uint16_t hi = (uint16_t)(h - G.heaps);
   for (unsigned c = 1; c <= SH_NCLASS; c++) h->cls[c].avail = h->cls[c].full = 0;
   uint32_t count = G.hdr->span_count;
+  if (count > G.hdr->nspans) count = G.hdr->nspans;
   for (uint32_t i = 1; i < count; i++) {
     struct span *s = &G.spans[i];
-    if (s->state != SPAN_SMALL || s->owner != hi || s->cls < 1 || s->cls > SH_NCLASS) continue;
+    if (s->state != SPAN_SMALL || s->owner != hi || !span_sound(s)) continue;
     repair_span(h, s);
     sh_list_push(&h->cls[s->cls].avail, s);
   }
@@ -135,11 +153,16 @@ void sh_heap_repair(struct theap *h) {
  * rebuilt.  Returns the spans given back. */
 uint64_t sh_heap_trim(struct theap *h) {
   uint64_t n = 0;
+  uint32_t count = G.hdr->span_count;
   atomic_store(&h->busy, 1);
   for (unsigned c = 1; c <= SH_NCLASS; c++) {
     for (int full = 0; full < 2; full++) {
       uint32_t *head = full ? &h->cls[c].full : &h->cls[c].avail;
+      uint32_t steps = 0;
       for (uint32_t i = *head, nx; i; i = nx) {
+        /* A list that leaves the descriptors in use, or loops, is corrupt:
+         * stop, and leave the heap busy for a rebuild. */
+        if (i >= count || ++steps > count) return n;
         struct span *s = &G.spans[i];
         nx = s->next;
         if (s->used != 0) continue;

@@ -1,6 +1,6 @@
 /* Named roots: how a process finds its objects in a heap it re-attached.
- * A root is one cache line of the header; creating and removing one is done
- * under hdr->lock, reading and updating one is lock-free (struct root). */
+ * A root is one cache line of the header; creating, updating and removing
+ * one is done under hdr->lock, reading one is lock-free (struct root). */
 #include <errno.h>
 #include <string.h>
 
@@ -40,13 +40,10 @@ SH_API int shmheap_root_set(const char *name, const void *ptr) {
     return -1;
   }
   uint64_t off = ptr ? ptr2off(ptr) : 0;
-  struct root *r = root_find(name);
-  if (r) {
-    atomic_store_explicit(&r->off, off, memory_order_release);
-    return 0;
-  }
+  /* Under the lock even to update: an entry found without it could be
+   * removed and reused for another name before the store lands. */
   sh_global_lock();
-  r = root_find(name); /* created meanwhile? */
+  struct root *r = root_find(name);
   if (!r) {
     for (unsigned i = 0; i < SH_ROOT_MAX && !r; i++)
       if (atomic_load_explicit(&G.hdr->roots[i].name[0], memory_order_relaxed) == 0) r = &G.hdr->roots[i];

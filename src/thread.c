@@ -51,12 +51,13 @@ struct theap *sh_heap_acquire(void) {
   for (uint32_t i = 1; i < lim; i++) {
     struct theap *c = &G.heaps[i];
     pid_t owner = atomic_load_explicit(&c->owner_pid, memory_order_acquire);
-    if (owner != 0 && (owner == G.pid || !sh_pid_gone(owner))) continue;
+    if (owner != 0 && (owner == G.pid || !sh_slot_gone(c))) continue;
     /* Left busy: its thread died inside an edit (I7). */
     if (atomic_load(&c->busy)) sh_heap_repair(c);
     h = c;
     JW(h->index) = (uint16_t)i;
     JW(h->owner_tid) = (int32_t)syscall(SYS_gettid);
+    JW(h->owner_start) = G.start;
     JW(h->owner_pid) = G.pid;
     if (i >= hdr->max_heap) JW(hdr->max_heap) = i + 1;
     break;

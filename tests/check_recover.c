@@ -96,6 +96,91 @@ START_TEST(t_origin_clean_then_crash) {
 }
 END_TEST
 
+/* Starts helper_recover mode preloaded with env; returns its pid once
+ * "ready" is on its stdout (the text read so far goes to buf).  With fd,
+ * leaves the pipe open there and returns as soon as "want" is read. */
+static pid_t start_until(const char *mode, const char *const *env, char *buf, size_t len, const char *want,
+                         int *fd) {
+  int out[2];
+  ck_assert_int_eq(pipe(out), 0);
+  char pre[4200];
+  char **envp = tu_env(env, 1, pre, sizeof pre);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    char *const argv[] = {(char *)helper(), (char *)mode, NULL};
+    execve(helper(), argv, envp);
+    _exit(127);
+  }
+  free(envp);
+  close(out[1]);
+  size_t got = 0;
+  ssize_t r;
+  buf[0] = 0;
+  while (!strstr(buf, want) && got < len - 1 && (r = read(out[0], buf + got, len - 1 - got)) > 0) {
+    got += (size_t)r;
+    buf[got] = 0;
+  }
+  if (fd) *fd = out[0];
+  else close(out[0]);
+  return pid;
+}
+
+static pid_t start_ready(const char *mode, const char *const *env, char *buf, size_t len) {
+  return start_until(mode, env, buf, len, "ready", NULL);
+}
+
+/* A supervisor whose first worker died keeps the heap, also while it waits
+ * to fork the next one: an unrelated second instance is refused then. */
+START_TEST(t_supervised_heap_in_use) {
+  int key = tu_key(10);
+  char kv[64], buf[512];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", NULL};
+  tu_rm_key(key);
+  int fd;
+  pid_t sup = start_until("supervise-hold", env, buf, sizeof buf, "dying", &fd);
+  usleep(500000); /* the worker is dead and reaped; the back-off is 3 s */
+  int rc = strstr(buf, "dying") ? run("state", NULL, env) : -1;
+  size_t got = strlen(buf);
+  ssize_t r;
+  while (!strstr(buf, "ready") && got < sizeof buf - 1 && (r = read(fd, buf + got, sizeof buf - 1 - got)) > 0) {
+    got += (size_t)r;
+    buf[got] = 0;
+  }
+  close(fd);
+  int ready = strstr(buf, "ready") != NULL;
+  kill(sup, SIGTERM); /* passed on to the worker; the supervisor then exits */
+  int st = 0;
+  int waited = tu_wait_timeout(sup, &st, 10000);
+  tu_rm_key(key);
+  ck_assert_msg(ready, "the second worker did not start: [%s]", buf);
+  ck_assert_msg(rc == 75, "a second process during supervision: exit %d, not 75 [%s]", rc, R.err);
+  ck_assert_msg(waited == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGTERM,
+                "the supervisor did not pass SIGTERM on and exit: status 0x%x", st);
+}
+END_TEST
+
+/* A killed owner that its parent has not reaped yet (a zombie) has left the
+ * heap: the next process recovers it instead of being refused. */
+START_TEST(t_zombie_owner_is_gone) {
+  int key = tu_key(11);
+  char kv[64], buf[512];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", NULL};
+  tu_rm_key(key);
+  pid_t pid = start_ready("hold", env, buf, sizeof buf);
+  kill(pid, SIGKILL);
+  usleep(100000); /* dead, not reaped */
+  int rc = run("state", NULL, env);
+  int st;
+  tu_wait_timeout(pid, &st, 5000);
+  tu_rm_key(key);
+  ck_assert_msg(strstr(buf, "ready") != NULL, "the holder did not start: [%s]", buf);
+  ck_assert_msg(rc == 0 && field("origin") == SHMHEAP_CRASHED, "after the owner became a zombie: %d [%s] [%s]",
+                rc, R.out, R.err);
+}
+END_TEST
+
 /* ---- case 3: programs the server runs ------------------------------------------------ */
 
 /* The server's children inherit LD_PRELOAD and SHMHEAP_KEY: its own
@@ -109,7 +194,7 @@ START_TEST(t_inherited_key_private) {
   ck_assert_msg(run("note", "server", env) == 0, "note: %d [%s]", R.code, R.err);
   snprintf(cmd, sizeof cmd,
            "%s state | sed 's/^/child: /'; x=1; (x=2); echo bash-x=$x; ls / >/dev/null && echo ls-ok; "
-           "printf 'b\\na\\n' | sort | tr '\\n' , ; echo",
+           "printf 'b\\na\\n' | sort | tr '\\n' , ; echo; echo personality=$(cat /proc/self/personality)",
            helper());
   int rc = run("system", cmd, env);
   tu_rm_key(key);
@@ -120,6 +205,9 @@ START_TEST(t_inherited_key_private) {
   ck_assert_msg(strstr(R.out, "bash-x=1") && strstr(R.out, "ls-ok") && strstr(R.out, "a,b,"),
                 "shell, ls or sort misbehaved: [%s]", R.out);
   ck_assert_msg(strstr(R.out, "system=0"), "[%s]", R.out);
+  /* The server runs without address randomization (see t_cxx_vtables_restart);
+   * the programs it runs must not inherit that. */
+  ck_assert_msg(strstr(R.out, "personality=00000000"), "a child runs without ASLR: [%s]", R.out);
 }
 END_TEST
 
@@ -306,6 +394,8 @@ int main(void) {
   TCase *tc;
   TU_TCASE(s, tc, "origin", 60);
   tcase_add_test(tc, t_origin_clean_then_crash);
+  tcase_add_test(tc, t_supervised_heap_in_use);
+  tcase_add_test(tc, t_zombie_owner_is_gone);
   TU_TCASE(s, tc, "who", 60);
   tcase_add_test(tc, t_inherited_key_private);
   tcase_add_test(tc, t_other_program_private);

@@ -10,6 +10,9 @@
  *                                 threads churn the heap, until N kills have landed
  *                                 inside the allocator (repairs >= N; at most 2000
  *                                 workers); each checks everything the dead left
+ *   helper_recover supervise-hold the first worker prints "dying" and kills itself;
+ *                                 after a 3 s back-off the second prints "ready" and
+ *                                 sleeps 30 s (a supervised live heap)
  *
  * "state" line: origin= dead= repaired= released= lock= key= note= repairs=
  * Exit statuses: 0 ok, 2 usage, 3 check failed, 10 library not preloaded.
@@ -177,5 +180,19 @@ int main(int argc, char **argv) {
     return rc ? rc : p_check(report, NULL) == 0 ? 0 : 3;
   }
   if (!strcmp(mode, "supervise") && argc > 2) return supervise((unsigned)atoi(argv[2]));
+  if (!strcmp(mode, "supervise-hold")) {
+    struct shmheap_supervise_options o = {3, 3000, 3000, 60000, 1};
+    int deaths = p_supervise(&o);
+    if (deaths < 0) return 3;
+    if (deaths == 0) {
+      printf("dying\n");
+      fflush(stdout);
+      raise(SIGKILL);
+    }
+    printf("ready\n");
+    fflush(stdout);
+    sleep(30);
+    return 0;
+  }
   return 2;
 }
