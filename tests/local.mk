@@ -90,7 +90,8 @@ REAL_TESTS = \
 	tests/real_sort.sh \
 	tests/real_cxx.sh \
 	tests/real_gxx.sh \
-	tests/real_dump.sh
+	tests/real_dump.sh \
+	tests/real_kvstore.sh
 TESTS += $(REAL_TESTS)
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
 
