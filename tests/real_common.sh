@@ -33,9 +33,14 @@ unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERB
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/shmheap-real.XXXXXX")
 # keyed heaps made by the test (see keyed_heap_bytes) are removed on exit too
+# and so is every heap named for this run (heap_name), whatever step failed.
 cleanup() {
   if [ -f "$TMP/keys" ]; then
     while read -r _k; do ipcrm -M "$_k" 2>/dev/null || :; done <"$TMP/keys"
+  fi
+  if [ -x "$top_builddir/tools/shmheap-dump" ]; then
+    "$top_builddir/tools/shmheap-dump" 2>/dev/null | awk -v p="shmheap-real-$$-" 'index($2, p) == 1 { print $1 }' |
+      while read -r _k; do ipcrm -M "$_k" 2>/dev/null || :; done
   fi
   rm -rf "$TMP"
 }
