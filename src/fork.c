@@ -49,7 +49,6 @@
 
 _Atomic int sh_fork_gate;
 extern SH_HIDDEN int sh_have_membarrier;
-SH_HIDDEN void sh_thread_forget(void);
 
 static _Atomic int default_mode; /* enum shmheap_fork_mode */
 static SH_TLS int next_mode = -1; /* set by shmheap_fork for one fork */
@@ -299,7 +298,7 @@ static void child(void) {
       atomic_store(&G.heaps[i].owner_pid, -1);
     }
   }
-  sh_heaps_release_process(parent_pid, mine, 1);
+  sh_heaps_release_copied(parent_pid, mine);
   if (mine) {
     mine->owner_start = G.start;
     atomic_store(&mine->owner_pid, G.pid);

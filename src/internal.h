@@ -406,7 +406,7 @@ SH_HIDDEN const char *sh_self_exe(void);
 SH_HIDDEN int sh_program_is_self(void);
 SH_HIDDEN void sh_proc_register(void);
 SH_HIDDEN void sh_proc_leave(void);
-SH_HIDDEN void sh_reap_process(pid_t pid);
+SH_HIDDEN void sh_reap_gone(void);
 
 /* image.c */
 SH_HIDDEN void sh_image_reexec(void);
@@ -417,9 +417,10 @@ SH_HIDDEN int sh_heap_is_for_self(const struct shm_header *h);
 
 /* thread.c */
 SH_HIDDEN struct theap *sh_heap_acquire(void);
-SH_HIDDEN void sh_heaps_release_process(pid_t pid, struct theap *keep, int clear_busy);
+SH_HIDDEN void sh_heaps_release_copied(pid_t parent, struct theap *keep);
 SH_HIDDEN void sh_thread_key_init(void);
 SH_HIDDEN void sh_thread_release_self(void);
+SH_HIDDEN void sh_thread_forget(void);
 
 /* alloc.c */
 SH_HIDDEN void *sh_malloc(size_t n);

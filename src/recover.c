@@ -170,8 +170,7 @@ static unsigned reap(void) {
 
 /* The supervisor, after its worker died: the heap is made whole at once
  * rather than by whichever process next trips over the pieces. */
-void sh_reap_process(pid_t pid) {
-  (void)pid; /* reaped with every other gone process */
+void sh_reap_gone(void) {
   if (!G.hdr) return;
   sh_global_lock();
   reap();

@@ -79,7 +79,7 @@ SH_API int shmheap_supervise(const struct shmheap_supervise_options *opt) {
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
     atomic_store(&worker, 0);
-    sh_reap_process(pid);
+    sh_reap_gone();
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if ((WIFEXITED(status) && code == 0) || stop_signal) exit(code);
     deaths++;

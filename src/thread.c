@@ -20,14 +20,18 @@ static SH_TLS unsigned tl_backoff;
 static pthread_key_t heap_key;
 static int heap_key_ok;
 
+/* Only the thread that claimed a slot gives it up (a forked child's copy of
+ * the thread's pointer names its parent's slot). */
+static void give_back(struct theap *h) {
+  if (h && atomic_load(&h->owner_pid) == G.pid && h->owner_tid == (int32_t)syscall(SYS_gettid))
+    atomic_store_explicit(&h->owner_pid, 0, memory_order_release);
+}
+
 static void thread_exit(void *arg) {
   struct theap *h = arg;
   if (tl_heap == h) tl_heap = NULL;
   tl_exited = 1;
-  /* Only the thread that claimed a slot gives it up (a forked child's copy of
-   * this value points at its parent's slot). */
-  if (h && atomic_load(&h->owner_pid) == G.pid && h->owner_tid == (int32_t)syscall(SYS_gettid))
-    atomic_store_explicit(&h->owner_pid, 0, memory_order_release);
+  give_back(h);
 }
 
 void sh_thread_key_init(void) {
@@ -74,18 +78,15 @@ struct theap *sh_heap_acquire(void) {
   return h;
 }
 
-/* Forgets the thread heaps a process owned: its threads are gone.  pid < 0:
- * every slot.  keep, if not NULL, stays with the caller.  clear_busy: the
- * slots are a fork's copy taken while no edit ran (the flags are stale);
- * otherwise a slot left busy by a process that died inside an edit stays
- * owned, so nobody uses it before it is repaired. */
-void sh_heaps_release_process(pid_t pid, struct theap *keep, int clear_busy) {
-  if (clear_busy) atomic_store(&G.heaps[0].busy, 0);
+/* In a copy-mode child: the copy holds the slots of the parent's threads,
+ * which do not exist here, taken while none was inside an edit (their busy
+ * flags are stale).  They are freed, except keep, the forking thread's. */
+void sh_heaps_release_copied(pid_t parent, struct theap *keep) {
+  atomic_store(&G.heaps[0].busy, 0);
   for (uint32_t i = 1; i < G.hdr->max_heap; i++) {
     struct theap *h = &G.heaps[i];
-    if (clear_busy) atomic_store(&h->busy, 0);
-    if (h != keep && (pid < 0 || atomic_load(&h->owner_pid) == pid) && !atomic_load(&h->busy))
-      atomic_store(&h->owner_pid, 0);
+    atomic_store(&h->busy, 0);
+    if (h != keep && atomic_load(&h->owner_pid) == parent) atomic_store(&h->owner_pid, 0);
   }
 }
 
@@ -96,8 +97,7 @@ void sh_thread_release_self(void) {
   struct theap *h = tl_heap;
   tl_exited = 1;
   tl_heap = NULL;
-  if (h && atomic_load(&h->owner_pid) == G.pid && h->owner_tid == (int32_t)syscall(SYS_gettid))
-    atomic_store_explicit(&h->owner_pid, 0, memory_order_release);
+  give_back(h);
 }
 
 void sh_thread_forget(void) {

@@ -46,59 +46,21 @@ static int note_is(const char *text) {
   return strstr(R.out, want) != NULL;
 }
 
-/* ---- origin: new, clean, crashed ------------------------------------------------ */
-
-START_TEST(t_origin_clean_then_crash) {
-  int key = tu_key(1);
-  char kv[64];
-  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", NULL};
-  tu_rm_key(key);
-  ck_assert_msg(run("note", "hello", env) == 0, "note: %d [%s]", R.code, R.err);
-  ck_assert_msg(field("origin") == SHMHEAP_NEW, "first attach: [%s]", R.out);
-
-  ck_assert_msg(run("state", NULL, env) == 0, "state: %d [%s]", R.code, R.err);
-  ck_assert_msg(field("origin") == SHMHEAP_CLEAN && field("dead") == 0, "after a clean exit: [%s]", R.out);
-  ck_assert_msg(note_is("hello"), "the root is lost: [%s]", R.out);
-
-  /* A live owner, killed with SIGKILL. */
-  int out[2];
-  ck_assert_int_eq(pipe(out), 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    char pre[4200];
-    snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_lib());
-    dup2(out[1], 1);
-    close(out[0]);
-    char *const argv[] = {(char *)helper(), "hold", NULL};
-    char *const envp[] = {pre, kv, "SHMHEAP_SIZE=64M", NULL};
-    execve(helper(), argv, envp);
-    _exit(127);
-  }
-  close(out[1]);
-  char buf[512] = "";
-  size_t got = 0;
+/* Reads fd into buf (NUL-terminated, len bytes at most) until want appears
+ * or the pipe ends; buf may already hold text.  1 if want was read. */
+static int read_until(int fd, char *buf, size_t len, const char *want) {
+  size_t got = strlen(buf);
   ssize_t r;
-  while (!strstr(buf, "ready") && got < sizeof buf - 1 && (r = read(out[0], buf + got, sizeof buf - 1 - got)) > 0) {
+  while (!strstr(buf, want) && got < len - 1 && (r = read(fd, buf + got, len - 1 - got)) > 0) {
     got += (size_t)r;
     buf[got] = 0;
   }
-  close(out[0]);
-  kill(pid, SIGKILL);
-  int st;
-  tu_wait_timeout(pid, &st, 5000);
-  ck_assert_msg(strstr(buf, "ready") != NULL, "the holder did not start: [%s]", buf);
-
-  ck_assert_msg(run("state", NULL, env) == 0, "after kill -9: %d [%s]", R.code, R.err);
-  tu_rm_key(key);
-  ck_assert_msg(field("origin") == SHMHEAP_CRASHED, "not reported as crashed: [%s]", R.out);
-  ck_assert_msg(field("dead") == 1, "dead processes: [%s]", R.out);
-  ck_assert_msg(note_is("hello"), "the root is lost after a crash: [%s]", R.out);
+  return strstr(buf, want) != NULL;
 }
-END_TEST
 
-/* Starts helper_recover mode preloaded with env; returns its pid once
- * "ready" is on its stdout (the text read so far goes to buf).  With fd,
- * leaves the pipe open there and returns as soon as "want" is read. */
+/* Starts helper_recover mode preloaded with env and returns its pid once want
+ * is on its stdout (the text read so far goes to buf).  With fd, the pipe is
+ * left open there for more reading. */
 static pid_t start_until(const char *mode, const char *const *env, char *buf, size_t len, const char *want,
                          int *fd) {
   int out[2];
@@ -115,13 +77,8 @@ static pid_t start_until(const char *mode, const char *const *env, char *buf, si
   }
   free(envp);
   close(out[1]);
-  size_t got = 0;
-  ssize_t r;
   buf[0] = 0;
-  while (!strstr(buf, want) && got < len - 1 && (r = read(out[0], buf + got, len - 1 - got)) > 0) {
-    got += (size_t)r;
-    buf[got] = 0;
-  }
+  read_until(out[0], buf, len, want);
   if (fd) *fd = out[0];
   else close(out[0]);
   return pid;
@@ -130,6 +87,36 @@ static pid_t start_until(const char *mode, const char *const *env, char *buf, si
 static pid_t start_ready(const char *mode, const char *const *env, char *buf, size_t len) {
   return start_until(mode, env, buf, len, "ready", NULL);
 }
+
+/* ---- origin: new, clean, crashed ------------------------------------------------ */
+
+START_TEST(t_origin_clean_then_crash) {
+  int key = tu_key(1);
+  char kv[64];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=64M", NULL};
+  tu_rm_key(key);
+  ck_assert_msg(run("note", "hello", env) == 0, "note: %d [%s]", R.code, R.err);
+  ck_assert_msg(field("origin") == SHMHEAP_NEW, "first attach: [%s]", R.out);
+
+  ck_assert_msg(run("state", NULL, env) == 0, "state: %d [%s]", R.code, R.err);
+  ck_assert_msg(field("origin") == SHMHEAP_CLEAN && field("dead") == 0, "after a clean exit: [%s]", R.out);
+  ck_assert_msg(note_is("hello"), "the root is lost: [%s]", R.out);
+
+  /* A live owner, killed with SIGKILL. */
+  char buf[512];
+  pid_t pid = start_ready("hold", env, buf, sizeof buf);
+  kill(pid, SIGKILL);
+  int st;
+  tu_wait_timeout(pid, &st, 5000);
+  ck_assert_msg(strstr(buf, "ready") != NULL, "the holder did not start: [%s]", buf);
+
+  ck_assert_msg(run("state", NULL, env) == 0, "after kill -9: %d [%s]", R.code, R.err);
+  tu_rm_key(key);
+  ck_assert_msg(field("origin") == SHMHEAP_CRASHED, "not reported as crashed: [%s]", R.out);
+  ck_assert_msg(field("dead") == 1, "dead processes: [%s]", R.out);
+  ck_assert_msg(note_is("hello"), "the root is lost after a crash: [%s]", R.out);
+}
+END_TEST
 
 /* A supervisor whose first worker died keeps the heap, also while it waits
  * to fork the next one: an unrelated second instance is refused then. */
@@ -142,14 +129,8 @@ START_TEST(t_supervised_heap_in_use) {
   pid_t sup = start_until("supervise-hold", env, buf, sizeof buf, "dying", &fd);
   usleep(500000); /* the worker is dead and reaped; the back-off is 3 s */
   int rc = strstr(buf, "dying") ? run("state", NULL, env) : -1;
-  size_t got = strlen(buf);
-  ssize_t r;
-  while (!strstr(buf, "ready") && got < sizeof buf - 1 && (r = read(fd, buf + got, sizeof buf - 1 - got)) > 0) {
-    got += (size_t)r;
-    buf[got] = 0;
-  }
+  int ready = read_until(fd, buf, sizeof buf, "ready");
   close(fd);
-  int ready = strstr(buf, "ready") != NULL;
   kill(sup, SIGTERM); /* passed on to the worker; the supervisor then exits */
   int st = 0;
   int waited = tu_wait_timeout(sup, &st, 10000);
