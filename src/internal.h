@@ -51,7 +51,7 @@
 /* ---- format constants (any change here bumps SH_FORMAT) ---------------- */
 
 #define SH_MAGIC 0x5041454d48534853ULL /* "SHSHMEAP" little-endian */
-#define SH_FORMAT 3u
+#define SH_FORMAT 4u
 
 #define SH_PAGE_SHIFT 12
 #define SH_PAGE ((size_t)1 << SH_PAGE_SHIFT)
@@ -115,7 +115,8 @@ struct span {
   _Atomic uint64_t thread_free; /* small: remote frees (offset | TF_NOTIFY) */
   uint32_t next, prev; /* list links: heap class list or free bin */
   uint32_t ndirty;     /* free: upper bound of pages that may be non-zero */
-  uint8_t pad[12];
+  uint32_t pad;
+  uint64_t dirty_ms;   /* free: when its newest dirty page was freed (sh_now_ms) */
 };
 _Static_assert(sizeof(struct span) == 64, "span descriptor is one cache line");
 
@@ -241,6 +242,7 @@ struct shm_header {
   uint64_t large_in_use; /* bytes of large blocks handed out */
   uint64_t large_count;
   uint64_t purged_pages; /* statistics */
+  uint64_t purge_due_ms; /* no free span is old enough to purge before this */
   uint32_t max_heap;     /* heaps[0, max_heap) have ever been used */
   uint32_t pad;
   struct root roots[SH_ROOT_MAX]; /* created and removed under lock */
@@ -389,7 +391,8 @@ SH_HIDDEN struct span *span_alloc(uint32_t npages, uint32_t align_pages, int *ze
 SH_HIDDEN void span_free(struct span *s);
 SH_HIDDEN int span_resize(struct span *s, uint32_t npages); /* in place; 1 on success */
 SH_HIDDEN size_t span_purge_all(void);
-SH_HIDDEN void span_purge_to_budget(void);
+SH_HIDDEN void span_purge_due(void);
+SH_HIDDEN uint64_t sh_now_ms(void); /* monotonic, the same clock in every process */
 SH_HIDDEN struct span *span_lookup(const void *p);
 
 /* repair.c */

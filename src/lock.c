@@ -56,9 +56,9 @@ void sh_global_lock(void) {
 }
 
 /* The edit is complete: the log is emptied, then pages freed beyond the
- * budget are handed back (each step a complete edit of its own). */
+ * due are handed back (each step a complete edit of its own). */
 void sh_global_unlock(void) {
   sh_ulog_commit();
-  span_purge_to_budget();
+  span_purge_due();
   sh_unlock(&G.hdr->lock);
 }

@@ -126,8 +126,19 @@ void sh_proc_register(void) {
 void sh_proc_leave(void) {
   if (!G.opt.have_key) return;
   sh_global_lock();
-  for (unsigned i = 0; i < SH_MAX_PROCS; i++)
-    if (atomic_load(&G.hdr->procs[i].pid) == G.pid) JW(G.hdr->procs[i].pid) = 0;
+  int others = 0;
+  for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
+    pid_t pid = atomic_load(&G.hdr->procs[i].pid);
+    if (pid == G.pid) JW(G.hdr->procs[i].pid) = 0;
+    else if (pid) others = 1;
+  }
+  /* The last to leave hands back every free page: nobody is left to reuse
+   * them before they would decay, and a heap left behind should hold only
+   * what is live.  Its own edit is complete, as purging requires. */
+  if (!others) {
+    sh_ulog_commit();
+    span_purge_all();
+  }
   sh_global_unlock();
 }
 

@@ -1075,9 +1075,23 @@ START_TEST(t_large_free_returns_rss) {
   ck_assert_msg(mid >= before + 190 * 1024, "200 MB of touched blocks: RssShmem %ld -> %ld kB (not shm?)",
                 before, mid);
   for (int i = 0; i < N; i++) free(p[i]);
+  /* Freed pages are kept for reuse at once: allocating the same again
+   * costs no new memory. */
+  for (int i = 0; i < N; i++) {
+    p[i] = malloc(1 << 20);
+    ck_assert_ptr_nonnull(p[i]);
+    memset(p[i], i + 2, 1 << 20);
+  }
+  long again = tu_status_kb("RssShmem");
+  ck_assert_msg(again <= mid + 16 * 1024, "200 MB freed and allocated again: RssShmem %ld -> %ld kB", mid, again);
+  for (int i = 0; i < N; i++) free(p[i]);
+  /* ... and handed back once they have lain unused for a second, at the
+   * allocator's next call. */
+  usleep(1300 * 1000);
+  free(malloc(1 << 20));
   long after = tu_status_kb("RssShmem");
   ck_assert_msg(mid - after >= 100 * 1024,
-                "freeing 200 x 1 MiB returned only %ld kB of shm (RssShmem %ld -> %ld -> %ld kB)",
+                "200 x 1 MiB freed 1.3 s ago: only %ld kB of shm returned (RssShmem %ld -> %ld -> %ld kB)",
                 mid - after, before, mid, after);
   malloc_trim(0);
   long trimmed = tu_status_kb("RssShmem");

@@ -291,6 +291,46 @@ END_TEST
 
 /* ---- case 6: permissions -------------------------------------------------------------- */
 
+/* ---- free pages ------------------------------------------------------------------------ */
+
+/* The resident bytes of the segment with this key (/proc/sysvipc/shm), or -1. */
+static long long shm_rss(int key) {
+  FILE *f = fopen("/proc/sysvipc/shm", "r");
+  if (!f) return -1;
+  char line[512];
+  long long rss = -1;
+  while (fgets(line, sizeof line, f)) {
+    long long k, v[13];
+    if (sscanf(line, "%lld %lld %llo %lld %lld %lld %lld %lld %lld %lld %lld %lld %lld %lld %lld", &k, &v[0], &v[1],
+               &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &rss) == 15 &&
+        k == key)
+      break;
+    rss = -1;
+  }
+  fclose(f);
+  return rss;
+}
+
+/* The last process to leave a keyed heap hands back its free pages: a heap
+ * left behind holds what is live, not what a process once used. */
+START_TEST(t_last_leaves_no_free_pages) {
+  int key = tu_key(12);
+  char kv[64];
+  const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=1G", NULL};
+  tu_rm_key(key);
+  int rc = run("free-exit", "128", env);
+  unsigned long long dirty = 0;
+  char line[256];
+  if (tu_find_line(R.out, "dirty=", line, sizeof line)) tu_field(line, "dirty", &dirty);
+  long long rss = shm_rss(key);
+  tu_rm_key(key);
+  ck_assert_msg(rc == 0, "free-exit: %d [%s]", R.code, R.err);
+  ck_assert_msg(dirty >= 64ull << 20, "128 MiB freed, but only %llu bytes of free pages were held [%s]", dirty, R.out);
+  ck_assert_msg(rss >= 0 && rss <= 16ll << 20, "the heap left behind holds %lld resident bytes (%llu were free)", rss,
+                dirty);
+}
+END_TEST
+
 START_TEST(t_mode) {
   int key = tu_key(5);
   char kv[64];
@@ -385,6 +425,7 @@ int main(void) {
   tcase_add_test(tc, t_cxx_vtables_restart);
   tcase_add_test(tc, t_image_rebuilt_refused);
   TU_TCASE(s, tc, "perm", 60);
+  tcase_add_test(tc, t_last_leaves_no_free_pages);
   tcase_add_test(tc, t_mode);
   tcase_add_test(tc, t_fresh);
   TU_TCASE(s, tc, "supervise", 300);

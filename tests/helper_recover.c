@@ -5,6 +5,8 @@
  *   helper_recover state          print what the attach found (one line)
  *   helper_recover note TEXT      state, then root "rec.note" -> a copy of TEXT
  *   helper_recover hold           state, print "ready", sleep 30 s (a live owner)
+ *   helper_recover free-exit N    allocate and touch N x 1 MiB, free them, print
+ *                                 "dirty=BYTES" (free pages still held), exit
  *   helper_recover system CMD     state, system(CMD), then check the note is intact
  *   helper_recover supervise N    supervised workers kill themselves while two
  *                                 threads churn the heap, until N kills have landed
@@ -163,6 +165,20 @@ int main(int argc, char **argv) {
     fflush(stdout);
     sleep(30);
     return rc;
+  }
+  if (!strcmp(mode, "free-exit") && argc > 2) {
+    int n = atoi(argv[2]);
+    char **b = calloc((size_t)n, sizeof *b);
+    if (!b) return 3;
+    for (int i = 0; i < n; i++)
+      if (!(b[i] = malloc(1 << 20))) return 3;
+      else memset(b[i], 7, 1 << 20);
+    for (int i = 0; i < n; i++) free(b[i]);
+    free(b);
+    struct shmheap_info in;
+    if (p_get_info(&in)) return 3;
+    printf("dirty=%zu\n", in.free_dirty);
+    return 0;
   }
   if (!strcmp(mode, "system") && argc > 2) {
     int rc = print_state();
