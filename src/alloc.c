@@ -246,7 +246,11 @@ static inline void heap_free_local(struct theap *h, struct span *s, void *p) {
   h->in_use -= s->bsize;
   h->nfree++;
   if (unlikely(s->flags & SPAN_FULL)) {
-    span_unpark(&h->cls[s->cls], s);
+    /* A parked span comes back once an eighth of it is free, not at its
+     * first free: otherwise a span of long-lived blocks ping-pongs between
+     * the lists (park, one free, unpark, one malloc, park: two atomics and
+     * a refill per block).  Blocks freed meanwhile wait at most an eighth. */
+    if (s->used <= s->capacity - s->capacity / 8) span_unpark(&h->cls[s->cls], s);
   } else if (unlikely(s->used == 0) && h->cls[s->cls].avail != span_index(s)) {
     list_remove(&h->cls[s->cls].avail, s);
     int saved = errno; /* free keeps errno; purging may madvise */
