@@ -308,9 +308,18 @@ int span_resize(struct span *s, uint32_t npages) {
     JW(h->top) += need;
   } else {
     struct span *r = free_span_at(end);
-    if (!r || r->npages < need) return 0;
-    bin_remove(r);
-    if (split_front(r, need) < 0) { bin_insert(r); return 0; }
+    if (!r) return 0;
+    uint32_t rend = r->first + r->npages;
+    if (r->npages < need) {
+      /* A free span up to the top, and fresh pages past it: a block that
+       * keeps growing (a vector, a buffer) stays where it is. */
+      if (rend != h->top || need - r->npages > h->npages - h->top) return 0;
+      bin_remove(r);
+      JW(h->top) += need - r->npages;
+    } else {
+      bin_remove(r);
+      if (split_front(r, need) < 0) { bin_insert(r); return 0; }
+    }
     JW(h->dirty_pages) -= span_ndirty(r);
     desc_release(r);
   }

@@ -1061,6 +1061,28 @@ START_TEST(t_realloc_growth_reuse) {
 }
 END_TEST
 
+/* A block that grows past the free span after it, when that span reaches the
+ * top of the heap, grows in place: a vector or buffer is not copied at every
+ * doubling.  The sizes are beyond anything a test frees before, so both
+ * blocks come from the top; untouched pages cost nothing. */
+START_TEST(t_realloc_grows_into_top) {
+  char *a = malloc(512u << 20);
+  char *b = malloc(512u << 20);
+  ck_assert_ptr_nonnull(a);
+  ck_assert_ptr_nonnull(b);
+  ck_assert_msg(b == a + (512u << 20), "the second block is not right after the first (%p, %p)", (void *)a,
+                (void *)b);
+  a[0] = 'x';
+  free(b);
+  char *c = realloc(a, 1536u << 20);
+  ck_assert_ptr_nonnull(c);
+  ck_assert_msg(c == a, "growing into the free block and past it moved the block (%p -> %p)", (void *)a, (void *)c);
+  ck_assert_int_eq(c[0], 'x');
+  c[(1536u << 20) - 1] = 'y';
+  free(c);
+}
+END_TEST
+
 START_TEST(t_large_free_returns_rss) {
   enum { N = 200 };
   long before = tu_status_kb("RssShmem");
@@ -1160,6 +1182,7 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, t_threads_more_than_slots_alive);
 
   TU_TCASE(s, tc, "release", 30);
+  tcase_add_test(tc, t_realloc_grows_into_top);
   tcase_add_test(tc, t_large_free_returns_rss);
   tcase_add_test(tc, t_aligned_reuse);
   tcase_add_test(tc, t_realloc_growth_reuse);
