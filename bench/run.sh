@@ -1,13 +1,16 @@
 #!/bin/bash
 # make bench: every workload under every allocator, in one run, each figure
 # the median of RUNS runs.  Prints a table of time, spread, peak RSS and the
-# ratio to glibc, and the geometric mean of the time ratios.
+# ratio to glibc, and the geometric mean of the time ratios; then a second
+# table: libshmheap's shared heap against Boost.Interprocess, with processes
+# that free each other's blocks.
 #   bench/run.sh BUILDDIR [RUNS]
+#   bench/run.sh --install     install what is missing, and nothing else
+#                              (make bench runs it first, then builds
+#                              bench/shared_boost, which needs Boost)
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
-builddir=${1:-.}
-runs=${2:-5}
-prog=$builddir/bench/workloads
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 libdir=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 
 # The competitors are Debian's packages, preloaded the same way as ours.
@@ -16,25 +19,77 @@ declare -A lib=(
   [jemalloc]=$libdir/libjemalloc.so.2
   [mimalloc]=$libdir/libmimalloc.so.2
   [tcmalloc]=$libdir/libtcmalloc_minimal.so.4
-  [libshmheap]=$builddir/src/.libs/libshmheap.so
 )
 order=(glibc jemalloc mimalloc tcmalloc libshmheap)
-pkgs=()
-[ -e "${lib[jemalloc]}" ] || pkgs+=(libjemalloc2)
-[ -e "${lib[mimalloc]}" ] || pkgs+=(libmimalloc2.0)
-[ -e "${lib[tcmalloc]}" ] || pkgs+=(libtcmalloc-minimal4)
-if [ ${#pkgs[@]} -gt 0 ]; then
-  echo "bench: installing ${pkgs[*]}"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
+# The real programs are Debian's too: the python3 on PATH may be a pyenv
+# shim, a script that would be measured along with the interpreter.
+python=/usr/bin/python3
+sortprog=/usr/bin/sort
+gxx=/usr/bin/g++
+
+if [ "${1:-}" = --install ]; then
+  pkgs=()
+  [ -e "${lib[jemalloc]}" ] || pkgs+=(libjemalloc2)
+  [ -e "${lib[mimalloc]}" ] || pkgs+=(libmimalloc2.0)
+  [ -e "${lib[tcmalloc]}" ] || pkgs+=(libtcmalloc-minimal4)
+  [ -e /usr/include/boost/interprocess/managed_shared_memory.hpp ] || pkgs+=(libboost-dev)
+  [ -x "$python" ] || pkgs+=(python3)
+  [ -x "$gxx" ] || pkgs+=(g++)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    echo "bench: installing ${pkgs[*]}"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  fi
+  exit 0
 fi
-for a in "${order[@]}"; do
-  if [ -n "${lib[$a]}" ] && [ ! -e "${lib[$a]}" ]; then echo "bench: ${lib[$a]} is missing" >&2; exit 1; fi
+
+builddir=${1:-.}
+runs=${2:-5}
+if ! [[ $runs =~ ^[1-9][0-9]*$ ]]; then echo "bench: the number of runs must be 1 or more, not '$runs'" >&2; exit 2; fi
+lib[libshmheap]=$builddir/src/.libs/libshmheap.so
+for f in "${lib[@]}" "$python" "$sortprog" "$gxx"; do
+  if [ -n "$f" ] && [ ! -e "$f" ]; then echo "bench: $f is missing (bench/run.sh --install)" >&2; exit 1; fi
+done
+for p in workloads cxx shared shared_boost timeit; do
+  if [ ! -x "$builddir/bench/$p" ]; then echo "bench: $builddir/bench/$p is not built (make bench builds it)" >&2; exit 1; fi
 done
 
-workloads=(larson xmalloc churn large realloc)
+# Rows: the allocator workloads of bench/workloads.c, the C++ one, and real
+# programs timed from outside, start-up included.
+workloads=(larson xmalloc churn large realloc cxx python sort g++)
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# Boost.Interprocess names its segment /dev/shm/NAME; shared_boost removes it
+# at start and end, and this removes it if the run is interrupted.
+boost_shm=shmheap-bench-$$
+trap 'rm -rf "$tmp"; rm -f "/dev/shm/$boost_shm"' EXIT
+
+# The input of sort: 2 million lines of 1 to 4 words drawn from 50000 random
+# ones, made once for all runs, the same in every run (fixed seed).
+awk 'BEGIN {
+  srand(42)
+  for (v = 0; v < 50000; v++) {
+    len = 2 + int(rand() * 10); w = ""
+    for (k = 0; k < len; k++) w = w sprintf("%c", 97 + int(rand() * 26))
+    voc[v] = w
+  }
+  for (i = 0; i < 2000000; i++) {
+    n = 1 + int(rand() * 4); line = voc[int(rand() * 50000)]
+    for (j = 1; j < n; j++) line = line " " voc[int(rand() * 50000)]
+    print line
+  }
+}' >"$tmp/words.txt"
+
+# one run of workload $1 under allocator $2: prints "seconds peak_rss_kib"
+run1() {
+  local w=$1 l=${lib[$2]}
+  case $w in
+    cxx) LD_PRELOAD=$l "$builddir/bench/cxx" ;;
+    python) "$builddir/bench/timeit" "$l" "$python" "$src/py_bench.py" ;;
+    sort) LC_ALL=C "$builddir/bench/timeit" "$l" "$sortprog" "$tmp/words.txt" ;;
+    g++) "$builddir/bench/timeit" "$l" "$gxx" -std=gnu++17 -O1 -c -o "$tmp/gxx_input.o" "$src/gxx_input.cc" ;;
+    *) LD_PRELOAD=$l "$builddir/bench/workloads" "$w" ;;
+  esac
+}
 
 # median and spread (max - min) of the numbers in a file, one per line
 stats() { sort -g "$1" | awk '{v[NR] = $1} END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s %s\n", m, v[NR] - v[1]}'; }
@@ -42,14 +97,31 @@ stats() { sort -g "$1" | awk '{v[NR] = $1} END {m = (NR % 2) ? v[(NR + 1) / 2] :
 echo "bench: $(date -u +%Y-%m-%d), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -r)"
 echo "bench: median of $runs runs each; runs of one workload interleave the allocators"
 for w in "${workloads[@]}"; do
-  for r in $(seq "$runs"); do
+  for _ in $(seq "$runs"); do
     for a in "${order[@]}"; do
-      out=$(LD_PRELOAD=${lib[$a]} "$prog" "$w")
+      out=$(run1 "$w" "$a")
       echo "${out% *}" >>"$tmp/$w.$a.t"
       echo "${out#* }" >>"$tmp/$w.$a.m"
     done
   done
 done
+
+# The shared heap: the same operations on libshmheap (share mode) and on
+# Boost.Interprocess, interleaved.  Both print "seconds peak_rss_kib procs
+# ops bytes"; the last three must agree, or they did not do the same work.
+for _ in $(seq "$runs"); do
+  out1=$(LD_PRELOAD=${lib[libshmheap]} SHMHEAP_FORK=share "$builddir/bench/shared")
+  out2=$("$builddir/bench/shared_boost" "$boost_shm")
+  read -r t1 m1 work1 <<<"$out1"
+  read -r t2 m2 work2 <<<"$out2"
+  if [ "$work1" != "$work2" ]; then
+    echo "bench: shared and shared_boost did different work (processes, allocations, bytes): $work1 and $work2" >&2
+    exit 1
+  fi
+  echo "$t1" >>"$tmp/shared.libshmheap.t"; echo "$m1" >>"$tmp/shared.libshmheap.m"
+  echo "$t2" >>"$tmp/shared.boost.t"; echo "$m2" >>"$tmp/shared.boost.m"
+done
+read -r shared_procs shared_ops _ <<<"$work1"
 
 printf '\n%-9s' "workload"
 for a in "${order[@]}"; do printf ' %26s' "$a"; done
@@ -77,3 +149,22 @@ for a in "${order[@]}"; do
 done
 echo
 echo "(x glibc: time ratio, then peak RSS ratio, to glibc in this run; lower is better)"
+echo "(cxx: bench/cxx.cc; python: $python bench/py_bench.py; sort: LC_ALL=C sort of"
+echo " $(wc -l <"$tmp/words.txt") lines ($(( $(stat -c %s "$tmp/words.txt") >> 20 )) MiB); g++: g++ -O1 -c bench/gxx_input.cc.  These three are"
+echo " wall times of the whole program, start-up included; g++'s peak RSS is its"
+echo " largest process's, cc1plus's)"
+
+printf '\nshared heap: %s processes, %s allocations of 16..512 B, most freed by another process\n' \
+  "$shared_procs" "$shared_ops"
+printf '%-30s %16s %10s\n' "" "s (±spread)" "peak RSS"
+declare -A st sm
+declare -A sname=([libshmheap]="libshmheap (SHMHEAP_FORK=share)" [boost]="Boost.Interprocess")
+for a in libshmheap boost; do
+  read -r t sp < <(stats "$tmp/shared.$a.t")
+  read -r m _ < <(stats "$tmp/shared.$a.m")
+  st[$a]=$t sm[$a]=$m
+  printf '%-30s %6.3f (±%6.3f) %7s KiB\n' "${sname[$a]}" "$t" "$sp" "$m"
+done
+awk -v a="${st[boost]}" -v b="${st[libshmheap]}" -v ma="${sm[boost]}" -v mb="${sm[libshmheap]}" \
+  'BEGIN {printf "%-30s %15.1fx %9.2fx\n", "boost / libshmheap", a / b, ma / mb}'
+echo "(median of $runs runs each, interleaved; the time runs from the first fork to the last free)"
