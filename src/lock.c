@@ -55,8 +55,8 @@ void sh_global_lock(void) {
   }
 }
 
-/* The edit is complete: the log is emptied, then pages freed beyond the
- * due are handed back (each step a complete edit of its own). */
+/* The edit is complete: the log is emptied, then free pages that have lain
+ * unused long enough are handed back (each step a complete edit of its own). */
 void sh_global_unlock(void) {
   sh_ulog_commit();
   span_purge_due();

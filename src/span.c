@@ -1,8 +1,8 @@
 /* Runs of 4 KiB pages ("spans") carved from the heap area.  Small-block spans
  * and large blocks come from here; freed spans are coalesced with their free
- * neighbours and binned by size; free pages are handed back when they have lain unused for a while
- * with MADV_REMOVE (on shmem, MADV_DONTNEED only drops our mapping and keeps
- * the pages in the segment).
+ * neighbours and binned by size; free pages unused for a while are handed
+ * back with MADV_REMOVE (on shmem, MADV_DONTNEED only drops our mapping and
+ * keeps the pages in the segment).
  *
  * Every function here except span_lookup runs with hdr->lock held, and every
  * store to the segment goes through JW(), the undo log (I6). */
