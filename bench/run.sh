@@ -50,7 +50,7 @@ lib[libshmheap]=$builddir/src/.libs/libshmheap.so
 for f in "${lib[@]}" "$python" "$sortprog" "$gxx"; do
   if [ -n "$f" ] && [ ! -e "$f" ]; then echo "bench: $f is missing (bench/run.sh --install)" >&2; exit 1; fi
 done
-for p in workloads cxx shared shared_boost timeit; do
+for p in workloads cxx shared shared_boost timeit faults; do
   if [ ! -x "$builddir/bench/$p" ]; then echo "bench: $builddir/bench/$p is not built (make bench builds it)" >&2; exit 1; fi
 done
 
@@ -168,3 +168,13 @@ done
 awk -v a="${st[boost]}" -v b="${st[libshmheap]}" -v ma="${sm[boost]}" -v mb="${sm[libshmheap]}" \
   'BEGIN {printf "%-30s %15.1fx %9.2fx\n", "boost / libshmheap", a / b, ma / mb}'
 echo "(median of $runs runs each, interleaved; the time runs from the first fork to the last free)"
+
+# What no allocator in a shared segment can avoid: the first touch of a page
+# costs more on shared memory (the page joins the segment's page cache) than
+# on the anonymous memory the others get.  Populating in one call costs less
+# than either, but commits pages a program may never touch.
+read -r fa fs fp < <("$builddir/bench/faults")
+printf '\nfirst touch of a page, 160 MiB (bench/faults.c, median of 5):\n'
+printf '  anonymous %s us, SysV shm %s us (%s), shm populated by MADV_POPULATE_WRITE %s us\n' "$fa" "$fs" \
+  "$(awk -v a="$fa" -v s="$fs" 'BEGIN {printf "%+.2f us, %.2fx", s - a, s / a}')" "$fp"
+
