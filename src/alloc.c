@@ -144,21 +144,15 @@ static struct span *span_new_small(struct theap *h, unsigned c) {
 }
 
 /* The owner parks an exhausted span on its full list.  Fails (returns 0) if
- * remote frees arrived meanwhile: then there is something to collect.  The
- * notice flag may still be set from an earlier parking (unpark leaves it). */
+ * remote frees arrived meanwhile: then there is something to collect. */
 static int span_park(struct span *s) {
-  uint64_t tf = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
-  if (tf == TF_NOTIFY) return 1;
-  if (tf) return 0;
-  return atomic_compare_exchange_strong_explicit(&s->thread_free, &tf, TF_NOTIFY, memory_order_acq_rel,
-                                                 memory_order_relaxed);
+  uint64_t zero = 0;
+  return atomic_compare_exchange_strong_explicit(&s->thread_free, &zero, TF_NOTIFY,
+                                                 memory_order_acq_rel, memory_order_relaxed);
 }
 
-/* Unparking leaves TF_NOTIFY set: clearing it would cost an atomic on a
- * local free.  A stale flag costs at most one needless notice (a scan of the
- * full lists on the slow path); the next collect or parking clears or reuses
- * it. */
 static void span_unpark(struct heap_class *hc, struct span *s) {
+  atomic_fetch_and_explicit(&s->thread_free, ~TF_NOTIFY, memory_order_relaxed);
   list_remove(&hc->full, s);
   s->flags &= (uint8_t)~SPAN_FULL;
   list_push(&hc->avail, s);
