@@ -130,9 +130,9 @@ void sh_proc_leave(void) {
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     pid_t pid = atomic_load(&G.hdr->procs[i].pid);
     if (pid == G.pid) JW(G.hdr->procs[i].pid) = 0;
-    else if (pid) others = 1;
+    else if (pid && proc_alive(G.hdr, &G.hdr->procs[i], pid)) others = 1;
   }
-  /* The last to leave hands back every free page: nobody is left to reuse
+  /* The last one alive to leave hands back every free page: nobody is left to reuse
    * them before they would decay, and a heap left behind should hold only
    * what is live.  Its own edit is complete, as purging requires. */
   if (!others) {

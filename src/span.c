@@ -254,6 +254,10 @@ struct span *span_alloc(uint32_t npages, uint32_t align_pages, int *zeroed) {
 void span_free(struct span *s) {
   struct shm_header *h = H();
   uint32_t nd = s->npages;
+  /* The merged span's age is the mean of its parts' weighted by their dirty
+   * pages: the newest part's time would let a big old free span be reset by
+   * every small block cut from it and freed again, and never age. */
+  double age_sum = (double)sh_now_ms() * nd;
   JW(h->live_pages) -= s->npages;
   JW(s->state) = SPAN_FREE;
   JW(s->flags) = 0;
@@ -262,6 +266,7 @@ void span_free(struct span *s) {
     if (l) {
       bin_remove(l);
       nd += span_ndirty(l);
+      age_sum += (double)l->dirty_ms * span_ndirty(l);
       JW(h->dirty_pages) -= span_ndirty(l);
       JW(s->first) = l->first;
       JW(s->npages) += l->npages;
@@ -272,12 +277,13 @@ void span_free(struct span *s) {
   if (r) {
     bin_remove(r);
     nd += span_ndirty(r);
+    age_sum += (double)r->dirty_ms * span_ndirty(r);
     JW(h->dirty_pages) -= span_ndirty(r);
     JW(s->npages) += r->npages;
     desc_release(r);
   }
   span_set_ndirty(s, nd);
-  JW(s->dirty_ms) = sh_now_ms(); /* merged: its age is that of its newest pages */
+  JW(s->dirty_ms) = (uint64_t)(age_sum / nd);
   JW(h->dirty_pages) += nd;
   map_ends(s);
   bin_insert(s);

@@ -1083,6 +1083,26 @@ START_TEST(t_realloc_grows_into_top) {
 }
 END_TEST
 
+/* A big free span ages even while small blocks are cut from it and freed
+ * again: merging them back must not make the whole span young. */
+START_TEST(t_free_pages_age_under_churn) {
+  char *big = malloc(200u << 20);
+  ck_assert_ptr_nonnull(big);
+  memset(big, 1, 200u << 20);
+  free(big);
+  ck_assert_msg(info().free_dirty >= 190u << 20, "200 MB freed: %zu bytes kept", info().free_dirty);
+  for (int i = 0; i < 15; i++) { /* 3 s of a 64 KiB block every 200 ms */
+    usleep(200 * 1000);
+    char *q = malloc(64 << 10);
+    ck_assert_ptr_nonnull(q);
+    q[0] = 1;
+    free(q);
+  }
+  size_t left = info().free_dirty;
+  ck_assert_msg(left <= 32u << 20, "3 s after 200 MB were freed, %zu bytes of free pages are still held", left);
+}
+END_TEST
+
 START_TEST(t_large_free_returns_rss) {
   enum { N = 200 };
   long before = tu_status_kb("RssShmem");
@@ -1096,9 +1116,12 @@ START_TEST(t_large_free_returns_rss) {
   long mid = tu_status_kb("RssShmem");
   ck_assert_msg(mid >= before + 190 * 1024, "200 MB of touched blocks: RssShmem %ld -> %ld kB (not shm?)",
                 before, mid);
+  uint64_t purged0 = info().purged_bytes;
   for (int i = 0; i < N; i++) free(p[i]);
-  /* Freed pages are kept for reuse at once: allocating the same again
-   * costs no new memory. */
+  /* Freed pages are kept for reuse at once, not handed back: allocating the
+   * same again costs no new memory and no page fault. */
+  size_t kept = info().free_dirty;
+  ck_assert_msg(kept >= 190u << 20, "200 MB freed: only %zu bytes of free pages kept", kept);
   for (int i = 0; i < N; i++) {
     p[i] = malloc(1 << 20);
     ck_assert_ptr_nonnull(p[i]);
@@ -1106,6 +1129,8 @@ START_TEST(t_large_free_returns_rss) {
   }
   long again = tu_status_kb("RssShmem");
   ck_assert_msg(again <= mid + 16 * 1024, "200 MB freed and allocated again: RssShmem %ld -> %ld kB", mid, again);
+  ck_assert_msg(info().purged_bytes == purged0, "freeing and allocating again handed back %llu bytes",
+                (unsigned long long)(info().purged_bytes - purged0));
   for (int i = 0; i < N; i++) free(p[i]);
   /* ... and handed back once they have lain unused for a second, at the
    * allocator's next call. */
@@ -1184,6 +1209,7 @@ static Suite *api_suite(void) {
   TU_TCASE(s, tc, "release", 30);
   tcase_add_test(tc, t_realloc_grows_into_top);
   tcase_add_test(tc, t_large_free_returns_rss);
+  tcase_add_test(tc, t_free_pages_age_under_churn);
   tcase_add_test(tc, t_aligned_reuse);
   tcase_add_test(tc, t_realloc_growth_reuse);
   return s;

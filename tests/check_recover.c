@@ -289,8 +289,6 @@ START_TEST(t_image_rebuilt_refused) {
 }
 END_TEST
 
-/* ---- case 6: permissions -------------------------------------------------------------- */
-
 /* ---- free pages ------------------------------------------------------------------------ */
 
 /* The resident bytes of the segment with this key (/proc/sysvipc/shm), or -1. */
@@ -330,6 +328,8 @@ START_TEST(t_last_leaves_no_free_pages) {
                 dirty);
 }
 END_TEST
+
+/* ---- case 6: permissions -------------------------------------------------------------- */
 
 START_TEST(t_mode) {
   int key = tu_key(5);
@@ -424,8 +424,9 @@ int main(void) {
   TU_TCASE(s, tc, "image", 60);
   tcase_add_test(tc, t_cxx_vtables_restart);
   tcase_add_test(tc, t_image_rebuilt_refused);
-  TU_TCASE(s, tc, "perm", 60);
+  TU_TCASE(s, tc, "free pages", 60);
   tcase_add_test(tc, t_last_leaves_no_free_pages);
+  TU_TCASE(s, tc, "perm", 60);
   tcase_add_test(tc, t_mode);
   tcase_add_test(tc, t_fresh);
   TU_TCASE(s, tc, "supervise", 300);
