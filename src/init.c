@@ -39,9 +39,7 @@ void sh_init(void) {
   unsigned long pg = getauxval(AT_PAGESZ);
   if (pg && pg != SH_PAGE)
     sh_die(SH_EXIT_OSERR, "libshmheap: the system page size is %lu bytes; this build supports 4096-byte pages only", pg);
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t t0 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  uint64_t t0 = sh_clock_ns(CLOCK_MONOTONIC);
   sh_init_classes();
   sh_options_parse(&G.opt);
   /* SHMHEAP_PROGRAM names the program the keyed heap is for: any other one

@@ -39,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "shmheap.h"
 
@@ -116,7 +117,7 @@ struct span {
   uint32_t next, prev; /* list links: heap class list or free bin */
   uint32_t ndirty;     /* free: upper bound of pages that may be non-zero */
   uint32_t pad;
-  uint64_t dirty_ms;   /* free: when its newest dirty page was freed (sh_now_ms) */
+  uint64_t dirty_ms;   /* free: when its pages were freed, ms (mean by dirty pages) */
 };
 _Static_assert(sizeof(struct span) == 64, "span descriptor is one cache line");
 
@@ -317,6 +318,14 @@ static inline unsigned sh_bin_of(uint32_t n) {
   return SH_EXACT_BINS + (31 - (unsigned)__builtin_clz(n)) - 6;
 }
 
+/* Nanoseconds on clock c.  CLOCK_MONOTONIC is system-wide: it means the
+ * same in every process that shares a heap. */
+static inline uint64_t sh_clock_ns(clockid_t c) {
+  struct timespec ts;
+  clock_gettime(c, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static inline void *off2ptr(uint64_t off) { return G.base + off; }
 static inline uint64_t ptr2off(const void *p) { return (uint64_t)((const char *)p - G.base); }
 static inline char *span_addr(const struct span *s) {
@@ -392,7 +401,6 @@ SH_HIDDEN void span_free(struct span *s);
 SH_HIDDEN int span_resize(struct span *s, uint32_t npages); /* in place; 1 on success */
 SH_HIDDEN size_t span_purge_all(void);
 SH_HIDDEN void span_purge_due(void);
-SH_HIDDEN uint64_t sh_now_ms(void); /* monotonic, the same clock in every process */
 SH_HIDDEN struct span *span_lookup(const void *p);
 
 /* repair.c */

@@ -188,12 +188,6 @@ void sh_reap_gone(void) {
   sh_global_unlock();
 }
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Called by sh_init once a keyed heap is attached (formed or found).
  * Returns 0 to use it, 1 to use a private heap instead, 2 to start over
  * (SHMHEAP_FRESH removed it). */
@@ -209,7 +203,7 @@ int sh_attach_recover(uint64_t t0) {
     h->last_pid = G.pid;
     sh_global_unlock();
     G.rec.origin = SHMHEAP_NEW;
-    G.rec.recovery_ns = now_ns() - t0;
+    G.rec.recovery_ns = sh_clock_ns(CLOCK_MONOTONIC) - t0;
     return 0;
   }
   if (!is_program(exe)) {
@@ -242,7 +236,7 @@ int sh_attach_recover(uint64_t t0) {
   h->attaches++;
   if (crashed) h->crashes++;
   sh_global_unlock();
-  G.rec.recovery_ns = now_ns() - t0;
+  G.rec.recovery_ns = sh_clock_ns(CLOCK_MONOTONIC) - t0;
   return 0;
 }
 

@@ -8,7 +8,6 @@
  * store to the segment goes through JW(), the undo log (I6). */
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "internal.h"
 
@@ -121,26 +120,21 @@ static void purge(struct span *s) {
   sh_ulog_commit();
 }
 
-uint64_t sh_now_ms(void) {
-  struct timespec ts;
-  /* The coarse clock is a few ms coarse and costs no system call; decay
-   * needs no better.  Monotonic time is system-wide, so it means the same
-   * in every process that shares the heap. */
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+/* Milliseconds, monotonic.  The coarse clock is a few ms coarse and costs
+ * no system call; decay needs no better. */
+static uint64_t now_ms(void) { return sh_clock_ns(CLOCK_MONOTONIC_COARSE) / 1000000; }
 
 /* Purges free spans that became dirty at or before `when`, largest bins
- * first, while more than `keep` pages are dirty.  Returns the oldest
+ * first, while more than DIRTY_MIN_PAGES are dirty.  Returns the oldest
  * dirty_ms of the dirty spans left, or UINT64_MAX if none are. */
-static uint64_t purge_older(uint64_t when, uint64_t keep) {
+static uint64_t purge_older(uint64_t when) {
   struct shm_header *h = H();
   uint64_t oldest = UINT64_MAX;
   for (int b = SH_NBINS - 1; b >= 0; b--)
     for (uint32_t i = h->bins[b]; i; i = G.spans[i].next) {
       struct span *s = &G.spans[i];
       if (!s->ndirty) continue;
-      if (s->dirty_ms <= when && h->dirty_pages > keep) purge(s);
+      if (s->dirty_ms <= when && h->dirty_pages > DIRTY_MIN_PAGES) purge(s);
       else if (s->dirty_ms < oldest) oldest = s->dirty_ms;
     }
   return oldest;
@@ -152,9 +146,9 @@ static uint64_t purge_older(uint64_t when, uint64_t keep) {
 void span_purge_due(void) {
   struct shm_header *h = H();
   if (h->dirty_pages <= DIRTY_MIN_PAGES) return;
-  uint64_t now = sh_now_ms();
+  uint64_t now = now_ms();
   if (now < h->purge_due_ms) return;
-  uint64_t oldest = purge_older(now > DECAY_MS ? now - DECAY_MS : 0, DIRTY_MIN_PAGES);
+  uint64_t oldest = purge_older(now > DECAY_MS ? now - DECAY_MS : 0);
   uint64_t due = oldest == UINT64_MAX ? now + DECAY_MS : oldest + DECAY_MS;
   JW(h->purge_due_ms) = due > now + DECAY_MS / 8 ? due : now + DECAY_MS / 8;
   sh_ulog_commit();
@@ -257,7 +251,7 @@ void span_free(struct span *s) {
   /* The merged span's age is the mean of its parts' weighted by their dirty
    * pages: the newest part's time would let a big old free span be reset by
    * every small block cut from it and freed again, and never age. */
-  double age_sum = (double)sh_now_ms() * nd;
+  double age_sum = (double)now_ms() * nd;
   JW(h->live_pages) -= s->npages;
   JW(s->state) = SPAN_FREE;
   JW(s->flags) = 0;
@@ -315,11 +309,10 @@ int span_resize(struct span *s, uint32_t npages) {
   } else {
     struct span *r = free_span_at(end);
     if (!r) return 0;
-    uint32_t rend = r->first + r->npages;
     if (r->npages < need) {
       /* A free span up to the top, and fresh pages past it: a block that
        * keeps growing (a vector, a buffer) stays where it is. */
-      if (rend != h->top || need - r->npages > h->npages - h->top) return 0;
+      if (r->first + r->npages != h->top || need - r->npages > h->npages - h->top) return 0;
       bin_remove(r);
       JW(h->top) += need - r->npages;
     } else {

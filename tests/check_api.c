@@ -1217,10 +1217,5 @@ static Suite *api_suite(void) {
 
 int main(void) {
   tu_init();
-  SRunner *sr = srunner_create(api_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  tu_cleanup();
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return tu_run_suite(api_suite());
 }

@@ -695,10 +695,5 @@ int main(void) {
   tcase_add_test(tc, t_damage_detected);
   TU_TCASE(s, tc, "kill9_loop", 600 + kills / 2);
   tcase_add_test(tc, t_kill9_loop);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  tu_cleanup();
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return tu_run_suite(s);
 }

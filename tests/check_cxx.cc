@@ -326,10 +326,5 @@ static Suite *cxx_suite() {
 
 int main() {
   tu_init();
-  SRunner *sr = srunner_create(cxx_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  tu_cleanup();
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return tu_run_suite(cxx_suite());
 }

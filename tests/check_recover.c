@@ -431,10 +431,5 @@ int main(void) {
   tcase_add_test(tc, t_fresh);
   TU_TCASE(s, tc, "supervise", 300);
   tcase_add_test(tc, t_supervise);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  tu_cleanup();
-  return failed ? 1 : 0;
+  return tu_run_suite(s);
 }

@@ -53,6 +53,14 @@ kill9() {
   wait "$SERVER" 2>/dev/null || :
   SERVER=
 }
+stopped() { # stopped HOW: the server was asked to stop; it must exit 0
+  set +e
+  wait "$SERVER"
+  st=$?
+  set -e
+  SERVER=
+  [ "$st" -eq 0 ] || fail "the server exited $st after $1"
+}
 dump_check() { # dump_check WHEN
   set +e
   "$TOOL" --check "$NAME" >"$TMP/dump.check" 2>&1
@@ -177,24 +185,14 @@ done
 
 # ---- a clean stop and start ------------------------------------------------------
 "$CLI" "$SOCK" SHUTDOWN >/dev/null || fail "SHUTDOWN failed"
-set +e
-wait "$SERVER"
-st=$?
-set -e
-SERVER=
-[ "$st" -eq 0 ] || fail "the server exited $st after SHUTDOWN"
+stopped SHUTDOWN
 start clean.err
 ready clean.err
 grep -q '^kvstore: heap re-attached, left cleanly' "$TMP/clean.err" ||
   { show "$TMP/clean.err"; fail "the start after SHUTDOWN does not say left cleanly"; }
 "$CLI" "$SOCK" check $N $ROUNDS >"$TMP/check.out" || { cat "$TMP/check.out"; fail "check after the clean restart"; }
 kill -TERM "$SERVER"
-set +e
-wait "$SERVER"
-st=$?
-set -e
-SERVER=
-[ "$st" -eq 0 ] || fail "the server exited $st after SIGTERM"
+stopped SIGTERM
 dump_check "after SIGTERM"
 [ ! -e "$SOCK" ] || fail "the server left its socket file after a clean exit"
 "$TOOL" --remove "$NAME" >/dev/null || fail "shmheap-dump --remove $NAME exited $?"

@@ -1,5 +1,6 @@
 /* Shared helpers of the libshmheap Check suites; see testutil.h. */
 #include "testutil.h"
+#include <check.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -105,6 +106,15 @@ static int rm_if_ours(const struct segment *seg, void *arg) {
 static int count_if_ours(const struct segment *seg, void *arg) {
   (void)arg;
   return is_ours(seg->shmid, seg->key, seg->size);
+}
+
+int tu_run_suite(void *s) {
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  tu_cleanup();
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 int tu_cleanup(void) {

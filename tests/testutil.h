@@ -53,6 +53,11 @@ void tu_runner_cleanup(void);
     suite_add_tcase((s), (tc));                                 \
   } while (0)
 
+/* The end of main() of a suite: runs s, removes every segment of this
+ * runner, and returns EXIT_SUCCESS or EXIT_FAILURE (s is a Suite *; void *
+ * here so that this header needs no <check.h>). */
+int tu_run_suite(void *s);
+
 /* SysV segments created by process pid (cpid), all or only private (key 0)
  * ones; removes them when remove is set.  Returns how many. */
 int tu_segments_by_pid(pid_t pid, int private_only, int remove);
