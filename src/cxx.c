@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "init.h"
 
 typedef void (*new_handler_fn)(void);
 /* std::get_new_handler() and std::__throw_bad_alloc() */

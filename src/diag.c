@@ -6,7 +6,7 @@
 #include <unistd.h>
 #include <sys/syscall.h>
 
-#include "internal.h"
+#include "os.h"
 
 static size_t put_num(char *out, size_t room, unsigned long long v, unsigned base,
                       int neg, int width, int zero) {
@@ -104,4 +104,11 @@ void sh_die(int status, const char *f, ...) {
    * refused to set up. */
   syscall(SYS_exit_group, status);
   __builtin_unreachable();
+}
+
+/* A broken invariant in a debug build: say which, where, and stop with a
+ * core (abort) rather than go on with a heap known to be wrong. */
+void sh_assert_fail(const char *what, const char *cond, const char *file, int line) {
+  sh_say("libshmheap: invariant %s broken: %s (%s:%d)", what, cond, file, line);
+  __builtin_trap();
 }

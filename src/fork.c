@@ -5,7 +5,7 @@
  * Copy mode, step by step:
  *  prepare (parent)  close the fork gate and wait until no other thread of
  *                    the process is inside a heap edit (busy flags; see
- *                    alloc.c), then take the heap-0 and span locks, so the
+ *                    alloc.h), then take the heap-0 and span locks, so the
  *                    heap's metadata does not change until the copy is made;
  *  child             copy the used parts of the segment into a new private
  *                    segment, put it in place at the heap's address
@@ -23,32 +23,16 @@
  * edit, or hold (or be waiting for) a heap lock that a thread inside an edit
  * needs: it does not wait for busy flags then (that could wait forever), and
  * the child rebuilds the thread heaps that were mid-edit in the copy, as if
- * their threads had died (repair.c).  The error-checking lock tells it that
+ * their threads had died (repair.c).  The handlers are registered once the
+ * heap is ready (init.c), so they never meet a heap being set up.  The error-checking lock tells it that
  * it already holds a lock (EDEADLK). */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
-#include <linux/futex.h>
-#include <linux/membarrier.h>
-#include <sys/ipc.h>
-#include <sys/mman.h>
-#include <sys/shm.h>
-#include <sys/syscall.h>
 
-#include "heapview.h"
-
-#ifndef SHM_NORESERVE
-#define SHM_NORESERVE 010000
-#endif
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#define MADV_POPULATE_WRITE 23
-#endif
-
-_Atomic int sh_fork_gate;
-extern SH_HIDDEN int sh_have_membarrier;
+#include "proc.h"
 
 static _Atomic int default_mode; /* enum shmheap_fork_mode */
 static SH_TLS int next_mode = -1; /* set by shmheap_fork for one fork */
@@ -71,31 +55,14 @@ struct fork_state {
 static struct fork_state fork_stack[FORK_NEST];
 static int fork_depth;
 
-void sh_gate_barrier_register(void) {
-  sh_have_membarrier =
-      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-}
-
-/* 1: taken; 2: taken from a dead owner (the caller repairs); 0: this
- * thread holds it already (EDEADLK), and the parent keeps it. */
-static int take(pthread_mutex_t *m) {
-  int r = pthread_mutex_lock(m);
-  if (r == EOWNERDEAD) {
-    pthread_mutex_consistent(m);
-    atomic_fetch_add(&G.hdr->repairs, 1);
-    return 2;
-  }
-  return r == 0;
-}
-
 /* Copies [off, off+len) of the segment into dst.  Populating both ranges
  * first maps them in one call each instead of a page fault per page (Linux
  * 5.14; older kernels take the faults). */
 static void copy(char *dst, uint64_t off, uint64_t len) {
   if (!len) return;
   if (len >= 4 * SH_PAGE) {
-    madvise(G.base + off, len, MADV_POPULATE_READ);
-    madvise(dst + off, len, MADV_POPULATE_WRITE);
+    os_populate(G.base + off, len, 0);
+    os_populate(dst + off, len, 1);
   }
   memcpy(dst + off, G.base + off, len);
 }
@@ -104,16 +71,16 @@ static void copy(char *dst, uint64_t off, uint64_t len) {
  * copied; free spans stay zero in the new segment and are marked so. */
 static int copy_heap(struct fork_state *f) {
   struct shm_header *h = G.hdr;
-  int id = shmget(IPC_PRIVATE, h->size, IPC_CREAT | SHM_NORESERVE | 0600);
+  int id = os_shm_create(0, h->size, 0600);
   if (id < 0) return -1;
-  char *dst = shmat(id, NULL, 0);
+  char *dst = os_shm_attach(id, NULL, 0);
   if (dst == (void *)-1) {
-    shmctl(id, IPC_RMID, NULL);
+    os_shm_remove(id);
     return -1;
   }
   /* Marked for removal at once (Linux keeps a removed segment attachable by
    * id while it is attached): whoever dies, nothing is left behind. */
-  shmctl(id, IPC_RMID, NULL);
+  os_shm_remove(id);
   copy(dst, 0, h->header_size);
   copy(dst, h->heaps_off, (uint64_t)h->max_heap * sizeof(struct theap));
   copy(dst, h->pagemap_off, (uint64_t)h->top * sizeof(uint32_t));
@@ -153,7 +120,6 @@ static int copy_heap(struct fork_state *f) {
 }
 
 static void prepare(void) {
-  if (atomic_load(&sh_ready) != 2) return;
   if (fork_depth >= FORK_NEST)
     sh_die(SH_EXIT_OSERR, "libshmheap: fork nested %d deep in signal handlers", FORK_NEST);
   struct fork_state *f = &fork_stack[fork_depth];
@@ -166,19 +132,17 @@ static void prepare(void) {
   /* A share-mode child would go on with an edit this thread was making when
    * the signal came, in the heap the parent goes on editing too: such a
    * fork is made in copy mode instead (documented in shmheap_fork(3)). */
-  if (f->mode == SHMHEAP_FORK_SHARE && (sh_locks_held() || (tl_heap && atomic_load(&tl_heap->busy))))
+  if (f->mode == SHMHEAP_FORK_SHARE && (locks_held() || (tl_heap && atomic_load(&tl_heap->busy))))
     f->mode = SHMHEAP_FORK_COPY;
   if (f->mode == SHMHEAP_FORK_SHARE) return;
-  f->closed_gate = atomic_exchange(&sh_fork_gate, 1) == 0;
-  if (sh_have_membarrier) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
-  else atomic_thread_fence(memory_order_seq_cst);
+  f->closed_gate = alloc_gate_close();
   /* A thread holding (or waiting for) a heap lock, interrupted by the signal
    * handler that forks, must not wait for threads that may need that lock. */
-  f->torn = sh_locks_held() || (tl_heap && atomic_load(&tl_heap->busy));
-  if (!sh_locks_held()) {
+  f->torn = locks_held() || (tl_heap && atomic_load(&tl_heap->busy));
+  if (!locks_held()) {
     for (uint32_t i = 1; i < G.hdr->max_heap; i++) {
       struct theap *h = &G.heaps[i];
-      if (h == tl_heap || atomic_load(&h->owner_pid) != G.pid) continue;
+      if (h == tl_heap || atomic_load(&h->owner_pid) != SELF.pid) continue;
       while (atomic_load_explicit(&h->busy, memory_order_acquire)) sched_yield();
     }
   }
@@ -186,24 +150,20 @@ static void prepare(void) {
    * (a signal handler interrupted it): then blocking on heap 0, whose holder
    * may be waiting for hdr->lock, would deadlock; if heap 0 is busy, the
    * child rebuilds it instead (its holder does not exist there). */
-  int h0 = 0;
-  if (sh_h0_held) {
+  enum lock_result h0 = LOCK_HELD;
+  if (tl_h0_held) {
     /* ours: the child goes on with the edit */
-  } else if (sh_locks_held()) {
-    int r = pthread_mutex_trylock(&G.heaps[0].lock);
-    if (r == 0) h0 = 1;
-    else if (r == EOWNERDEAD) {
-      pthread_mutex_consistent(&G.heaps[0].lock);
-      h0 = 2;
-    } else f->h0_torn = 1;
+  } else if (locks_held()) {
+    h0 = lock_acquire(&G.heaps[0].lock, LOCK_TRY);
+    if (h0 == LOCK_BUSY || h0 == LOCK_HELD) f->h0_torn = 1;
   } else {
-    h0 = take(&G.heaps[0].lock);
+    h0 = lock_acquire(&G.heaps[0].lock, LOCK_WAIT);
   }
-  int gl = take(&G.hdr->lock);
-  f->took_heap0 = h0 != 0;
-  f->took_global = gl != 0;
-  if (gl == 2) sh_ulog_rollback();
-  if (h0 == 2) sh_heap_repair(&G.heaps[0]); /* hdr->lock is ours: taken, or held */
+  enum lock_result gl = lock_acquire(&G.hdr->lock, LOCK_WAIT);
+  f->took_heap0 = h0 == LOCK_TAKEN || h0 == LOCK_OWNER_DIED;
+  f->took_global = gl == LOCK_TAKEN || gl == LOCK_OWNER_DIED;
+  if (gl == LOCK_OWNER_DIED) journal_rollback();
+  if (h0 == LOCK_OWNER_DIED) repair_heap(&G.heaps[0]); /* hdr->lock is ours: taken, or held */
   if (pipe2(f->pipe, O_CLOEXEC) == 0) return; /* the child copies */
   f->pipe[0] = f->pipe[1] = -1;
   if (copy_heap(f) < 0)
@@ -212,16 +172,13 @@ static void prepare(void) {
 }
 
 static void release(struct fork_state *f) {
-  if (f->took_global) pthread_mutex_unlock(&G.hdr->lock);
-  if (f->took_heap0) pthread_mutex_unlock(&G.heaps[0].lock);
-  if (f->closed_gate) {
-    atomic_store(&sh_fork_gate, 0);
-    syscall(SYS_futex, &sh_fork_gate, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
-  }
+  if (f->took_global) lock_release(&G.hdr->lock, LOCK_WAIT);
+  if (f->took_heap0) lock_release(&G.heaps[0].lock, LOCK_WAIT);
+  if (f->closed_gate) alloc_gate_open();
 }
 
 static void parent(void) {
-  if (atomic_load(&sh_ready) != 2 || fork_depth == 0) return;
+  if (fork_depth == 0) return;
   struct fork_state *f = &fork_stack[fork_depth - 1];
   next_mode = -1;
   if (f->mode != SHMHEAP_FORK_SHARE) {
@@ -234,26 +191,25 @@ static void parent(void) {
     }
     /* A copy made here: the child has its own attach now (or fork failed),
      * so drop ours and the segment lives exactly as long as the child. */
-    if (f->copy) shmdt(f->copy);
+    if (f->copy) os_shm_detach(f->copy);
     release(f);
   }
   fork_depth--; /* last: a fork from a signal handler above used the next entry */
 }
 
 static void child(void) {
-  if (atomic_load(&sh_ready) != 2 || fork_depth == 0) return;
+  if (fork_depth == 0) return;
   struct fork_state *f = &fork_stack[fork_depth - 1];
-  pid_t parent_pid = G.pid;
-  G.pid = (pid_t)syscall(SYS_getpid);
-  if (!hv_proc_stat(G.pid, NULL, &G.start)) G.start = 0;
+  pid_t parent_pid = SELF.pid;
+  self_identify();
   next_mode = -1;
-  sh_gate_barrier_register();
+  alloc_gate_register();
   if (f->mode == SHMHEAP_FORK_SHARE) {
     /* Same segment: the parent's slots stay the parent's; this thread takes
      * a slot of its own on its next allocation.  The child is one more user
      * of a keyed heap. */
-    sh_thread_forget();
-    sh_proc_register();
+    thread_forget();
+    recover_register_self();
     fork_depth--;
     return;
   }
@@ -265,18 +221,18 @@ static void child(void) {
   } else if (!f->copy) {
     sh_die(SH_EXIT_OSERR, "libshmheap: fork: the child has no copy of the heap (see the message above)");
   }
-  if (shmat(f->copy_id, G.base, SHM_REMAP) == (void *)-1)
+  if (os_shm_remap(f->copy_id, G.base) == (void *)-1)
     sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot put the child's heap copy at %p (errno %d)", (void *)G.base, errno);
-  shmdt(f->copy);
+  os_shm_detach(f->copy);
   struct shm_header *h = G.hdr;
   G.shmid = f->copy_id;
   h->key = 0;
   memset(h->name, 0, sizeof h->name);
-  h->creator_pid = G.pid;
-  sh_lock_init(&h->lock);
-  sh_lock_init(&G.heaps[0].lock);
-  G.opt.have_key = 0;
-  G.reattached = 0;
+  h->creator_pid = SELF.pid;
+  lock_init(&h->lock);
+  lock_init(&G.heaps[0].lock);
+  SELF.keyed = 0;
+  SELF.reattached = 0;
   memset(h->procs, 0, sizeof h->procs); /* a private heap: nobody else uses it */
   /* The copy holds the parent's threads' slots: they do not exist here.  A
    * torn copy (see above) may hold another thread's edit in progress: that
@@ -285,8 +241,8 @@ static void child(void) {
   if (f->torn)
     for (uint32_t i = 1; i < h->max_heap; i++)
       if (&G.heaps[i] != mine && atomic_load(&G.heaps[i].owner_pid) == parent_pid && atomic_load(&G.heaps[i].busy))
-        sh_heap_repair(&G.heaps[i]);
-  if (f->h0_torn) sh_heap_repair(&G.heaps[0]);
+        repair_heap(&G.heaps[i]);
+  if (f->h0_torn) repair_heap(&G.heaps[0]);
   /* Slots of other processes (share-mode users of a keyed heap) were not
    * quiet while the copy was made: their block lists may be torn in any
    * span.  They do not exist here; their slots are orphaned (never claimed
@@ -298,11 +254,11 @@ static void child(void) {
       atomic_store(&G.heaps[i].owner_pid, -1);
     }
   }
-  sh_heaps_release_copied(parent_pid, mine);
+  thread_release_copied(parent_pid, mine);
   if (mine) {
-    mine->owner_start = G.start;
-    atomic_store(&mine->owner_pid, G.pid);
-    mine->owner_tid = (int32_t)syscall(SYS_gettid);
+    mine->owner_start = SELF.start;
+    atomic_store(&mine->owner_pid, SELF.pid);
+    mine->owner_tid = (int32_t)os_gettid();
   }
   if (f->pipe[1] >= 0) {
     ssize_t w;
@@ -316,12 +272,12 @@ static void child(void) {
     fork_stack[d].took_global = fork_stack[d].took_heap0 = 0;
     fork_stack[d].copy = NULL;
   }
-  atomic_store(&sh_fork_gate, 0);
+  atomic_store(&alloc_gate, 0);
   fork_depth--;
 }
 
-void sh_fork_init(void) {
-  atomic_store(&default_mode, G.opt.fork_share ? SHMHEAP_FORK_SHARE : SHMHEAP_FORK_COPY);
+void fork_init(int share) {
+  atomic_store(&default_mode, share ? SHMHEAP_FORK_SHARE : SHMHEAP_FORK_COPY);
   pthread_atfork(prepare, parent, child);
 }
 

@@ -22,7 +22,7 @@
 #include <sys/shm.h>
 #include <sys/stat.h>
 
-#include "heapview.h"
+#include "proc.h"
 
 extern char **environ;
 
@@ -47,23 +47,23 @@ static int split(char *buf, size_t n, char **v, size_t vmax) {
 /* Would the keyed heap be used by this process at all?  Programs that only
  * inherited the key must not pay for an exec or lose their randomization. */
 static int heap_wanted(void) {
-  int id = shmget(G.opt.key, 0, 0);
+  int id = os_shm_find(sh_opt.key);
   if (id < 0) return errno == ENOENT; /* we would create it */
   struct shmid_ds ds;
-  if (shmctl(id, IPC_STAT, &ds) < 0) return 0;
-  const struct shm_header *h = shmat(id, NULL, SHM_RDONLY);
+  if (os_shm_stat(id, &ds) < 0) return 0;
+  const struct shm_header *h = os_shm_attach(id, NULL, 1);
   if (h == (void *)-1) return 0;
   struct hv v;
   char why[128];
-  int ok = hv_open(&v, h, ds.shm_segsz, why, sizeof why) == 0 && sh_heap_is_for_self(h);
-  shmdt(h);
+  int ok = fmt_open(&v, h, ds.shm_segsz, why, sizeof why) == 0 && recover_heap_is_for_self(h);
+  os_shm_detach(h);
   return ok;
 }
 
 static int reexecuted;
 
-void sh_image_reexec(void) {
-  if (!G.opt.have_key) return;
+void image_reexec(void) {
+  if (!sh_opt.have_key) return;
   int persona = personality(0xffffffff);
   if (persona == -1) return;
   if (persona & ADDR_NO_RANDOMIZE) {
@@ -76,15 +76,15 @@ void sh_image_reexec(void) {
     }
     return;
   }
-  if (G.opt.image_any || getauxval(AT_SECURE)) return;
+  if (sh_opt.image_any || getauxval(AT_SECURE)) return;
   char rv[8];
-  if (sh_read_file("/proc/sys/kernel/randomize_va_space", rv, sizeof rv) && rv[0] == '0') return;
+  if (os_read_file("/proc/sys/kernel/randomize_va_space", rv, sizeof rv) && rv[0] == '0') return;
   if (!heap_wanted()) return;
-  size_t n = sh_read_file("/proc/self/cmdline", cmdline, sizeof cmdline);
+  size_t n = os_read_file("/proc/self/cmdline", cmdline, sizeof cmdline);
   if (n == 0 || n >= sizeof cmdline - 1 || !split(cmdline, n, argv_v, sizeof argv_v / sizeof *argv_v)) return;
   char **envp = environ;
   if (!envp) {
-    n = sh_read_file("/proc/self/environ", envbuf, sizeof envbuf);
+    n = os_read_file("/proc/self/environ", envbuf, sizeof envbuf);
     if (n >= sizeof envbuf - 1) return;
     env_v[0] = NULL;
     if (n) split(envbuf, n, env_v, sizeof env_v / sizeof *env_v);
@@ -97,8 +97,8 @@ void sh_image_reexec(void) {
   personality((unsigned long)persona);
 }
 
-/* Was this image started by sh_image_reexec?  (For SHMHEAP_VERBOSE.) */
-int sh_image_reexecuted(void) { return reexecuted; }
+/* Was this image started by image_reexec?  (For SHMHEAP_VERBOSE.) */
+int image_reexecuted(void) { return reexecuted; }
 
 /* ---- the image -------------------------------------------------------------------- */
 
@@ -143,7 +143,7 @@ static int scan_one(struct dl_phdr_info *info, size_t size, void *arg) {
     sc->overflow = 1;
     return 1;
   }
-  if (exe) name = sh_self_exe();
+  if (exe) name = os_self_exe();
   uint64_t id = build_id(info);
   if (!id) {
     /* No build id: the file's identity stands in for it. */
@@ -164,24 +164,24 @@ static int scan_one(struct dl_phdr_info *info, size_t size, void *arg) {
 /* Runs from our constructor, once the heap is attached: by then the loader
  * holds none of its locks, and no code of the program has run to store a
  * code pointer in the heap. */
-void sh_image_check(void) {
-  if (!G.opt.have_key) return;
+void image_check(void) {
+  if (!SELF.keyed) return;
   static struct scan sc; /* 3 KiB: off the stack of a constructor */
   memset(&sc, 0, sizeof sc);
   dl_iterate_phdr(scan_one, &sc);
   struct image *rec = &G.hdr->image;
-  sh_global_lock();
+  pages_lock();
   if (rec->n == 0 || rec->n > SH_IMAGE_MAX) {
     memcpy(rec->obj, sc.img.obj, sizeof rec->obj);
     atomic_signal_fence(memory_order_seq_cst);
     rec->n = sc.img.n; /* last: a crash before it leaves nothing recorded */
-    sh_global_unlock();
+    pages_unlock();
     return;
   }
   /* Recorded even by a process that does not check, so that a later one
    * that does knows what the heap's code pointers belong to. */
-  if (G.opt.image_any) {
-    sh_global_unlock();
+  if (sh_opt.image_any) {
+    pages_unlock();
     return;
   }
   char why[512];
@@ -199,10 +199,10 @@ void sh_image_check(void) {
   if (!why[0] && rec->n != sc.img.n)
     sh_fmt(why, sizeof why, "the program loads %u objects at start, the one that made the heap loaded %u",
            sc.img.n, rec->n);
-  sh_global_unlock();
+  pages_unlock();
   if (!why[0]) return;
   /* Refused before main: leave the heap as we found it (not a crash). */
-  sh_proc_leave();
+  recover_leave();
   sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: %s; vtables and function pointers stored in the heap would be wrong: run the same build, or set SHMHEAP_IMAGE=any if the heap holds no code pointers",
-         G.opt.name, G.opt.name[0] ? " -> " : "", (unsigned)G.opt.key, why);
+         sh_opt.name, sh_opt.name[0] ? " -> " : "", (unsigned)sh_opt.key, why);
 }

@@ -1,17 +1,124 @@
-/* The exported libc names.  Every one of them must be here: glibc-internal
+/* The exported libc names: every one of them is here.  glibc-internal
  * callers use the __libc_* names, programs call pvalloc, valloc,
- * reallocarray..., and a block from one allocator freed by another is a crash
- * far from its cause. */
+ * reallocarray..., and a block from one allocator freed by another is a
+ * crash far from its cause.
+ *
+ * The fast paths are here, inlined from alloc.h: a thread that has a heap
+ * allocates and frees its small blocks without a call.  Anything else (the
+ * heap not set up yet, no heap for this thread, a large block, another
+ * thread's block) goes through the slow paths below. */
 #include <errno.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "internal.h"
+#include "init.h"
+#include "stats.h"
 
-SH_API void *malloc(size_t n) { return sh_malloc(n); }
-SH_API void free(void *p) { sh_free(p); }
-SH_API void *calloc(size_t n, size_t m) { return sh_calloc(n, m); }
-SH_API void *realloc(void *p, size_t n) { return sh_realloc(p, n); }
+/* ---- malloc and free ------------------------------------------------------------ */
+
+/* A thread has a heap only after start-up, so a thread with one may use the
+ * class tables without asking. */
+static __attribute__((noinline)) void *malloc_slow(size_t n) {
+  ensure_init();
+  if (n > SH_SMALL_MAX) return alloc_large(n, 0, 0);
+  return thread_alloc(size_class(n));
+}
+
+static inline void *do_malloc(size_t n) {
+  struct theap *h = tl_heap;
+  if (likely(h != NULL && n <= SH_SMALL_MAX)) return alloc_small(h, size_class(n));
+  return malloc_slow(n);
+}
+
+static __attribute__((noinline)) void free_slow(struct span *s, void *p) {
+  int saved = errno;
+  if (s->state == SPAN_LARGE) free_large(s);
+  else thread_free(s, p);
+  errno = saved;
+}
+
+static inline void do_free(void *p) {
+  struct span *s = alloc_block(p);
+  if (unlikely(s == NULL)) return; /* NULL, or not a block of ours: ignored */
+  struct theap *h = tl_heap;
+  if (likely(h != NULL && s->state == SPAN_SMALL && s->owner == h->index)) {
+    heap_enter(h);
+    heap_free_local(h, s, p);
+    heap_leave(h);
+    return;
+  }
+  free_slow(s, p);
+}
+
+static void *do_calloc(size_t n, size_t m) {
+  size_t total;
+  if (unlikely(__builtin_mul_overflow(n, m, &total))) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (total <= SH_SMALL_MAX) {
+    void *p = do_malloc(total);
+    if (p) memset(p, 0, total);
+    return p;
+  }
+  ensure_init();
+  return alloc_large(total, 0, 1);
+}
+
+static void *do_realloc(void *p, size_t n) {
+  if (!p) return do_malloc(n);
+  if (n == 0) {
+    do_free(p); /* glibc: realloc(p, 0) frees p and returns NULL */
+    return NULL;
+  }
+  struct span *s = alloc_block(p);
+  if (!s) {
+    errno = EINVAL; /* not ours: we cannot know its size, so leave it alone */
+    return NULL;
+  }
+  size_t old = alloc_usable(s);
+  if (s->state == SPAN_SMALL) {
+    /* Stay put while the block fits and is not more than twice too big. */
+    if (n <= old && n >= old / 2) return p;
+  } else if (alloc_resize_large(s, n)) {
+    return p;
+  }
+  void *q = do_malloc(n);
+  if (!q) return NULL; /* errno is ENOMEM; p is untouched, as C requires */
+  memcpy(q, p, old < n ? old : n);
+  do_free(p);
+  return q;
+}
+
+/* align is a power of two. */
+static void *do_memalign(size_t align, size_t n) {
+  if (align <= SH_ALIGN) return do_malloc(n);
+  ensure_init();
+  unsigned c = alloc_aligned_class(align, n);
+  if (c) {
+    struct theap *h = tl_heap;
+    return h ? alloc_small(h, c) : thread_alloc(c);
+  }
+  if (align > G.heap_len) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  /* At least 9 pages, so a large span is never smaller than a small block's
+   * limit and the descriptor pool stays within one entry per page. */
+  return alloc_large(n > SH_SMALL_MAX ? n : SH_SMALL_MAX + 1, align, 0);
+}
+
+/* For the C++ operators (cxx.c). */
+void *sh_malloc(size_t n) { return do_malloc(n); }
+void sh_free(void *p) { do_free(p); }
+void *sh_memalign(size_t align, size_t n) { return do_memalign(align, n); }
+
+SH_API void *malloc(size_t n) { return do_malloc(n); }
+SH_API void free(void *p) { do_free(p); }
+SH_API void *calloc(size_t n, size_t m) { return do_calloc(n, m); }
+SH_API void *realloc(void *p, size_t n) { return do_realloc(p, n); }
 
 SH_API void *reallocarray(void *p, size_t n, size_t m) {
   size_t total;
@@ -19,7 +126,7 @@ SH_API void *reallocarray(void *p, size_t n, size_t m) {
     errno = ENOMEM;
     return NULL;
   }
-  return sh_realloc(p, total);
+  return do_realloc(p, total);
 }
 
 static inline int pow2(size_t a) { return a && !(a & (a - 1)); }
@@ -27,7 +134,7 @@ static inline int pow2(size_t a) { return a && !(a & (a - 1)); }
 SH_API int posix_memalign(void **out, size_t align, size_t n) {
   if (!pow2(align) || align % sizeof(void *)) return EINVAL;
   int saved = errno;
-  void *p = sh_memalign(align, n);
+  void *p = do_memalign(align, n);
   if (!p) {
     errno = saved; /* POSIX: the error is the return value */
     return ENOMEM;
@@ -42,7 +149,7 @@ SH_API void *aligned_alloc(size_t align, size_t n) {
     errno = EINVAL;
     return NULL;
   }
-  return sh_memalign(align, n);
+  return do_memalign(align, n);
 }
 
 /* glibc's memalign rounds a non-power-of-two alignment up. */
@@ -52,10 +159,10 @@ SH_API void *memalign(size_t align, size_t n) {
     return NULL;
   }
   if (!pow2(align)) align = align <= 1 ? 1 : (size_t)1 << (64 - __builtin_clzl(align));
-  return sh_memalign(align, n);
+  return do_memalign(align, n);
 }
 
-SH_API void *valloc(size_t n) { return sh_memalign(SH_PAGE, n); }
+SH_API void *valloc(size_t n) { return do_memalign(SH_PAGE, n); }
 
 SH_API void *pvalloc(size_t n) {
   size_t r;
@@ -64,15 +171,109 @@ SH_API void *pvalloc(size_t n) {
     return NULL;
   }
   r &= ~(SH_PAGE - 1);
-  return sh_memalign(SH_PAGE, r ? r : SH_PAGE);
+  return do_memalign(SH_PAGE, r ? r : SH_PAGE);
 }
 
-SH_API size_t malloc_usable_size(void *p) { return sh_usable_size(p); }
+SH_API size_t malloc_usable_size(void *p) {
+  struct span *s = alloc_block(p);
+  return s ? alloc_usable(s) : 0;
+}
 
-SH_API void *__libc_malloc(size_t n) { return sh_malloc(n); }
-SH_API void __libc_free(void *p) { sh_free(p); }
-SH_API void *__libc_calloc(size_t n, size_t m) { return sh_calloc(n, m); }
-SH_API void *__libc_realloc(void *p, size_t n) { return sh_realloc(p, n); }
+SH_API void *__libc_malloc(size_t n) { return do_malloc(n); }
+SH_API void __libc_free(void *p) { do_free(p); }
+SH_API void *__libc_calloc(size_t n, size_t m) { return do_calloc(n, m); }
+SH_API void *__libc_realloc(void *p, size_t n) { return do_realloc(p, n); }
 SH_API void *__libc_memalign(size_t align, size_t n) { return memalign(align, n); }
 SH_API void *__libc_valloc(size_t n) { return valloc(n); }
 SH_API void *__libc_pvalloc(size_t n) { return pvalloc(n); }
+
+/* ---- glibc's statistics and knobs ------------------------------------------------- */
+
+static struct mallinfo2 info2(void) {
+  struct mallinfo2 m;
+  memset(&m, 0, sizeof m);
+  struct stats_totals t;
+  stats_totals(&t);
+  if (!started()) t.in_use = t.nmalloc = t.nfree = 0;
+  uint64_t use = t.in_use, heap = t.heap_bytes;
+  m.arena = heap;
+  m.uordblks = use;
+  m.fordblks = heap > use ? heap - use : 0;
+  if (G.hdr) {
+    m.hblks = G.hdr->large_count;
+    m.hblkhd = G.hdr->large_in_use;
+    m.keepcost = G.hdr->dirty_pages << SH_PAGE_SHIFT;
+  }
+  return m;
+}
+
+SH_API struct mallinfo2 mallinfo2(void) { return info2(); }
+
+SH_API struct mallinfo mallinfo(void) {
+  struct mallinfo2 m2 = info2();
+  struct mallinfo m;
+  /* The int fields wrap as glibc's do; callers wanting more use mallinfo2. */
+  m.arena = (int)m2.arena;
+  m.ordblks = (int)m2.ordblks;
+  m.smblks = (int)m2.smblks;
+  m.hblks = (int)m2.hblks;
+  m.hblkhd = (int)m2.hblkhd;
+  m.usmblks = (int)m2.usmblks;
+  m.fsmblks = (int)m2.fsmblks;
+  m.uordblks = (int)m2.uordblks;
+  m.fordblks = (int)m2.fordblks;
+  m.keepcost = (int)m2.keepcost;
+  return m;
+}
+
+SH_API void malloc_stats(void) {
+  struct mallinfo2 m = info2();
+  sh_say("Arena 0:\nsystem bytes     = %10zu\nin use bytes     = %10zu\nTotal (incl. mmap):\nsystem bytes     = %10zu\nin use bytes     = %10zu\nmax mmap regions = %10d\nmax mmap bytes   = %10lu",
+         m.arena, m.uordblks, m.arena, m.uordblks, 0, 0UL);
+}
+
+SH_API int malloc_info(int options, FILE *fp) {
+  if (options != 0 || !fp) {
+    errno = EINVAL;
+    return -1;
+  }
+  struct mallinfo2 m = info2();
+  fprintf(fp, "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n");
+  if (started()) {
+    uint64_t count[SH_NCLASS + 1];
+    stats_class_counts(count);
+    for (unsigned c = 1; c <= SH_NCLASS; c++)
+      if (count[c])
+        fprintf(fp, "  <size from=\"%u\" to=\"%u\" total=\"%lu\" count=\"%lu\"/>\n",
+                c > 1 ? sh_class_size[c - 1] + 1 : 1, sh_class_size[c],
+                (unsigned long)(count[c] * sh_class_size[c]), (unsigned long)count[c]);
+  }
+  fprintf(fp, "</sizes>\n<total type=\"fast\" count=\"0\" size=\"0\"/>\n"
+              "<total type=\"rest\" count=\"0\" size=\"%zu\"/>\n"
+              "<system type=\"current\" size=\"%zu\"/>\n<system type=\"max\" size=\"%zu\"/>\n"
+              "<aspace type=\"total\" size=\"%zu\"/>\n<aspace type=\"mprotect\" size=\"%zu\"/>\n"
+              "</heap>\n<total type=\"fast\" count=\"0\" size=\"0\"/>\n"
+              "<total type=\"rest\" count=\"0\" size=\"%zu\"/>\n"
+              "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n"
+              "<system type=\"current\" size=\"%zu\"/>\n<system type=\"max\" size=\"%zu\"/>\n"
+              "<aspace type=\"total\" size=\"%zu\"/>\n<aspace type=\"mprotect\" size=\"%zu\"/>\n"
+              "</malloc>\n",
+          m.fordblks, m.arena, m.arena, m.arena, m.arena, m.fordblks, m.hblks, m.hblkhd, m.arena,
+          m.arena, m.arena, m.arena);
+  return 0;
+}
+
+SH_API int mallopt(int param, int value) {
+  (void)param;
+  (void)value;
+  return 1; /* accepted, as glibc's callers expect; the knobs do not apply */
+}
+
+SH_API int malloc_trim(size_t pad) {
+  (void)pad;
+  if (!started()) return 0;
+  pages_lock();
+  size_t n = page_purge_all();
+  pages_unlock();
+  return n > 0;
+}

@@ -3,9 +3,11 @@
  * Everything under hdr->lock (bins, descriptors, page map ends, top, the
  * counters) is edited by plain stores, many per operation; a process killed
  * between two of them would leave the span allocator torn.  So each store is
- * preceded by a log entry with the old value (JW() in internal.h), and the
- * log is emptied when the edit is complete: at unlock, or between the steps
- * of a long edit that are each complete (purging).  The next thread to take
+ * preceded by a log entry with the old value (JW() in pages.h), and the
+ * log is emptied when the edit is complete: journal_end, or journal_step
+ * between the steps of a long edit that are each complete (a purge of many
+ * spans, the reap of many processes).  Each step logs at most SH_ULOG_MAX
+ * stores, so an edit of any length fits.  The next thread to take
  * the lock after its owner died (EOWNERDEAD) rolls the log back, newest entry
  * first, which restores the state before the interrupted edit.
  *
@@ -19,20 +21,51 @@
  * the kernel's robust-futex hand-over (a full barrier on the dying CPU). */
 #include <string.h>
 
-#include "internal.h"
+#include "pages.h"
 
 #define WIDTH_SHIFT 56
 #define OFF_MASK ((1ULL << WIDTH_SHIFT) - 1)
 
-void *sh_ulog_touch(void *p, unsigned width) {
+/* Process-local, touched only by the holder of hdr->lock: is an edit open? */
+static int editing;
+
+int journal_open(void) { return editing; }
+
+static void commit(void) {
+  atomic_signal_fence(memory_order_seq_cst);
+  atomic_store_explicit(&G.hdr->ulog.n, 0, memory_order_relaxed);
+}
+
+void journal_begin(void) {
+  SH_ASSERT(pages_locked() && !editing, "I6");
+  SH_ASSERT(atomic_load_explicit(&G.hdr->ulog.n, memory_order_relaxed) == 0, "I6");
+  editing = 1;
+}
+
+void journal_step(void) {
+  SH_ASSERT(editing, "I6");
+  commit();
+}
+
+void journal_end(void) {
+  SH_ASSERT(editing, "I6");
+  commit();
+  editing = 0;
+}
+
+void *journal_touch(void *p, unsigned width) {
+  SH_ASSERT(editing && pages_locked(), "I6");
   struct ulog *l = &G.hdr->ulog;
   uint32_t n = atomic_load_explicit(&l->n, memory_order_relaxed);
   uint64_t where = ptr2off(p) | (uint64_t)width << WIDTH_SHIFT;
   /* The same field logged just before (a counter bumped twice): its first
    * old value is the one to restore. */
   if (n && l->e[n - 1].where == where) return p;
+  /* No step of an edit comes near this (the longest, a page_free that
+   * merges both neighbours, logs about 40 stores); reaching it is a bug in
+   * this library, and going on would make the edit impossible to undo. */
   if (unlikely(n >= SH_ULOG_MAX))
-    sh_die(SH_EXIT_OSERR, "libshmheap: internal error: an edit of the span allocator logged more than %d stores", SH_ULOG_MAX);
+    sh_die(SH_EXIT_OSERR, "libshmheap: internal error: one step of an edit of the page allocator logged more than %d stores", SH_ULOG_MAX);
   uint64_t old = 0;
   memcpy(&old, p, width);
   l->e[n].where = where;
@@ -43,12 +76,7 @@ void *sh_ulog_touch(void *p, unsigned width) {
   return p;
 }
 
-void sh_ulog_commit(void) {
-  atomic_signal_fence(memory_order_seq_cst);
-  atomic_store_explicit(&G.hdr->ulog.n, 0, memory_order_relaxed);
-}
-
-int sh_ulog_rollback(void) {
+int journal_rollback(void) {
   struct ulog *l = &G.hdr->ulog;
   uint32_t n = atomic_load_explicit(&l->n, memory_order_relaxed);
   /* Never trust the segment: a count or an entry out of range is skipped
@@ -66,6 +94,7 @@ int sh_ulog_rollback(void) {
       continue;
     memcpy(G.base + off, &l->e[i].old, w);
   }
-  sh_ulog_commit();
+  commit();
+  editing = 0;
   return (int)n;
 }

@@ -2,12 +2,16 @@
  * may use one heap) and robust: a process can die holding one, and then the
  * next locker gets EOWNERDEAD instead of a deadlock.  ERRORCHECK lets a thread
  * that is interrupted inside the allocator (a signal handler that forks) learn
- * that it already holds the lock instead of waiting on itself. */
+ * that it already holds the lock instead of waiting on itself.
+ *
+ * This file only locks.  What a dead owner left half done is the caller's
+ * to repair: the undo log for hdr->lock (pages.c), a rebuild of heap 0 for
+ * its lock (thread.c, fork.c, recover.c). */
 #include <errno.h>
 
-#include "internal.h"
+#include "pages.h"
 
-void sh_lock_init(pthread_mutex_t *m) {
+void lock_init(pthread_mutex_t *m) {
   pthread_mutexattr_t a;
   pthread_mutexattr_init(&a);
   pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
@@ -21,44 +25,33 @@ void sh_lock_init(pthread_mutex_t *m) {
  * that this thread may hold it, even if the signal came mid-acquire. */
 static SH_TLS int tl_locks;
 
-int sh_locks_held(void) { return tl_locks; }
+int locks_held(void) { return tl_locks; }
 
-int sh_lock(pthread_mutex_t *m) {
-  tl_locks++;
-  int r = pthread_mutex_lock(m);
-  if (likely(r == 0)) return 0;
+/* The one handler of what pthread_mutex_lock and _trylock return. */
+static enum lock_result result(pthread_mutex_t *m, int r, unsigned how) {
+  if (likely(r == 0)) return LOCK_TAKEN;
   if (r == EOWNERDEAD) {
-    /* The owner died inside a critical section: the caller repairs what the
-     * lock guards before it goes on.  consistent() makes the mutex usable
-     * again (without it, it turns ENOTRECOVERABLE for every process). */
+    /* consistent() makes the mutex usable again; without it, it turns
+     * ENOTRECOVERABLE for every process once we unlock. */
     pthread_mutex_consistent(m);
     atomic_fetch_add(&G.hdr->repairs, 1);
-    return 1;
+    return LOCK_OWNER_DIED;
   }
+  if (how & LOCK_COUNT) tl_locks--;
+  if (r == EDEADLK) return LOCK_HELD;
+  if (r == EBUSY && (how & LOCK_TRY)) return LOCK_BUSY;
   if (r == ENOTRECOVERABLE)
     sh_die(SH_EXIT_FOREIGN, "libshmheap: a lock of the heap at %p is unrecoverable (a process died holding it and nobody repaired it): remove the segment (ipcrm -m %d)",
            (void *)G.base, G.shmid);
   sh_die(SH_EXIT_OSERR, "libshmheap: pthread_mutex_lock failed with error %d", r);
 }
 
-void sh_unlock(pthread_mutex_t *m) {
+enum lock_result lock_acquire(pthread_mutex_t *m, unsigned how) {
+  if (how & LOCK_COUNT) tl_locks++;
+  return result(m, (how & LOCK_TRY) ? pthread_mutex_trylock(m) : pthread_mutex_lock(m), how);
+}
+
+void lock_release(pthread_mutex_t *m, unsigned how) {
   pthread_mutex_unlock(m);
-  tl_locks--;
-}
-
-/* The span allocator's lock.  A dead owner's half-made edit is undone from
- * the log before anyone reads the state it guards (I6). */
-void sh_global_lock(void) {
-  if (unlikely(sh_lock(&G.hdr->lock))) {
-    sh_ulog_rollback();
-    if (atomic_load(&sh_ready) != 2) G.rec.lock_recovered = 1; /* found while attaching */
-  }
-}
-
-/* The edit is complete: the log is emptied, then free pages that have lain
- * unused long enough are handed back (each step a complete edit of its own). */
-void sh_global_unlock(void) {
-  sh_ulog_commit();
-  span_purge_due();
-  sh_unlock(&G.hdr->lock);
+  if (how & LOCK_COUNT) tl_locks--;
 }

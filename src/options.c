@@ -8,24 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "os.h"
 
 extern char **environ;
 
 static char proc_env[65536];
 static size_t proc_env_len;
 
-size_t sh_read_file(const char *path, char *buf, size_t len) {
-  size_t n = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ssize_t r;
-    while (n < len - 1 && (r = read(fd, buf + n, len - 1 - n)) > 0) n += (size_t)r;
-    close(fd);
-  }
-  buf[n] = 0;
-  return n;
-}
+struct options sh_opt;
 
 static const char *env_get(const char *name) {
   size_t nl = strlen(name);
@@ -34,7 +24,7 @@ static const char *env_get(const char *name) {
       if (!strncmp(*e, name, nl) && (*e)[nl] == '=') return *e + nl + 1;
     return NULL;
   }
-  if (!proc_env_len) proc_env_len = sh_read_file("/proc/self/environ", proc_env, sizeof proc_env);
+  if (!proc_env_len) proc_env_len = os_read_file("/proc/self/environ", proc_env, sizeof proc_env);
   for (size_t i = 0; i < proc_env_len; i += strlen(proc_env + i) + 1)
     if (!strncmp(proc_env + i, name, nl) && proc_env[i + nl] == '=') return proc_env + i + nl + 1;
   return NULL;

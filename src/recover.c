@@ -14,29 +14,20 @@
  *    if its lock's owner died, thread heaps left busy are rebuilt, idle ones
  *    of gone processes are freed and their empty spans returned, and the
  *    process registers itself.
- * Everything here runs inside the first malloc: system calls only. */
-#include <errno.h>
-#include <fcntl.h>
+ * Everything here runs inside the first malloc: system calls only.  What the
+ * recovery finds is this file's (findings), filled from what the repairs
+ * return, and read through recover_findings(). */
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-#include <sys/shm.h>
-#include <sys/syscall.h>
 
-#include "heapview.h"
+#include "proc.h"
+#include "view.h"
 
-/* ---- /proc --------------------------------------------------------------- */
+static struct shmheap_recovery findings;
 
-static char self_exe[SH_PROGRAM_MAX];
+const struct shmheap_recovery *recover_findings(void) { return &findings; }
 
-static const char *exe_of(pid_t pid, char *buf, size_t len) {
-  char path[40];
-  sh_fmt(path, sizeof path, "/proc/%d/exe", (int)pid);
-  ssize_t r = readlink(path, buf, len - 1);
-  if (r <= 0) return NULL;
-  buf[r] = 0;
-  return buf;
-}
+void recover_forget(void) { memset(&findings, 0, sizeof findings); }
 
 static const char *base_name(const char *p) {
   const char *b = p;
@@ -49,44 +40,35 @@ static const char *base_name(const char *p) {
  * one it names (a path, or a file name to compare with the path's last part);
  * without, the one recorded when the heap was formed. */
 static int is_program_of(const char *path, const struct shm_header *h) {
-  const char *want = G.opt.program;
+  const char *want = sh_opt.program;
   if (want) return !strcmp(path, want) || (!strchr(want, '/') && !strcmp(base_name(path), want));
   return !h || !h->program[0] || !strncmp(path, h->program, SH_PROGRAM_MAX);
 }
 
 static int is_program(const char *path) { return is_program_of(path, G.hdr); }
 
-int sh_program_is_self(void) { return is_program(sh_self_exe()); }
-
-const char *sh_self_exe(void) {
-  if (!self_exe[0] && !exe_of((pid_t)syscall(SYS_getpid), self_exe, sizeof self_exe))
-    memcpy(self_exe, "?", 2);
-  return self_exe;
-}
+int recover_program_is_self(void) { return is_program(os_self_exe()); }
 
 /* ---- the process table ------------------------------------------------------- */
 
 /* Is the process of table entry e alive and still running the heap's
  * program?  One that exec'd something else has left the heap as surely as
- * one that died.  Our own pid is a previous image of this process. */
-static int proc_alive(const struct shm_header *h, const struct shm_proc *e, pid_t pid) {
-  /* Our own pid: a previous image of this process while attaching, but
-   * this very process once it runs (the supervisor reaping its worker). */
-  if (pid == G.pid) return atomic_load(&sh_ready) == 2;
+ * one that died.  Our own pid is a previous image of this process while it
+ * attaches, and this very process afterwards (the supervisor reaping its
+ * worker, a process leaving). */
+static int proc_alive(const struct shm_header *h, const struct shm_proc *e, pid_t pid, int attaching) {
+  if (pid == SELF.pid) return !attaching;
   if (!hv_proc_alive(e)) return 0;
   char buf[SH_PROGRAM_MAX];
-  const char *exe = exe_of(pid, buf, sizeof buf);
+  const char *exe = os_exe_of(pid, buf, sizeof buf);
   return !exe || is_program_of(exe, h); /* unreadable: assume it is */
 }
 
-/* Read-only, at any address: would this process use heap h (the program's,
- * nobody alive using it)?  Only a guess for image.c; sh_attach_recover
- * decides under the lock. */
-int sh_heap_is_for_self(const struct shm_header *h) {
-  if (!is_program_of(sh_self_exe(), h)) return 0;
+int recover_heap_is_for_self(const struct shm_header *h) {
+  if (!is_program_of(os_self_exe(), h)) return 0;
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     pid_t pid = atomic_load(&h->procs[i].pid);
-    if (pid && proc_alive(h, &h->procs[i], pid)) return 0;
+    if (pid && proc_alive(h, &h->procs[i], pid, 1)) return 0;
   }
   return 1;
 }
@@ -95,15 +77,15 @@ static int ancestor_of_self(pid_t pid) {
   pid_t p = getppid();
   for (int depth = 0; p > 1 && depth < 64; depth++) {
     if (p == pid) return 1;
-    if (!hv_proc_stat(p, &p, NULL)) break;
+    if (!os_proc_stat(p, &p, NULL)) break;
   }
   return 0;
 }
 
-/* Under hdr->lock. */
+/* Inside an edit. */
 static int register_pid(pid_t pid) {
   uint64_t start;
-  if (!hv_proc_stat(pid, NULL, &start)) start = 0;
+  if (!os_proc_stat(pid, NULL, &start)) start = 0;
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     struct shm_proc *e = &G.hdr->procs[i];
     if (atomic_load(&e->pid) != 0) continue;
@@ -114,134 +96,141 @@ static int register_pid(pid_t pid) {
   return 0; /* full: this process is not tracked (documented limit) */
 }
 
-/* A share-mode child: one more user of the heap. */
-void sh_proc_register(void) {
-  if (!G.opt.have_key) return;
-  sh_global_lock();
-  register_pid(G.pid);
-  sh_global_unlock();
+void recover_register_self(void) {
+  if (!SELF.keyed) return;
+  pages_lock();
+  journal_begin();
+  register_pid(SELF.pid);
+  journal_end();
+  pages_unlock();
 }
 
-/* At exit: this process leaves the heap cleanly. */
-void sh_proc_leave(void) {
-  if (!G.opt.have_key) return;
-  sh_global_lock();
+void recover_leave(void) {
+  if (!SELF.keyed) return;
+  pages_lock();
+  journal_begin();
   int others = 0;
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     pid_t pid = atomic_load(&G.hdr->procs[i].pid);
-    if (pid == G.pid) JW(G.hdr->procs[i].pid) = 0;
-    else if (pid && proc_alive(G.hdr, &G.hdr->procs[i], pid)) others = 1;
+    if (pid == SELF.pid) JW(G.hdr->procs[i].pid) = 0;
+    else if (pid && proc_alive(G.hdr, &G.hdr->procs[i], pid, 0)) others = 1;
   }
-  /* The last one alive to leave hands back every free page: nobody is left to reuse
-   * them before they would decay, and a heap left behind should hold only
-   * what is live.  Its own edit is complete, as purging requires. */
-  if (!others) {
-    sh_ulog_commit();
-    span_purge_all();
-  }
-  sh_global_unlock();
+  journal_end();
+  /* The last one alive to leave hands back every free page: nobody is left
+   * to reuse them before they would decay, and a heap left behind should
+   * hold only what is live. */
+  if (!others) page_purge_all();
+  pages_unlock();
 }
 
 /* Frees what gone processes left: table entries, thread heaps (rebuilt if
  * busy, then trimmed), and heap 0 if its lock died with its owner.  Under
- * hdr->lock.  Returns the table entries of processes that never left. */
-static unsigned reap(void) {
+ * hdr->lock, outside an edit; adds what it did to *f.  Returns the table
+ * entries of processes that never left. */
+static unsigned reap(struct shmheap_recovery *f, int attaching) {
   struct shm_header *h = G.hdr;
   unsigned dead = 0;
+  journal_begin();
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     struct shm_proc *e = &h->procs[i];
     pid_t pid = atomic_load(&e->pid);
-    if (pid && !proc_alive(h, e, pid)) {
+    if (pid && !proc_alive(h, e, pid, attaching)) {
       JW(e->pid) = 0;
+      journal_step(); /* one entry at a time: the table has SH_MAX_PROCS */
       dead++;
     }
   }
-  sh_ulog_commit();
+  journal_end();
   for (uint32_t i = 1; i < h->max_heap; i++) {
     struct theap *t = &G.heaps[i];
     pid_t owner = atomic_load(&t->owner_pid);
-    if (!owner || (owner != G.pid && !sh_slot_gone(t))) continue;
-    if (owner == G.pid && atomic_load(&sh_ready) == 2) continue; /* ours, in use */
-    if (atomic_load(&t->busy)) sh_heap_repair(t);
-    G.rec.spans_returned += sh_heap_trim(t);
+    if (!owner || (owner != SELF.pid && !thread_slot_gone(t))) continue;
+    if (owner == SELF.pid && !attaching) continue; /* ours, in use */
+    if (atomic_load(&t->busy)) {
+      repair_heap(t);
+      f->heaps_repaired++;
+    }
+    f->spans_returned += repair_trim(t);
+    journal_begin();
     JW(t->owner_pid) = 0;
-    sh_ulog_commit();
-    G.rec.heaps_released++;
+    journal_end();
+    f->heaps_released++;
   }
-  /* Heap 0's lock is taken before hdr->lock elsewhere; trylock keeps that
-   * order safe here.  EOWNERDEAD: its holder died, maybe mid-edit. */
-  int r = pthread_mutex_trylock(&G.heaps[0].lock);
-  if (r == EOWNERDEAD) {
-    pthread_mutex_consistent(&G.heaps[0].lock);
-    sh_heap_repair(&G.heaps[0]);
+  /* Heap 0's lock is taken before hdr->lock elsewhere; trying keeps that
+   * order safe here.  A dead owner may have left it mid-edit. */
+  enum lock_result r = lock_acquire(&G.heaps[0].lock, LOCK_TRY);
+  if (r == LOCK_OWNER_DIED) {
+    repair_heap(&G.heaps[0]);
+    f->heaps_repaired++;
   }
-  if (r == 0 || r == EOWNERDEAD) pthread_mutex_unlock(&G.heaps[0].lock);
+  if (r == LOCK_TAKEN || r == LOCK_OWNER_DIED) lock_release(&G.heaps[0].lock, LOCK_TRY);
   return dead;
 }
 
 /* The supervisor, after its worker died: the heap is made whole at once
  * rather than by whichever process next trips over the pieces. */
-void sh_reap_gone(void) {
+void recover_reap(void) {
   if (!G.hdr) return;
-  sh_global_lock();
-  reap();
-  sh_global_unlock();
+  struct shmheap_recovery scratch;
+  memset(&scratch, 0, sizeof scratch);
+  pages_lock();
+  reap(&scratch, 0);
+  pages_unlock();
 }
 
-/* Called by sh_init once a keyed heap is attached (formed or found).
- * Returns 0 to use it, 1 to use a private heap instead, 2 to start over
- * (SHMHEAP_FRESH removed it). */
-int sh_attach_recover(uint64_t t0) {
+enum recover_verdict recover_attach(uint64_t t0) {
   struct shm_header *h = G.hdr;
-  const char *exe = sh_self_exe();
-  sh_global_lock();
-  if (!G.reattached) {
+  const char *exe = os_self_exe();
+  struct shmheap_recovery *f = &findings;
+  memset(f, 0, sizeof *f);
+  /* The first lock of the heap by this process: a dead owner's edit is
+   * rolled back here, before anything reads what it guards. */
+  f->lock_recovered = (unsigned)pages_lock();
+  if (!SELF.reattached) {
     size_t n = strlen(exe);
     memcpy(h->program, exe, n < SH_PROGRAM_MAX ? n + 1 : SH_PROGRAM_MAX);
     h->program[SH_PROGRAM_MAX - 1] = 0;
-    register_pid(G.pid);
-    h->last_pid = G.pid;
-    sh_global_unlock();
-    G.rec.origin = SHMHEAP_NEW;
-    G.rec.recovery_ns = sh_clock_ns(CLOCK_MONOTONIC) - t0;
-    return 0;
+    journal_begin();
+    register_pid(SELF.pid);
+    journal_end();
+    h->last_pid = SELF.pid;
+    pages_unlock();
+    f->origin = SHMHEAP_NEW;
+    f->recovery_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
+    return RECOVER_USE;
   }
   if (!is_program(exe)) {
-    sh_global_unlock();
-    return 1;
+    pages_unlock();
+    return RECOVER_PRIVATE;
   }
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     struct shm_proc *e = &h->procs[i];
     pid_t pid = atomic_load(&e->pid);
-    if (!pid || !proc_alive(h, e, pid)) continue;
-    sh_global_unlock();
-    if (ancestor_of_self(pid)) return 1;
+    if (!pid || !proc_alive(h, e, pid, 1)) continue;
+    pages_unlock();
+    if (ancestor_of_self(pid)) return RECOVER_PRIVATE;
     sh_die(SH_EXIT_INUSE, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is in use by pid %d (%s); one process uses a keyed heap at a time: stop that process first, or use another SHMHEAP_KEY",
-           G.opt.name, G.opt.name[0] ? " -> " : "", (unsigned)G.opt.key, (int)pid, h->program);
+           sh_opt.name, sh_opt.name[0] ? " -> " : "", (unsigned)sh_opt.key, (int)pid, h->program);
   }
-  if (G.opt.fresh) {
+  if (sh_opt.fresh) {
     /* Nobody uses it: discard it as asked.  Removal frees the key now; the
      * memory goes when the last attach (ours, a dump tool's) goes. */
-    sh_global_unlock();
-    shmctl(G.shmid, IPC_RMID, NULL);
-    return 2;
+    pages_unlock();
+    os_shm_remove(G.shmid);
+    return RECOVER_REMOVED;
   }
-  unsigned dead = reap();
-  G.rec.dead_processes = dead;
-  G.rec.previous_pid = h->last_pid;
-  int crashed = dead || G.rec.lock_recovered || G.rec.heaps_repaired;
-  G.rec.origin = crashed ? SHMHEAP_CRASHED : SHMHEAP_CLEAN;
-  register_pid(G.pid);
-  h->last_pid = G.pid;
+  unsigned dead = reap(f, 1);
+  f->dead_processes = dead;
+  f->previous_pid = h->last_pid;
+  int crashed = dead || f->lock_recovered || f->heaps_repaired;
+  f->origin = crashed ? SHMHEAP_CRASHED : SHMHEAP_CLEAN;
+  journal_begin();
+  register_pid(SELF.pid);
+  journal_end();
+  h->last_pid = SELF.pid;
   h->attaches++;
   if (crashed) h->crashes++;
-  sh_global_unlock();
-  G.rec.recovery_ns = sh_clock_ns(CLOCK_MONOTONIC) - t0;
-  return 0;
-}
-
-SH_API int shmheap_recovered(struct shmheap_recovery *info) {
-  if (atomic_load(&sh_ready) != 2) sh_init();
-  if (info) *info = G.rec;
-  return G.rec.origin;
+  pages_unlock();
+  f->recovery_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
+  return RECOVER_USE;
 }

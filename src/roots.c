@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "internal.h"
+#include "init.h"
 
 static int root_name_ok(const char *name) {
   if (!name || !name[0]) {
@@ -33,7 +33,7 @@ static struct root *root_find(const char *name) {
 }
 
 SH_API int shmheap_root_set(const char *name, const void *ptr) {
-  if (atomic_load(&sh_ready) != 2) sh_init();
+  ensure_init();
   if (!root_name_ok(name)) return -1;
   if (ptr && !shmheap_contains(ptr)) {
     errno = EINVAL;
@@ -42,13 +42,13 @@ SH_API int shmheap_root_set(const char *name, const void *ptr) {
   uint64_t off = ptr ? ptr2off(ptr) : 0;
   /* Under the lock even to update: an entry found without it could be
    * removed and reused for another name before the store lands. */
-  sh_global_lock();
+  pages_lock();
   struct root *r = root_find(name);
   if (!r) {
     for (unsigned i = 0; i < SH_ROOT_MAX && !r; i++)
       if (atomic_load_explicit(&G.hdr->roots[i].name[0], memory_order_relaxed) == 0) r = &G.hdr->roots[i];
     if (!r) {
-      sh_global_unlock();
+      pages_unlock();
       errno = ENOSPC;
       return -1;
     }
@@ -60,12 +60,12 @@ SH_API int shmheap_root_set(const char *name, const void *ptr) {
   } else {
     atomic_store_explicit(&r->off, off, memory_order_release);
   }
-  sh_global_unlock();
+  pages_unlock();
   return 0;
 }
 
 SH_API void *shmheap_root_get(const char *name) {
-  if (atomic_load(&sh_ready) != 2) sh_init();
+  ensure_init();
   if (!root_name_ok(name)) return NULL;
   struct root *r = root_find(name);
   if (!r) {
@@ -77,15 +77,15 @@ SH_API void *shmheap_root_get(const char *name) {
 }
 
 SH_API int shmheap_root_remove(const char *name) {
-  if (atomic_load(&sh_ready) != 2) sh_init();
+  ensure_init();
   if (!root_name_ok(name)) return -1;
-  sh_global_lock();
+  pages_lock();
   struct root *r = root_find(name);
   if (r) {
     atomic_store_explicit(&r->name[0], 0, memory_order_release); /* gone, in one store */
     atomic_store_explicit(&r->off, 0, memory_order_relaxed);
   }
-  sh_global_unlock();
+  pages_unlock();
   if (!r) {
     errno = ENOENT;
     return -1;
@@ -94,7 +94,7 @@ SH_API int shmheap_root_remove(const char *name) {
 }
 
 SH_API int shmheap_root_each(int (*fn)(void *ctx, const char *name, void *ptr), void *ctx) {
-  if (atomic_load(&sh_ready) != 2) sh_init();
+  ensure_init();
   int n = 0;
   for (unsigned i = 0; i < SH_ROOT_MAX; i++) {
     struct root *r = &G.hdr->roots[i];

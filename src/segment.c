@@ -12,40 +12,30 @@
 #include <sys/ipc.h>
 #include <sys/shm.h>
 
-#include "heapview.h"
+#include "init.h"
 
-#ifndef SHM_NORESERVE
-#define SHM_NORESERVE 010000
-#endif
-
-void sh_cache_pointers(void) {
-  struct shm_header *h = (struct shm_header *)G.base;
-  G.hdr = h;
-  G.heaps = (struct theap *)(G.base + h->heaps_off);
-  G.spans = (struct span *)(G.base + h->spans_off);
-  G.pagemap = (uint32_t *)(G.base + h->pagemap_off);
-  G.heap_lo = (uintptr_t)G.base + h->heap_off;
-  G.heap_len = (size_t)h->npages << SH_PAGE_SHIFT;
-}
+/* The segment attached at base: laid out (a fresh heap) or found. */
+static char *seg_base;
+static int seg_id;
 
 static void form_heap(const struct options *o) {
-  struct shm_header *h = (struct shm_header *)G.base;
+  struct shm_header *h = (struct shm_header *)seg_base;
   h->format = SH_FORMAT;
-  sh_layout(h, o->size, (uintptr_t)G.base);
+  fmt_layout(h, o->size, (uintptr_t)seg_base);
   h->key = o->have_key ? o->key : 0;
   memcpy(h->name, o->name, sizeof h->name);
   h->name_hash = (uint32_t)h->key;
   h->creator_uid = (uint32_t)geteuid();
-  h->creator_pid = G.pid;
+  h->creator_pid = SELF.pid;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   h->created = (uint64_t)ts.tv_sec;
   h->nclass = SH_NCLASS;
   memcpy(h->class_size, sh_class_size, sizeof h->class_size);
   memcpy(h->class_pages, sh_class_pages, sizeof h->class_pages);
-  sh_lock_init(&h->lock);
-  sh_cache_pointers();
-  sh_lock_init(&G.heaps[0].lock);
+  lock_init(&h->lock);
+  map_set(seg_base, seg_id);
+  lock_init(&G.heaps[0].lock);
   h->span_count = 1; /* descriptor 0 is the empty span every empty class points at */
   h->max_heap = 1;   /* heap 0, shared by threads that have no slot, always exists */
   /* The magic goes in last: a process that attaches while we are here sees
@@ -56,10 +46,10 @@ static void form_heap(const struct options *o) {
 
 /* created: the segment is ours and empty, so a failed attach removes it. */
 static void attach_at(int id, uintptr_t addr, const struct options *o, int created) {
-  void *p = shmat(id, (void *)addr, 0);
+  void *p = os_shm_attach(id, (void *)addr, 0);
   if (p == (void *)-1) {
     int e = errno;
-    if (created) shmctl(id, IPC_RMID, NULL);
+    if (created) os_shm_remove(id);
     if (e == EINVAL)
       sh_die(SH_EXIT_OSERR, "libshmheap: cannot attach the heap at SHMHEAP_ADDR=%p (%zu bytes): the range overlaps a mapping of this process; choose another SHMHEAP_ADDR",
              (void *)addr, o->size);
@@ -69,13 +59,12 @@ static void attach_at(int id, uintptr_t addr, const struct options *o, int creat
     sh_die(SH_EXIT_OSERR, "libshmheap: cannot attach segment shmid %d at %p: %s (errno %d)", id,
            (void *)addr, e == ENOMEM ? "out of memory" : "shmat failed", e);
   }
-  G.base = p;
-  G.shmid = id;
+  seg_base = p;
+  seg_id = id;
 }
 
 static int create_segment(key_t key, const struct options *o) {
-  int id = shmget(key, o->size, IPC_CREAT | (key == IPC_PRIVATE ? 0 : IPC_EXCL) | SHM_NORESERVE |
-                                    (key == IPC_PRIVATE ? 0600 : (int)o->mode));
+  int id = os_shm_create(key, o->size, key == IPC_PRIVATE ? 0600 : o->mode);
   if (id >= 0 || errno == EEXIST) return id;
   int e = errno;
   if (e == EINVAL)
@@ -96,7 +85,7 @@ static int create_segment(key_t key, const struct options *o) {
  * address the heap was formed at. */
 static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
   const char *what = o->name[0] ? o->name : "";
-  const struct shm_header *h = shmat(id, NULL, SHM_RDONLY);
+  const struct shm_header *h = os_shm_attach(id, NULL, 1);
   if (h == (void *)-1)
     sh_die(SH_EXIT_OSERR, "libshmheap: cannot read segment shmid %d (SHMHEAP_KEY=0x%x%s%s): errno %d; use another SHMHEAP_KEY",
            id, (unsigned)o->key, *what ? " " : "", what, errno);
@@ -112,7 +101,7 @@ static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
   /* The same checks as shmheap-dump: magic, format, and a layout that is
    * exactly the one a segment of this size has, counters in range. */
   char vwhy[128];
-  if (hv_open(&v, h, segsz, vwhy, sizeof vwhy) < 0) {
+  if (fmt_open(&v, h, segsz, vwhy, sizeof vwhy) < 0) {
     sh_fmt(buf, sizeof buf, "it is %s", vwhy);
     why = buf;
   }
@@ -122,7 +111,7 @@ static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
     why = buf;
   }
   uintptr_t base = (uintptr_t)h->base;
-  shmdt(h);
+  os_shm_detach(h);
   if (why)
     sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: segment shmid %d exists, but %s; it was left untouched: use another SHMHEAP_KEY, or remove it with ipcrm -m %d",
            what, *what ? " -> " : "", (unsigned)o->key, id, why, id);
@@ -132,18 +121,24 @@ static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
   return base;
 }
 
-void sh_segment_open(void) {
-  struct options *o = &G.opt;
+void segment_close(void) {
+  os_shm_detach(G.base);
+  map_clear();
+  SELF.reattached = 0;
+}
+
+void segment_open(void) {
+  struct options *o = &sh_opt;
   if (!o->have_key) {
     int id = create_segment(IPC_PRIVATE, o);
     attach_at(id, o->addr, o, 1);
     /* Removed now, gone when the last process that has it attached is. */
-    shmctl(id, IPC_RMID, NULL);
+    os_shm_remove(id);
     form_heap(o);
     return;
   }
   for (int tries = 0; tries < 100; tries++) {
-    int id = shmget(o->key, 0, 0);
+    int id = os_shm_find(o->key);
     if (id < 0 && errno == ENOENT) {
       id = create_segment(o->key, o);
       if (id < 0) continue; /* someone created it between the two calls */
@@ -158,7 +153,7 @@ void sh_segment_open(void) {
       sh_die(SH_EXIT_OSERR, "libshmheap: shmget(SHMHEAP_KEY=0x%x) failed: errno %d", (unsigned)o->key, errno);
     }
     struct shmid_ds ds;
-    if (shmctl(id, IPC_STAT, &ds) < 0) {
+    if (os_shm_stat(id, &ds) < 0) {
       if (errno == EIDRM || errno == EINVAL) continue; /* removed meanwhile */
       sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: cannot inspect segment shmid %d (errno %d); it was left untouched: use another SHMHEAP_KEY",
              (unsigned)o->key, id, errno);
@@ -178,8 +173,8 @@ void sh_segment_open(void) {
     o->size = ds.shm_segsz; /* SHMHEAP_SIZE unset: the heap keeps its own size */
     uintptr_t base = validate_existing(id, o, ds.shm_segsz);
     attach_at(id, base, o, 0);
-    sh_cache_pointers();
-    G.reattached = 1;
+    map_set(seg_base, seg_id);
+    SELF.reattached = 1;
     return;
   }
   sh_die(SH_EXIT_OSERR, "libshmheap: SHMHEAP_KEY=0x%x: the segment kept appearing and disappearing while attaching; try again",

@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
-#include "internal.h"
+#include "init.h"
 
 static _Atomic pid_t worker;
 static volatile sig_atomic_t stop_signal;
@@ -30,7 +30,7 @@ static void forward(int sig) {
   errno = saved;
 }
 
-static long long now_ms(void) { return (long long)(sh_clock_ns(CLOCK_MONOTONIC) / 1000000); }
+static long long now_ms(void) { return (long long)(os_clock_ns(CLOCK_MONOTONIC) / 1000000); }
 
 static void sleep_ms(unsigned ms) {
   struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
@@ -39,7 +39,7 @@ static void sleep_ms(unsigned ms) {
 }
 
 SH_API int shmheap_supervise(const struct shmheap_supervise_options *opt) {
-  if (atomic_load(&sh_ready) != 2) sh_init();
+  ensure_init();
   struct shmheap_supervise_options o = {0, 0, 0, 0, 0};
   if (opt) o = *opt;
   if (!o.backoff_ms) o.backoff_ms = 100;
@@ -66,7 +66,7 @@ SH_API int shmheap_supervise(const struct shmheap_supervise_options *opt) {
         errno = e;
         return -1;
       }
-      sh_die(SH_EXIT_OSERR, "libshmheap: supervisor %d: cannot fork a new worker (errno %d); giving up", (int)G.pid, e);
+      sh_die(SH_EXIT_OSERR, "libshmheap: supervisor %d: cannot fork a new worker (errno %d); giving up", (int)SELF.pid, e);
     }
     atomic_store(&worker, pid);
     if (stop_signal) kill(pid, stop_signal); /* it came while we forked */
@@ -75,7 +75,7 @@ SH_API int shmheap_supervise(const struct shmheap_supervise_options *opt) {
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
     atomic_store(&worker, 0);
-    sh_reap_gone();
+    recover_reap();
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if ((WIFEXITED(status) && code == 0) || stop_signal) exit(code);
     deaths++;
@@ -87,13 +87,13 @@ SH_API int shmheap_supervise(const struct shmheap_supervise_options *opt) {
     if (o.max_restarts && in_a_row > o.max_restarts) {
       if (!o.quiet)
         sh_say("libshmheap: supervisor %d: worker %d ended (%s %d), %u restarts in a row: giving up",
-               (int)G.pid, (int)pid, WIFEXITED(status) ? "exit" : "signal",
+               (int)SELF.pid, (int)pid, WIFEXITED(status) ? "exit" : "signal",
                WIFEXITED(status) ? code : WTERMSIG(status), o.max_restarts);
       exit(code);
     }
     if (!o.quiet)
       sh_say("libshmheap: supervisor %d: worker %d ended (%s %d); restart %u in %u ms",
-             (int)G.pid, (int)pid, WIFEXITED(status) ? "exit" : "signal",
+             (int)SELF.pid, (int)pid, WIFEXITED(status) ? "exit" : "signal",
              WIFEXITED(status) ? code : WTERMSIG(status), deaths, wait_ms);
     sleep_ms(wait_ms);
     if (stop_signal) exit(code);

@@ -1,15 +1,17 @@
 /* Thread heaps: one slot of the segment's heap table per thread, claimed on
  * the thread's first allocation and released when it exits.  A released
  * slot keeps its spans and blocks; the next thread that claims it carries on
- * with them, so thread churn neither leaks nor makes statistics drift. */
+ * with them, so thread churn neither leaks nor makes statistics drift.
+ * Threads with no slot (all taken, or a thread that is exiting) use heap 0
+ * under its lock. */
 #include <errno.h>
-#include <signal.h>
-#include <unistd.h>
-#include <sys/syscall.h>
+#include <pthread.h>
 
-#include "internal.h"
+#include "proc.h"
 
+struct sh_self SELF;
 SH_TLS struct theap *tl_heap;
+SH_TLS int tl_h0_held; /* for a fork from a signal handler (fork.c) */
 /* Set once the thread's heap is released at exit: destructors that run after
  * ours still allocate and free, through heap 0, rather than claim a slot that
  * nobody would release. */
@@ -20,10 +22,25 @@ static SH_TLS unsigned tl_backoff;
 static pthread_key_t heap_key;
 static int heap_key_ok;
 
+void self_identify(void) {
+  SELF.pid = os_getpid();
+  if (!os_proc_stat(SELF.pid, NULL, &SELF.start)) SELF.start = 0; /* 0: no /proc */
+}
+
+int thread_slot_gone(const struct theap *t) {
+  pid_t pid = atomic_load(&((struct theap *)t)->owner_pid);
+  if (pid <= 0) return 0;
+  uint64_t start;
+  if (os_proc_stat(pid, NULL, &start)) return t->owner_start && start != t->owner_start;
+  /* No such process in /proc (or a zombie) - unless there is no /proc. */
+  if (SELF.start) return 1;
+  return os_pid_gone(pid);
+}
+
 /* Only the thread that claimed a slot gives it up (a forked child's copy of
  * the thread's pointer names its parent's slot). */
 static void give_back(struct theap *h) {
-  if (h && atomic_load(&h->owner_pid) == G.pid && h->owner_tid == (int32_t)syscall(SYS_gettid))
+  if (h && atomic_load(&h->owner_pid) == SELF.pid && h->owner_tid == (int32_t)os_gettid())
     atomic_store_explicit(&h->owner_pid, 0, memory_order_release);
 }
 
@@ -34,12 +51,12 @@ static void thread_exit(void *arg) {
   give_back(h);
 }
 
-void sh_thread_key_init(void) {
+void thread_key_init(void) {
   /* pthread_key_create does not allocate, so it may run inside malloc. */
   heap_key_ok = pthread_key_create(&heap_key, thread_exit) == 0;
 }
 
-struct theap *sh_heap_acquire(void) {
+struct theap *thread_heap_claim(void) {
   struct shm_header *hdr = G.hdr;
   struct theap *h = NULL;
   if (tl_exited) return NULL;
@@ -47,7 +64,8 @@ struct theap *sh_heap_acquire(void) {
     tl_backoff--;
     return NULL;
   }
-  sh_global_lock();
+  pages_lock();
+  journal_begin();
   /* The first slot that is free or belongs to a process that is gone.
    * Reusing such a slot reuses the spans and cached blocks it holds; only
    * when there is none does a never-used slot get opened. */
@@ -55,18 +73,19 @@ struct theap *sh_heap_acquire(void) {
   for (uint32_t i = 1; i < lim; i++) {
     struct theap *c = &G.heaps[i];
     pid_t owner = atomic_load_explicit(&c->owner_pid, memory_order_acquire);
-    if (owner != 0 && (owner == G.pid || !sh_slot_gone(c))) continue;
+    if (owner != 0 && (owner == SELF.pid || !thread_slot_gone(c))) continue;
     /* Left busy: its thread died inside an edit (I7). */
-    if (atomic_load(&c->busy)) sh_heap_repair(c);
+    if (atomic_load(&c->busy)) repair_heap(c);
     h = c;
     JW(h->index) = (uint16_t)i;
-    JW(h->owner_tid) = (int32_t)syscall(SYS_gettid);
-    JW(h->owner_start) = G.start;
-    JW(h->owner_pid) = G.pid;
+    JW(h->owner_tid) = (int32_t)os_gettid();
+    JW(h->owner_start) = SELF.start;
+    JW(h->owner_pid) = SELF.pid;
     if (i >= hdr->max_heap) JW(hdr->max_heap) = i + 1;
     break;
   }
-  sh_global_unlock();
+  journal_end();
+  pages_unlock();
   if (!h) {
     tl_backoff = 1024;
     return NULL;
@@ -81,7 +100,7 @@ struct theap *sh_heap_acquire(void) {
 /* In a copy-mode child: the copy holds the slots of the parent's threads,
  * which do not exist here, taken while none was inside an edit (their busy
  * flags are stale).  They are freed, except keep, the forking thread's. */
-void sh_heaps_release_copied(pid_t parent, struct theap *keep) {
+void thread_release_copied(pid_t parent, struct theap *keep) {
   atomic_store(&G.heaps[0].busy, 0);
   for (uint32_t i = 1; i < G.hdr->max_heap; i++) {
     struct theap *h = &G.heaps[i];
@@ -93,14 +112,61 @@ void sh_heaps_release_copied(pid_t parent, struct theap *keep) {
 /* At exit: the thread running the library's destructor (the last one to
  * run) is between heap operations, so its slot can go back now and the next
  * process on a keyed heap reuses its spans.  Later frees use heap 0. */
-void sh_thread_release_self(void) {
+void thread_release_self(void) {
   struct theap *h = tl_heap;
   tl_exited = 1;
   tl_heap = NULL;
   give_back(h);
 }
 
-void sh_thread_forget(void) {
+void thread_forget(void) {
   tl_heap = NULL;
   if (heap_key_ok) pthread_setspecific(heap_key, NULL);
+}
+
+/* ---- heap 0 ------------------------------------------------------------------ */
+
+/* Heap 0 is edited under its lock instead of the busy flag, and is not
+ * behind the fork gate: a copy-mode fork takes the lock, so its users are
+ * quiet while the child copies.  A dead owner of the lock may have left it
+ * mid-edit, so it is rebuilt first (I7). */
+void heap0_lock(void) {
+  struct theap *h0 = &G.heaps[0];
+  if (unlikely(lock_acquire(&h0->lock, LOCK_COUNT) == LOCK_OWNER_DIED)) {
+    pages_lock();
+    repair_heap(h0);
+    pages_unlock();
+  }
+  tl_h0_held = 1;
+}
+
+void heap0_unlock(void) {
+  tl_h0_held = 0;
+  lock_release(&G.heaps[0].lock, LOCK_COUNT);
+}
+
+void *thread_alloc(unsigned c) {
+  struct theap *h = tl_heap ? tl_heap : thread_heap_claim();
+  if (h) return alloc_small(h, c);
+  heap0_lock();
+  void *p = heap_alloc(&G.heaps[0], c);
+  heap0_unlock();
+  if (unlikely(!p)) errno = ENOMEM;
+  return p;
+}
+
+void thread_free(struct span *s, void *p) {
+  struct theap *h = tl_heap ? tl_heap : thread_heap_claim();
+  if (h) {
+    heap_enter(h);
+    if (s->owner == h->index) heap_free_local(h, s, p);
+    else heap_free_remote(h, s, p);
+    heap_leave(h);
+    return;
+  }
+  struct theap *h0 = &G.heaps[0];
+  heap0_lock();
+  if (s->owner == 0) heap_free_local(h0, s, p);
+  else heap_free_remote(h0, s, p);
+  heap0_unlock();
 }

@@ -35,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h" /* struct shm_header, to damage a heap on purpose */
+#include "format.h" /* struct shm_header, to damage a heap on purpose */
 #include "testutil.h"
 
 #define NTHREADS 4

@@ -16,7 +16,7 @@
 #include <sys/shm.h>
 #include <unistd.h>
 
-#include "internal.h" /* exit statuses, struct shm_header */
+#include "format.h" /* exit statuses, struct shm_header */
 #include "shmheap.h"
 #include "testutil.h"
 

@@ -12,7 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "format.h"
 #include "testutil.h"
 
 static struct tu_result R;

@@ -20,8 +20,8 @@ AM_TESTS_ENVIRONMENT = \
 	unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERBOSE \
 		SHMHEAP_PROGRAM SHMHEAP_IMAGE SHMHEAP_MODE SHMHEAP_FRESH;
 
-# internal.h: the suites read the segment header (struct shm_header) to find
-# and remove the named heaps they create.
+# format.h: the suites read the segment header (struct shm_header) to find
+# and remove the named heaps they create, and damage heaps on purpose.
 SUITE_CPPFLAGS_ALL = $(AM_CPPFLAGS) -I$(top_srcdir)/src
 TESTUTIL = tests/testutil.c tests/testutil.h
 

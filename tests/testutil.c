@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h" /* struct shm_header: where the heap name is stored */
+#include "format.h" /* struct shm_header: where the heap name is stored */
 
 extern char **environ;
 

@@ -9,7 +9,7 @@
  *   shmheap-dump --remove [--force] HEAP    remove a heap nobody has attached
  *
  * The segment is attached read-only at any free address and read through
- * heapview.c, which checks every offset before following it: the tool needs
+ * format.c and view.c, which check every offset before following it: the tool needs
  * nothing from the process that wrote the heap and never changes it. */
 #include <errno.h>
 #include <signal.h>
@@ -19,7 +19,7 @@
 #include <sys/ipc.h>
 #include <sys/shm.h>
 
-#include "heapview.h"
+#include "view.h"
 
 enum { EXIT_OK = 0, EXIT_PROBLEMS = 1, EXIT_ERROR = 2 };
 
@@ -121,7 +121,7 @@ static void list_heaps(void) {
     if (attach(id, &s) < 0) continue;
     struct hv v;
     char why[160];
-    if (hv_open(&v, s.map, s.ds.shm_segsz, why, sizeof why) == 0) {
+    if (fmt_open(&v, s.map, s.ds.shm_segsz, why, sizeof why) == 0) {
       struct hv_usage u;
       hv_usage(&v, &u);
       const struct shm_header *h = v.h;
@@ -408,7 +408,7 @@ int main(int argc, char **argv) {
   }
   struct hv v;
   char why[160];
-  if (hv_open(&v, s.map, s.ds.shm_segsz, why, sizeof why) < 0) {
+  if (fmt_open(&v, s.map, s.ds.shm_segsz, why, sizeof why) < 0) {
     fprintf(stderr, "shmheap-dump: %s: %s\n", label, why);
     return EXIT_ERROR;
   }

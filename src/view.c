@@ -1,93 +1,17 @@
-/* The heap format seen from outside: where everything is (the layout is a
- * function of the segment size alone), whether a mapping holds a heap of
- * ours, and a walk over all allocator metadata that checks every invariant
- * of internal.h.  Used by the library and by shmheap-dump, at any address:
- * nothing here uses the process's own heap state, and every offset, index
- * and count read from the segment is checked before it is followed, so a
- * corrupt or hostile segment cannot make the walk crash or loop. */
+/* The reader: a walk over all allocator metadata that checks every
+ * invariant of format.h, the live blocks, usage by class, and the processes
+ * listed in a heap.  Used by the library (shmheap_check) and by shmheap-dump,
+ * at any address: nothing here uses the process's own heap state, every
+ * offset, index and count read from the segment is checked before it is
+ * followed, so a corrupt or hostile segment cannot make the walk crash or
+ * loop, and its scratch memory comes from the system, never from the heap it
+ * reads.  Block lists are walked by the small-span module (small.c). */
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "heapview.h"
-
-#define ROUND_UP(x, a) (((x) + (a)-1) & ~((uint64_t)(a)-1))
-
-/* Places the header, the thread heaps, the page map, the span descriptors and
- * the heap pages.  The descriptor pool has one entry per page (a span can be
- * one page), but untouched entries cost no memory. */
-void sh_layout(struct shm_header *h, size_t size, uintptr_t base) {
-  h->size = size;
-  h->base = base;
-  h->page_size = SH_PAGE;
-  h->header_size = (uint32_t)ROUND_UP(sizeof *h, SH_PAGE);
-  h->heaps_off = h->header_size;
-  uint64_t meta = ROUND_UP(h->heaps_off + sizeof(struct theap) * SH_MAX_HEAPS, SH_PAGE);
-  uint64_t per_page = SH_PAGE + sizeof(uint32_t) + sizeof(struct span);
-  uint64_t npages = size > meta ? (size - meta) / per_page : 0;
-  for (;; npages--) {
-    uint64_t spans = ROUND_UP(meta + sizeof(uint32_t) * npages, SH_PAGE);
-    uint64_t heap = ROUND_UP(spans + sizeof(struct span) * (npages + 2), SH_PAGE);
-    if (heap + npages * SH_PAGE <= size || npages == 0) {
-      h->pagemap_off = meta;
-      h->spans_off = spans;
-      h->heap_off = heap;
-      h->npages = (uint32_t)npages;
-      h->nspans = (uint32_t)(npages + 2);
-      return;
-    }
-  }
-}
-
-/* Runs inside the first malloc when a keyed heap is re-attached: messages
- * are formatted with sh_fmt, which never allocates. */
-int hv_open(struct hv *v, const void *map, size_t len, char *why, size_t whylen) {
-  const struct shm_header *h = map;
-  memset(v, 0, sizeof *v);
-  why[0] = 0;
-  if (len < SH_MIN_SIZE || h->magic != SH_MAGIC) {
-    sh_fmt(why, whylen, "not a libshmheap heap");
-    return -1;
-  }
-  if (h->format != SH_FORMAT) {
-    sh_fmt(why, whylen, "a libshmheap heap of format %u (this build reads format %u)", h->format, SH_FORMAT);
-    return -1;
-  }
-  struct shm_header want;
-  memset(&want, 0, sizeof want);
-  sh_layout(&want, len, 0);
-  if (h->size != len || h->page_size != SH_PAGE || h->nclass != SH_NCLASS ||
-      h->header_size != want.header_size || h->heaps_off != want.heaps_off ||
-      h->pagemap_off != want.pagemap_off || h->spans_off != want.spans_off ||
-      h->heap_off != want.heap_off || h->npages != want.npages || h->nspans != want.nspans) {
-    sh_fmt(why, whylen, "a heap with a corrupt header: its layout does not match a %zu-byte segment", len);
-    return -1;
-  }
-  if (h->top > h->npages || h->span_count == 0 || h->span_count > h->nspans ||
-      h->max_heap > SH_MAX_HEAPS) {
-    sh_fmt(why, whylen, "a heap with a corrupt header: top %u of %u pages, %u of %u descriptors, %u heaps",
-             h->top, h->npages, h->span_count, h->nspans, h->max_heap);
-    return -1;
-  }
-  for (unsigned c = 1; c <= SH_NCLASS; c++) {
-    uint32_t sz = h->class_size[c];
-    if (!sz || sz % SH_ALIGN || sz > SH_SMALL_MAX || (c > 1 && sz <= h->class_size[c - 1]) ||
-        !h->class_pages[c] || (uint64_t)h->class_pages[c] * SH_PAGE / sz < 1 ||
-        (uint64_t)h->class_pages[c] * SH_PAGE / sz > 0xffff) {
-      sh_fmt(why, whylen, "a heap with a corrupt header: size class %u (%u bytes, %u pages)", c, sz, h->class_pages[c]);
-      return -1;
-    }
-  }
-  v->base = map;
-  v->len = len;
-  v->h = h;
-  v->heaps = (const struct theap *)((const char *)map + h->heaps_off);
-  v->spans = (const struct span *)((const char *)map + h->spans_off);
-  v->pagemap = (const uint32_t *)((const char *)map + h->pagemap_off);
-  return 0;
-}
+#include "small.h"
+#include "view.h"
 
 /* ---- the check ------------------------------------------------------------- */
 
@@ -122,26 +46,22 @@ static uint64_t span_off(const struct hv *v, const struct span *s) {
 
 /* Walks one block list of small span i, marking the blocks in seen.
  * Returns the number of blocks, or -1 if the list is broken. */
-static long walk_blocks(struct ck *k, uint32_t i, const struct span *s, uint64_t head, uint8_t *seen,
+static long walk_blocks(struct ck *k, uint32_t i, const struct span *s, uint64_t head, struct small_marks *seen,
                         const char *which) {
   const struct hv *v = k->v;
-  uint64_t start = span_off(v, s), end = start + (uint64_t)s->reserved * s->bsize;
-  long n = 0;
-  for (uint64_t off = head; off; n++) {
-    if (off < start || off >= end || (off - start) % s->bsize) {
-      bad(k, "span %u: %s list has offset 0x%llx, not a carved block of the span", i, which,
-          (unsigned long long)off);
-      return -1;
-    }
-    uint64_t b = (off - start) / s->bsize;
-    if (seen[b >> 3] & (1u << (b & 7))) {
-      bad(k, "span %u: block %llu is twice on the free lists (%s)", i, (unsigned long long)b, which);
-      return -1;
-    }
-    seen[b >> 3] |= (uint8_t)(1u << (b & 7));
-    off = *(const uint64_t *)(v->base + off);
+  uint64_t start = span_off(v, s);
+  struct small_walk w;
+  small_walk(v->base, s, start, head, s->reserved, seen, &w);
+  if (w.why == SMALL_NOT_BLOCK) {
+    bad(k, "span %u: %s list has offset 0x%llx, not a carved block of the span", i, which, (unsigned long long)w.at);
+    return -1;
   }
-  return n;
+  if (w.why == SMALL_TWICE) {
+    bad(k, "span %u: block %llu is twice on the free lists (%s)", i,
+        (unsigned long long)((w.at - start) / s->bsize), which);
+    return -1;
+  }
+  return w.n;
 }
 
 static void check_small(struct ck *k, uint32_t i, const struct span *s) {
@@ -165,10 +85,10 @@ static void check_small(struct ck *k, uint32_t i, const struct span *s) {
       bad(k, "span %u: page map entry of its page %u points elsewhere", i, p);
       break;
     }
-  uint8_t seen[0x10000 / 8];
-  memset(seen, 0, (s->capacity + 7) / 8);
-  long local = walk_blocks(k, i, s, s->free, seen, "local free");
-  long remote = walk_blocks(k, i, s, s->thread_free & ~TF_NOTIFY, seen, "remote free");
+  struct small_marks seen;
+  small_marks_clear(&seen, s->capacity);
+  long local = walk_blocks(k, i, s, s->free, &seen, "local free");
+  long remote = walk_blocks(k, i, s, s->thread_free & ~TF_NOTIFY, &seen, "remote free");
   if (local < 0 || remote < 0) return;
   /* Blocks freed by other threads stay counted as used until collected. */
   if ((long)s->used != (long)s->reserved - local)
@@ -181,26 +101,15 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
   const struct shm_header *h = v->h;
   /* One reading of the counters that bound the walk: a live heap may grow
    * meanwhile, and nothing below may index past what was sized here. */
-  uint8_t *tiled = NULL; /* per descriptor: 1 tiles the heap, 2 also listed */
-  uint32_t count = 0, top = 0, max_heap = 0;
-  /* Read after the scratch memory is had: in the library, that calloc can
-   * be the heap's own allocation that adds a span. */
-  for (uint32_t have = 0;;) {
-    count = h->span_count, top = h->top, max_heap = h->max_heap;
-    if (count <= have) break;
-    free(tiled);
-    tiled = NULL;
-    have = count + 64;
-    if (have > h->nspans) have = h->nspans;
-    if (count > have) break; /* out of range: reported below */
-    tiled = calloc(have, 1);
-    if (!tiled) return -1;
-  }
+  const uint32_t count = h->span_count, top = h->top, max_heap = h->max_heap;
   if (count == 0 || count > h->nspans || top > h->npages || max_heap > SH_MAX_HEAPS) {
     bad(&k, "header counters out of range: %u descriptors, top %u, %u heaps", count, top, max_heap);
-    free(tiled);
     return k.problems;
   }
+  /* Per descriptor: 1 tiles the heap, 2 also listed. */
+  const size_t tiled_len = count;
+  uint8_t *tiled = os_scratch(tiled_len);
+  if (!tiled) return -1;
   uint64_t dirty = 0, live = 0, large = 0, large_bytes = 0, nfree = 0;
   int prev_free = 0;
   uint32_t pg = 0;
@@ -318,20 +227,8 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
     for (uint32_t i = 1; i < count; i++)
       if (tiled[i] == 1 && v->spans[i].state == SPAN_SMALL)
         bad(&k, "span %u: small span on no list of heap %u", i, v->spans[i].owner);
-  free(tiled);
+  os_scratch_free(tiled, tiled_len);
   return k.problems;
-}
-
-/* Marks the blocks of one free list in seen; stops at the first block that
- * is not a carved block of the span or is already marked. */
-static void mark_free(const struct hv *v, const struct span *s, uint64_t head, uint8_t *seen) {
-  uint64_t start = span_off(v, s), end = start + (uint64_t)s->reserved * s->bsize;
-  for (uint64_t off = head; off >= start && off < end && (off - start) % s->bsize == 0;) {
-    uint64_t b = (off - start) / s->bsize;
-    if (seen[b >> 3] & (1u << (b & 7))) break;
-    seen[b >> 3] |= (uint8_t)(1u << (b & 7));
-    off = *(const uint64_t *)(v->base + off);
-  }
 }
 
 /* Steps through the spans in address order (they tile [0, top), I2): reads
@@ -361,15 +258,9 @@ uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx) {
     } else if (s->state == SPAN_SMALL && s->cls >= 1 && s->cls <= SH_NCLASS &&
                s->bsize == h->class_size[s->cls] && s->reserved <= s->capacity &&
                (uint64_t)s->reserved * s->bsize <= (uint64_t)s->npages << SH_PAGE_SHIFT) {
-      uint8_t seen[0x10000 / 8];
-      memset(seen, 0, ((size_t)s->reserved + 7) / 8);
-      mark_free(v, s, s->free, seen);
-      mark_free(v, s, s->thread_free & ~TF_NOTIFY, seen);
-      for (uint32_t b = 0; b < s->reserved; b++) {
-        if (seen[b >> 3] & (1u << (b & 7))) continue;
-        n++;
-        if (fn && fn(ctx, span_off(v, s) + (uint64_t)b * s->bsize, s->bsize, s->cls)) return n;
-      }
+      int stopped = 0;
+      n += small_live_blocks(v->base, s, span_off(v, s), fn, ctx, &stopped);
+      if (stopped) return n;
     }
   }
   return n;
@@ -389,7 +280,7 @@ uint64_t hv_block_size(const struct hv *v, uint64_t off) {
   if (pg < s->first || pg - s->first >= s->npages) return 0;
   uint64_t rel = off - span_off(v, s);
   if (s->state == SPAN_LARGE) return rel == 0 ? (uint64_t)s->npages << SH_PAGE_SHIFT : 0;
-  if (s->state == SPAN_SMALL && s->bsize && rel % s->bsize == 0 && rel / s->bsize < s->reserved) return s->bsize;
+  if (s->state == SPAN_SMALL && small_index(s, rel, s->reserved) >= 0) return s->bsize;
   return 0;
 }
 
@@ -426,47 +317,12 @@ void hv_usage(const struct hv *v, struct hv_usage *u) {
 
 /* ---- the processes using a heap ----------------------------------------------- */
 
-/* Parent and start time of pid from /proc/PID/stat.  Returns 0 if there is
- * no such process, or only its corpse: a zombie has left every heap. */
-int hv_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
-  char path[40], buf[1024];
-  sh_fmt(path, sizeof path, "/proc/%d/stat", (int)pid);
-  if (!sh_read_file(path, buf, sizeof buf)) return 0;
-  /* The command name (field 2) may hold spaces and parentheses: the fields
-   * that follow start after its last ')'. */
-  char *p = NULL;
-  for (char *q = buf; *q; q++)
-    if (*q == ')') p = q;
-  if (!p) return 0;
-  char state = p[1] == ' ' ? p[2] : 0;
-  unsigned long long v[20];
-  unsigned nf = 0;
-  for (p++; *p && nf < 20;) {
-    while (*p == ' ') p++;
-    if (!*p) break;
-    unsigned long long x = 0;
-    int num = *p >= '0' && *p <= '9';
-    while (*p && *p != ' ') {
-      if (num && *p >= '0' && *p <= '9') x = x * 10 + (unsigned)(*p - '0');
-      p++;
-    }
-    v[nf++] = x;
-  }
-  if (nf < 20) return 0;
-  /* v[0] is field 3, the state (its letter was not counted as a number):
-   * ppid is field 4, starttime field 22. */
-  if (state == 'Z' || state == 'X' || state == 'x') return 0;
-  if (ppid) *ppid = (pid_t)v[1];
-  if (start) *start = v[19];
-  return 1;
-}
-
 /* Is the process of table entry e alive?  Its pid must name a process that
  * started when it did (a reused pid does not). */
 int hv_proc_alive(const struct shm_proc *e) {
   int32_t pid = atomic_load(&((struct shm_proc *)e)->pid);
   uint64_t start;
-  return pid > 0 && hv_proc_stat(pid, NULL, &start) && start == e->start;
+  return pid > 0 && os_proc_stat(pid, NULL, &start) && start == e->start;
 }
 
 void hv_users(const struct hv *v, struct hv_users *u) {

@@ -1,20 +1,54 @@
-/* Runs of 4 KiB pages ("spans") carved from the heap area.  Small-block spans
+/* The page allocator: runs of 4 KiB pages ("spans") carved from the heap area.  Small-block spans
  * and large blocks come from here; freed spans are coalesced with their free
  * neighbours and binned by size; free pages unused for a while are handed
  * back with MADV_REMOVE (on shmem, MADV_DONTNEED only drops our mapping and
  * keeps the pages in the segment).
  *
- * Every function here except span_lookup runs with hdr->lock held, and every
+ * Every function here runs with hdr->lock held (pages_lock), and every
  * store to the segment goes through JW(), the undo log (I6). */
 #include <string.h>
-#include <sys/mman.h>
 
-#include "internal.h"
+#include "pages.h"
 
-#ifndef MADV_REMOVE
-#define MADV_REMOVE 9
-#endif
+struct sh_map G;
 
+void map_set(char *base, int shmid) {
+  struct shm_header *h = (struct shm_header *)base;
+  G.base = base;
+  G.shmid = shmid;
+  G.hdr = h;
+  G.heaps = (struct theap *)(base + h->heaps_off);
+  G.spans = (struct span *)(base + h->spans_off);
+  G.pagemap = (uint32_t *)(base + h->pagemap_off);
+  G.heap_lo = (uintptr_t)base + h->heap_off;
+  G.heap_len = (size_t)h->npages << SH_PAGE_SHIFT;
+}
+
+void map_clear(void) { memset(&G, 0, sizeof G); }
+
+/* ---- the lock ------------------------------------------------------------- */
+
+static SH_TLS int tl_locked;
+
+int pages_locked(void) { return tl_locked; }
+
+/* A dead owner's half-made edit is undone from the log before anyone reads
+ * the state it guards (I6). */
+int pages_lock(void) {
+  enum lock_result r = lock_acquire(&G.hdr->lock, LOCK_COUNT);
+  if (unlikely(r == LOCK_HELD))
+    sh_die(SH_EXIT_OSERR, "libshmheap: internal error: the page allocator's lock taken twice by one thread (malloc called from a signal handler that interrupted malloc?)");
+  tl_locked = 1;
+  if (likely(r == LOCK_TAKEN)) return 0;
+  journal_rollback();
+  return 1;
+}
+
+void pages_unlock(void) {
+  SH_ASSERT(!journal_open(), "I6");
+  tl_locked = 0;
+  lock_release(&G.hdr->lock, LOCK_COUNT);
+}
 /* When free pages go back.  A page fault on shmem costs a few microseconds
  * (the page is allocated, cleared and added to the segment's page cache), so
  * a program that frees and soon allocates again must find its pages still
@@ -41,7 +75,7 @@ static struct span *desc_new(void) {
   else if (h->span_count < h->nspans) i = JW(h->span_count)++;
   else return NULL;
   struct span *s = &G.spans[i];
-  for (unsigned k = 0; k < sizeof *s / 8; k++) sh_ulog_touch((uint64_t *)s + k, 8);
+  for (unsigned k = 0; k < sizeof *s / 8; k++) journal_touch((uint64_t *)s + k, 8);
   memset(s, 0, sizeof *s);
   return s;
 }
@@ -86,8 +120,9 @@ static int bin_next(unsigned b) {
 
 static inline void map_ends(struct span *s) {
   uint32_t i = span_index(s);
+  SH_ASSERT(s->npages > 0 && s->first + s->npages <= H()->top, "I2");
   JW(G.pagemap[s->first]) = i;
-  JW(G.pagemap[s->first + s->npages - 1]) = i;
+  JW(G.pagemap[s->first + s->npages - 1]) = i; /* I3 */
 }
 
 /* The free span whose first page is pg, if pg starts one. */
@@ -108,21 +143,21 @@ static struct span *free_span_ending(uint32_t pg) {
 static inline uint32_t span_ndirty(const struct span *s) { return s->ndirty; }
 static inline void span_set_ndirty(struct span *s, uint32_t n) { JW(s->ndirty) = n; }
 
-/* One complete edit of its own (committed): the caller's edit must be
- * complete too.  A crash after the madvise but before the commit restores a
- * dirty count that is too high, which is allowed (it is an upper bound). */
+/* One step of its own: a crash after the madvise but before the step is
+ * complete restores a dirty count that is too high, which is allowed (it is
+ * an upper bound). */
 static void purge(struct span *s) {
   if (!s->ndirty) return;
-  madvise(span_addr(s), (size_t)s->npages << SH_PAGE_SHIFT, MADV_REMOVE);
+  os_release_pages(span_addr(s), (size_t)s->npages << SH_PAGE_SHIFT);
   JW(H()->dirty_pages) -= s->ndirty;
   JW(H()->purged_pages) += s->ndirty;
   JW(s->ndirty) = 0;
-  sh_ulog_commit();
+  journal_step();
 }
 
 /* Milliseconds, monotonic.  The coarse clock is a few ms coarse and costs
  * no system call; decay needs no better. */
-static uint64_t now_ms(void) { return sh_clock_ns(CLOCK_MONOTONIC_COARSE) / 1000000; }
+static uint64_t now_ms(void) { return os_clock_ns(CLOCK_MONOTONIC_COARSE) / 1000000; }
 
 /* Purges free spans that became dirty at or before `when`, largest bins
  * first, while more than DIRTY_MIN_PAGES are dirty.  Returns the oldest
@@ -140,25 +175,31 @@ static uint64_t purge_older(uint64_t when) {
   return oldest;
 }
 
-/* Called at every unlock: usually one compare, and a clock read when more
- * than DIRTY_MIN_PAGES are free.  The bins are scanned only when a span may
- * have come of age (purge_due_ms), at most every DECAY_MS / 8. */
-void span_purge_due(void) {
+/* Called by the allocator after each of its locked edits: usually one
+ * compare, and a clock read when more than DIRTY_MIN_PAGES are free.  The
+ * bins are scanned only when a span may have come of age (purge_due_ms), at
+ * most every DECAY_MS / 8. */
+void page_purge_due(void) {
   struct shm_header *h = H();
+  SH_ASSERT(pages_locked() && !journal_open(), "I6");
   if (h->dirty_pages <= DIRTY_MIN_PAGES) return;
   uint64_t now = now_ms();
   if (now < h->purge_due_ms) return;
+  journal_begin();
   uint64_t oldest = purge_older(now > DECAY_MS ? now - DECAY_MS : 0);
   uint64_t due = oldest == UINT64_MAX ? now + DECAY_MS : oldest + DECAY_MS;
   JW(h->purge_due_ms) = due > now + DECAY_MS / 8 ? due : now + DECAY_MS / 8;
-  sh_ulog_commit();
+  journal_end();
 }
 
-size_t span_purge_all(void) {
+size_t page_purge_all(void) {
   struct shm_header *h = H();
+  SH_ASSERT(pages_locked() && !journal_open(), "I6");
   uint64_t before = h->purged_pages;
+  journal_begin();
   for (int b = 0; b < SH_NBINS; b++)
     for (uint32_t i = h->bins[b]; i; i = G.spans[i].next) purge(&G.spans[i]);
+  journal_end();
   return (size_t)(h->purged_pages - before) << SH_PAGE_SHIFT;
 }
 
@@ -190,6 +231,7 @@ static int split_front(struct span *s, uint32_t n) {
 
 static struct span *take_from_top(uint32_t n) {
   struct shm_header *h = H();
+  SH_ASSERT(h->top <= h->npages, "I2");
   if (n > h->npages - h->top) return NULL;
   struct span *s = desc_new();
   if (!s) return NULL;
@@ -217,7 +259,8 @@ static struct span *find_free(uint32_t n) {
   return s;
 }
 
-struct span *span_alloc(uint32_t npages, uint32_t align_pages, int *zeroed) {
+struct span *page_alloc(uint32_t npages, uint32_t align_pages, int *zeroed) {
+  SH_ASSERT(journal_open(), "I6");
   uint32_t extra = align_pages > 1 ? align_pages - 1 : 0;
   if (npages == 0 || npages > H()->npages || extra > H()->npages - npages) return NULL;
   struct span *s = find_free(npages + extra);
@@ -245,8 +288,9 @@ struct span *span_alloc(uint32_t npages, uint32_t align_pages, int *zeroed) {
 }
 
 /* Returns span s to the free pool, merging it with free neighbours. */
-void span_free(struct span *s) {
+void page_free(struct span *s) {
   struct shm_header *h = H();
+  SH_ASSERT(journal_open() && (s->state == SPAN_SMALL || s->state == SPAN_LARGE), "I6");
   uint32_t nd = s->npages;
   /* The merged span's age is the mean of its parts' weighted by their dirty
    * pages: the newest part's time would let a big old free span be reset by
@@ -281,13 +325,14 @@ void span_free(struct span *s) {
   JW(h->dirty_pages) += nd;
   map_ends(s);
   bin_insert(s);
-  /* Purging beyond the budget is left to sh_global_unlock, once the
-   * caller's edit is complete (purge() commits the log). */
+  /* Purging is the caller's next step (page_purge_due), once its edit is
+   * complete: a purge is an edit of its own. */
 }
 
 /* Grows or shrinks a large span in place.  Returns 1 on success. */
-int span_resize(struct span *s, uint32_t npages) {
+int page_resize(struct span *s, uint32_t npages) {
   struct shm_header *h = H();
+  SH_ASSERT(journal_open() && s->state == SPAN_LARGE, "I6");
   uint32_t end = s->first + s->npages;
   if (npages == s->npages) return 1;
   if (npages < s->npages) {
@@ -299,7 +344,7 @@ int span_resize(struct span *s, uint32_t npages) {
     JW(s->npages) = npages;
     map_ends(s);
     map_ends(t);
-    span_free(t);
+    page_free(t);
     return 1;
   }
   uint32_t need = npages - s->npages;
@@ -326,18 +371,4 @@ int span_resize(struct span *s, uint32_t npages) {
   JW(s->npages) = npages;
   map_ends(s);
   return 1;
-}
-
-/* The span that holds p, for a pointer the caller got from somewhere: it is
- * checked against the descriptor it finds (I3), never trusted. */
-struct span *span_lookup(const void *p) {
-  uintptr_t off = (uintptr_t)p - G.heap_lo;
-  if (off >= G.heap_len) return NULL;
-  uint32_t pg = (uint32_t)(off >> SH_PAGE_SHIFT);
-  uint32_t i = G.pagemap[pg];
-  if (i == 0 || i >= G.hdr->span_count) return NULL;
-  struct span *s = &G.spans[i];
-  if (s->state != SPAN_SMALL && s->state != SPAN_LARGE) return NULL;
-  if (pg < s->first || pg - s->first >= s->npages) return NULL;
-  return s;
 }

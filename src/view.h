@@ -1,18 +1,11 @@
-/* A heap seen from outside (the dump tool) or from inside (shmheap_check):
- * validated header, bounds-checked walks.  See heapview.c. */
-#ifndef SHMHEAP_HEAPVIEW_H
-#define SHMHEAP_HEAPVIEW_H
+/* The reader: a heap seen from outside (shmheap-dump) or from inside
+ * (shmheap_check), through a mapping validated by fmt_open (format.h), with
+ * bounds-checked walks.  It reads the heap and never allocates from it.
+ * See view.c. */
+#ifndef SHMHEAP_VIEW_H
+#define SHMHEAP_VIEW_H
 
-#include "internal.h"
-
-struct hv {
-  const char *base; /* wherever the segment is mapped, not necessarily its home */
-  size_t len;
-  const struct shm_header *h;
-  const struct theap *heaps;
-  const struct span *spans;
-  const uint32_t *pagemap;
-};
+#include "format.h"
 
 struct hv_usage {
   uint64_t top_pages, free_spans, free_pages, dirty_pages, small_pages;
@@ -23,14 +16,10 @@ struct hv_usage {
   uint32_t heaps_owned;
 };
 
-/* 0 if map[0, len) holds a heap of this format whose header is sound; else
- * -1 and why says what it is instead. */
-SH_HIDDEN int hv_open(struct hv *v, const void *map, size_t len, char *why, size_t whylen);
-
 typedef void (*hv_report)(void *ctx, const char *problem);
-/* Checks every invariant of internal.h; calls rep for each problem found and
+/* Checks every invariant of format.h; calls rep for each problem found and
  * returns their number (0: consistent), or -1 if its scratch memory (one byte
- * per span descriptor) could not be allocated.  Meaningful on a quiet heap: threads
+ * per span descriptor, mapped from the system, not the heap) could not be had.  Meaningful on a quiet heap: threads
  * allocating while it runs can make it see a list mid-edit. */
 SH_HIDDEN long hv_check(const struct hv *v, hv_report rep, void *ctx);
 
@@ -46,8 +35,6 @@ SH_HIDDEN uint64_t hv_block_size(const struct hv *v, uint64_t off);
 /* Usage by kind and size class, as far as the metadata is sound. */
 SH_HIDDEN void hv_usage(const struct hv *v, struct hv_usage *u);
 
-/* Parent and start time of pid from /proc/PID/stat; 0 if no such process. */
-SH_HIDDEN int hv_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start);
 /* Is the process of a process-table entry alive (same pid, same start)? */
 SH_HIDDEN int hv_proc_alive(const struct shm_proc *e);
 

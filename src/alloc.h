@@ -1,0 +1,131 @@
+/* The allocator: per-thread heaps of small spans, large blocks, and the
+ * fork gate that keeps a copy-mode fork from copying a heap mid-edit.
+ *
+ * A thread heap is edited only between heap_enter and heap_leave (I7), by
+ * the thread that holds it, without a lock; heap 0 is edited under its lock
+ * instead (thread.c).  Which heap a call uses is decided above this layer
+ * (thread.c, interpose.c): everything here takes it as an argument. */
+#ifndef SHMHEAP_ALLOC_H
+#define SHMHEAP_ALLOC_H
+
+#include <errno.h>
+
+#include "small.h"
+
+/* ---- the fork gate ---------------------------------------------------------- */
+
+extern SH_HIDDEN _Atomic int alloc_gate;  /* closed (1) while a copy-mode fork copies */
+extern SH_HIDDEN int alloc_membarrier;    /* the forker fences for us */
+SH_HIDDEN void alloc_gate_register(void); /* at start and in every child */
+SH_HIDDEN int alloc_gate_close(void);     /* 1 if this call closed it */
+SH_HIDDEN void alloc_gate_open(void);
+SH_HIDDEN void alloc_gate_wait(struct theap *h);
+
+static inline void heap_enter(struct theap *h) {
+  atomic_store_explicit(&h->busy, 1, memory_order_relaxed);
+  /* With membarrier the forking thread supplies the CPU fence for us
+   * (asymmetric Dekker); without it we pay for a real one. */
+  if (unlikely(!alloc_membarrier)) atomic_thread_fence(memory_order_seq_cst);
+  /* busy must be visible before any edit store, also to whoever finds this
+   * process dead (a release fence: free on x86). */
+  else atomic_thread_fence(memory_order_release);
+  if (unlikely(atomic_load_explicit(&alloc_gate, memory_order_relaxed))) alloc_gate_wait(h);
+}
+
+static inline void heap_leave(struct theap *h) {
+  atomic_store_explicit(&h->busy, 0, memory_order_release);
+}
+
+/* ---- small blocks ---------------------------------------------------------------- */
+
+/* Names the span whose free list and count the edit is about to change: a
+ * repair after a kill walks that span's blocks, not every span's (I7).  The
+ * compiler barrier keeps the store ahead of the edit. */
+static inline void edit_mark(struct theap *h, uint32_t span) {
+  SH_ASSERT(h->index == 0 || atomic_load_explicit(&h->busy, memory_order_relaxed), "I7");
+  h->edit_span = span;
+  atomic_signal_fence(memory_order_seq_cst);
+}
+
+SH_HIDDEN void *heap_alloc_refill(struct theap *h, unsigned c);
+
+static inline void *heap_alloc(struct theap *h, unsigned c) {
+  uint32_t si = h->cls[c].avail;
+  edit_mark(h, si);
+  struct span *s = &G.spans[si];
+  void *p;
+  if (likely(s->free != 0)) {
+    p = small_pop(s);
+  } else {
+    p = heap_alloc_refill(h, c);
+    if (!p) return NULL;
+  }
+  h->in_use += sh_class_size[c];
+  h->nmalloc++;
+  return p;
+}
+
+SH_HIDDEN void heap_retire(struct theap *h, struct span *s);
+
+/* Free by the owner (I4).  A span whose last block comes back goes back to
+ * the page allocator unless it is the class's current span (a malloc/free
+ * pair at a span boundary must not map and unmap a span each time). */
+static inline void heap_free_local(struct theap *h, struct span *s, void *p) {
+  SH_ASSERT(s->owner == h->index, "I4");
+  edit_mark(h, span_index(s));
+  small_push(s, p);
+  h->in_use -= s->bsize;
+  h->nfree++;
+  if (unlikely(s->flags & SPAN_FULL)) {
+    /* A parked span comes back once an eighth of it is free, not at its
+     * first free: otherwise a span of long-lived blocks ping-pongs between
+     * the lists (park, one free, unpark, one malloc, park: two atomics and
+     * a refill per block).  Blocks freed meanwhile wait at most an eighth. */
+    if (s->used <= s->capacity - s->capacity / 8) small_unpark(&h->cls[s->cls], s);
+  } else if (unlikely(s->used == 0) && h->cls[s->cls].avail != span_index(s)) {
+    heap_retire(h, s);
+  }
+}
+
+/* Free by another thread than the owner: h is the freeing thread's heap,
+ * whose statistics count it. */
+SH_HIDDEN void heap_free_remote(struct theap *h, struct span *s, void *p);
+
+/* A small block from h, which the calling thread holds (not heap 0). */
+static inline void *alloc_small(struct theap *h, unsigned c) {
+  heap_enter(h);
+  void *p = heap_alloc(h, c);
+  heap_leave(h);
+  if (unlikely(!p)) errno = ENOMEM;
+  return p;
+}
+
+/* ---- any block ----------------------------------------------------------------------- */
+
+/* The span and kind of a block the caller hands back, or NULL if p is not
+ * the start of a live block of ours.  Never trusts p: a pointer from another
+ * allocator, an interior pointer or a stale page map entry is refused (I3).
+ * Before the heap exists, heap_len is 0 and every p is refused. */
+static inline struct span *alloc_block(const void *p) {
+  uintptr_t off = (uintptr_t)p - G.heap_lo;
+  if (unlikely(off >= G.heap_len)) return NULL;
+  struct span *s = &G.spans[G.pagemap[off >> SH_PAGE_SHIFT]];
+  uint64_t rel = off - ((uint64_t)s->first << SH_PAGE_SHIFT);
+  if (likely(s->state == SPAN_SMALL)) return small_index_fast(s, rel) >= 0 ? s : NULL;
+  if (s->state == SPAN_LARGE && rel == 0) return s;
+  return NULL;
+}
+
+static inline size_t alloc_usable(const struct span *s) {
+  return s->state == SPAN_SMALL ? s->bsize : (size_t)s->npages << SH_PAGE_SHIFT;
+}
+
+/* ---- large blocks and alignment (alloc.c) ------------------------------------------------ */
+
+SH_HIDDEN void *alloc_large(size_t n, size_t align, int zero); /* errno ENOMEM on failure */
+SH_HIDDEN void free_large(struct span *s);
+SH_HIDDEN int alloc_resize_large(struct span *s, size_t n); /* in place; 1 on success */
+/* The first class whose blocks are all aligned to align, for n bytes; 0 if none. */
+SH_HIDDEN unsigned alloc_aligned_class(size_t align, size_t n);
+
+#endif

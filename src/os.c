@@ -1,0 +1,151 @@
+/* The OS layer (os.h): thin, honest wrappers, so that the rest of the
+ * library names what it asks of the kernel and the kernel is asked in one
+ * place.  Nothing here allocates. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sys/ipc.h>
+#include <sys/mman.h>
+#include <sys/shm.h>
+#include <sys/syscall.h>
+
+#include "os.h"
+
+#ifndef SHM_NORESERVE
+#define SHM_NORESERVE 010000
+#endif
+#ifndef MADV_REMOVE
+#define MADV_REMOVE 9
+#endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+pid_t os_getpid(void) { return (pid_t)syscall(SYS_getpid); }
+pid_t os_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+size_t os_read_file(const char *path, char *buf, size_t len) {
+  size_t n = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t r;
+    while (n < len - 1 && (r = read(fd, buf + n, len - 1 - n)) > 0) n += (size_t)r;
+    close(fd);
+  }
+  buf[n] = 0;
+  return n;
+}
+
+int os_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
+  char path[40], buf[1024];
+  sh_fmt(path, sizeof path, "/proc/%d/stat", (int)pid);
+  if (!os_read_file(path, buf, sizeof buf)) return 0;
+  /* The command name (field 2) may hold spaces and parentheses: the fields
+   * that follow start after its last ')'. */
+  char *p = NULL;
+  for (char *q = buf; *q; q++)
+    if (*q == ')') p = q;
+  if (!p) return 0;
+  char state = p[1] == ' ' ? p[2] : 0;
+  unsigned long long v[20];
+  unsigned nf = 0;
+  for (p++; *p && nf < 20;) {
+    while (*p == ' ') p++;
+    if (!*p) break;
+    unsigned long long x = 0;
+    int num = *p >= '0' && *p <= '9';
+    while (*p && *p != ' ') {
+      if (num && *p >= '0' && *p <= '9') x = x * 10 + (unsigned)(*p - '0');
+      p++;
+    }
+    v[nf++] = x;
+  }
+  if (nf < 20) return 0;
+  /* v[0] is field 3, the state (its letter was not counted as a number):
+   * ppid is field 4, starttime field 22. */
+  if (state == 'Z' || state == 'X' || state == 'x') return 0;
+  if (ppid) *ppid = (pid_t)v[1];
+  if (start) *start = v[19];
+  return 1;
+}
+
+const char *os_exe_of(pid_t pid, char *buf, size_t len) {
+  char path[40];
+  sh_fmt(path, sizeof path, "/proc/%d/exe", (int)pid);
+  ssize_t r = readlink(path, buf, len - 1);
+  if (r <= 0) return NULL;
+  buf[r] = 0;
+  return buf;
+}
+
+static char self_exe[SH_PROGRAM_MAX];
+
+const char *os_self_exe(void) {
+  if (!self_exe[0] && !os_exe_of(os_getpid(), self_exe, sizeof self_exe)) memcpy(self_exe, "?", 2);
+  return self_exe;
+}
+
+int os_pid_gone(pid_t pid) { return kill(pid, 0) != 0 && errno == ESRCH; }
+
+/* ---- System V shared memory ------------------------------------------------ */
+
+int os_shm_find(int32_t key) { return shmget((key_t)key, 0, 0); }
+
+/* SHM_NORESERVE: a 64 GiB heap reserves no swap; pages are charged as they
+ * are touched. */
+int os_shm_create(int32_t key, size_t size, unsigned mode) {
+  int flags = IPC_CREAT | SHM_NORESERVE | (int)(mode & 0777);
+  if (key != IPC_PRIVATE) flags |= IPC_EXCL;
+  return shmget((key_t)key, size, flags);
+}
+
+void *os_shm_attach(int id, void *addr, int readonly) {
+  return shmat(id, addr, readonly ? SHM_RDONLY : 0);
+}
+
+void *os_shm_remap(int id, void *addr) { return shmat(id, addr, SHM_REMAP); }
+
+int os_shm_detach(const void *p) { return shmdt(p); }
+
+int os_shm_stat(int id, struct shmid_ds *ds) { return shmctl(id, IPC_STAT, ds); }
+
+int os_shm_remove(int id) { return shmctl(id, IPC_RMID, NULL); }
+
+/* ---- memory, futex, membarrier ------------------------------------------------ */
+
+/* On shmem, MADV_DONTNEED only drops this mapping and the pages stay in the
+ * segment; MADV_REMOVE frees them. */
+void os_release_pages(void *p, size_t len) { madvise(p, len, MADV_REMOVE); }
+
+/* Linux 5.14; older kernels refuse and the pages fault in one by one. */
+void os_populate(void *p, size_t len, int write) {
+  madvise(p, len, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+}
+
+void *os_scratch(size_t len) {
+  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void os_scratch_free(void *p, size_t len) {
+  if (p) munmap(p, len);
+}
+
+void os_futex_wait(_Atomic int *w, int val) {
+  syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+void os_futex_wake_all(_Atomic int *w) {
+  syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+int os_membarrier_register(void) {
+  return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+void os_membarrier(void) { syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0); }

@@ -1,0 +1,129 @@
+/* The OS layer: every System V call, /proc, clocks, futex, membarrier and
+ * madvise the library makes, the SHMHEAP_* environment (options.c), and
+ * messages that never allocate (diag.c).  Nothing here knows the heap's
+ * format; everything above reaches the kernel through these functions.
+ * All of it may run inside the first malloc: none of it allocates. */
+#ifndef SHMHEAP_OS_H
+#define SHMHEAP_OS_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define SH_API __attribute__((visibility("default")))
+#define SH_HIDDEN __attribute__((visibility("hidden")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define SH_TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* Exit statuses (documented in shmheap(7)). */
+#define SH_EXIT_CONFIG 78  /* EX_CONFIG: a SHMHEAP_* variable is wrong */
+#define SH_EXIT_OSERR 71   /* EX_OSERR: the segment could not be created/attached */
+#define SH_EXIT_FOREIGN 65 /* EX_DATAERR: the keyed segment is not a usable heap */
+#define SH_EXIT_INUSE 75   /* EX_TEMPFAIL: the keyed heap is in use by another process */
+
+/* Debug builds (./configure --enable-debug) check the invariants of
+ * format.h where they are enforced; SH_ASSERT names the invariant. */
+#ifdef SH_DEBUG
+#define SH_ASSERT(cond, what) (likely(cond) ? (void)0 : sh_assert_fail(what, #cond, __FILE__, __LINE__))
+#else
+#define SH_ASSERT(cond, what) ((void)0)
+#endif
+
+/* ---- messages (diag.c) ---------------------------------------------------- */
+
+extern SH_HIDDEN int sh_say_fd;
+SH_HIDDEN void sh_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+SH_HIDDEN void sh_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+SH_HIDDEN int sh_fmt(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+SH_HIDDEN int sh_vfmt(char *buf, size_t len, const char *fmt, va_list ap);
+SH_HIDDEN void sh_assert_fail(const char *what, const char *cond, const char *file, int line)
+    __attribute__((noreturn));
+
+/* ---- clocks ------------------------------------------------------------------ */
+
+/* Nanoseconds on clock c.  CLOCK_MONOTONIC is system-wide: it means the
+ * same in every process that shares a heap. */
+static inline uint64_t os_clock_ns(clockid_t c) {
+  struct timespec ts;
+  clock_gettime(c, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- processes and /proc ------------------------------------------------------ */
+
+SH_HIDDEN pid_t os_getpid(void); /* the kernel's, not a cached one: right after fork too */
+SH_HIDDEN pid_t os_gettid(void);
+/* Reads up to len-1 bytes of a file, NUL-terminated; returns the bytes read. */
+SH_HIDDEN size_t os_read_file(const char *path, char *buf, size_t len);
+/* Parent and start time of pid from /proc/PID/stat; 0 if there is no such
+ * process, or only its corpse (a zombie has left every heap). */
+SH_HIDDEN int os_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start);
+/* The executable of pid (/proc/PID/exe), or NULL. */
+SH_HIDDEN const char *os_exe_of(pid_t pid, char *buf, size_t len);
+/* This process's executable, read once ("?" if unreadable). */
+SH_HIDDEN const char *os_self_exe(void);
+/* Does pid name no process at all (kill(pid, 0) fails with ESRCH)? */
+SH_HIDDEN int os_pid_gone(pid_t pid);
+
+/* ---- System V shared memory ------------------------------------------------------ */
+
+struct shmid_ds;
+/* Each returns what the system call does (-1 with errno on failure). */
+SH_HIDDEN int os_shm_find(int32_t key);                              /* shmget(key, 0, 0) */
+SH_HIDDEN int os_shm_create(int32_t key, size_t size, unsigned mode); /* new only; key 0: private */
+SH_HIDDEN void *os_shm_attach(int id, void *addr, int readonly);      /* (void *)-1 on failure */
+SH_HIDDEN void *os_shm_remap(int id, void *addr);                     /* in place of what is there */
+SH_HIDDEN int os_shm_detach(const void *p);
+SH_HIDDEN int os_shm_stat(int id, struct shmid_ds *ds);
+SH_HIDDEN int os_shm_remove(int id);
+
+/* ---- memory, futex, membarrier ------------------------------------------------------ */
+
+SH_HIDDEN void os_release_pages(void *p, size_t len); /* MADV_REMOVE: shmem pages are freed */
+SH_HIDDEN void os_populate(void *p, size_t len, int write); /* MADV_POPULATE_*: one call, no faults */
+/* Anonymous private memory for scratch, never from the heap: NULL on failure. */
+SH_HIDDEN void *os_scratch(size_t len);
+SH_HIDDEN void os_scratch_free(void *p, size_t len);
+SH_HIDDEN void os_futex_wait(_Atomic int *w, int val);
+SH_HIDDEN void os_futex_wake_all(_Atomic int *w);
+SH_HIDDEN int os_membarrier_register(void); /* 1 if expedited private barriers work */
+SH_HIDDEN void os_membarrier(void);
+
+/* ---- the environment (options.c) ----------------------------------------------------- */
+
+#define SH_NAME_MAX 64     /* a heap's name, NUL included */
+#define SH_PROGRAM_MAX 256 /* the owning program's path, NUL included */
+
+/* The default attach address and size (documented in shmheap(7)). */
+#define SH_DEFAULT_ADDR ((uintptr_t)0x200000000000ULL)
+#define SH_DEFAULT_SIZE ((size_t)64 << 30)
+#define SH_MIN_SIZE ((size_t)4 << 20)
+#define SH_ADDR_ALIGN ((uintptr_t)1 << 21) /* 2 MiB: attach address granularity */
+
+struct options {
+  int have_key;
+  int32_t key;
+  char name[SH_NAME_MAX];
+  size_t size;
+  int size_given;
+  uintptr_t addr;
+  int addr_given;
+  int fork_share;
+  int verbose;
+  int fresh;           /* SHMHEAP_FRESH=1 */
+  unsigned mode;       /* SHMHEAP_MODE, permissions of a new segment */
+  const char *program; /* SHMHEAP_PROGRAM, or NULL */
+  int image_any;       /* SHMHEAP_IMAGE=any */
+};
+
+/* The process's options, parsed once at start-up (init.c). */
+extern SH_HIDDEN struct options sh_opt;
+SH_HIDDEN void sh_options_parse(struct options *o);
+SH_HIDDEN int sh_parse_size(const char *s, size_t *out);
+/* 0, or 1 out of range, 2 zero (IPC_PRIVATE), 3 name too long */
+SH_HIDDEN int sh_key_parse(const char *v, int32_t *key, char name[SH_NAME_MAX]);
+
+#endif

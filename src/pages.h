@@ -1,0 +1,93 @@
+/* The page allocator layer: the segment as this process maps it, the robust
+ * lock (lock.c), the undo log (journal.c) and spans of pages (pages.c).
+ *
+ * A locked edit of the segment reads:
+ *
+ *     pages_lock();          the lock; a dead owner's edit is rolled back
+ *     journal_begin();
+ *     ... JW(x) = v ...      every store logged first (I6)
+ *     journal_step();        optional: the edit so far is complete
+ *     journal_end();         complete: nothing of it is undone
+ *     page_purge_due();      optional: hand back pages unused for long
+ *     pages_unlock();
+ *
+ * Each step of an edit logs at most SH_ULOG_MAX stores; an edit of any
+ * length is a series of complete steps. */
+#ifndef SHMHEAP_PAGES_H
+#define SHMHEAP_PAGES_H
+
+#include "format.h"
+
+/* Where the segment is mapped in this process (pages.c). */
+struct sh_map {
+  char *base; /* segment address */
+  struct shm_header *hdr;
+  struct theap *heaps;
+  struct span *spans;
+  uint32_t *pagemap;
+  uintptr_t heap_lo; /* first heap byte */
+  size_t heap_len;
+  int shmid;
+};
+extern SH_HIDDEN struct sh_map G;
+
+/* Points G at the segment mapped at base (its header already laid out). */
+SH_HIDDEN void map_set(char *base, int shmid);
+SH_HIDDEN void map_clear(void);
+
+/* I1: the segment refers to itself by offset only. */
+static inline void *off2ptr(uint64_t off) { return G.base + off; }
+static inline uint64_t ptr2off(const void *p) {
+  SH_ASSERT((uintptr_t)p - (uintptr_t)G.base < G.hdr->size, "I1");
+  return (uint64_t)((const char *)p - G.base);
+}
+static inline char *span_addr(const struct span *s) {
+  return (char *)G.heap_lo + ((size_t)s->first << SH_PAGE_SHIFT);
+}
+static inline uint32_t span_index(const struct span *s) { return (uint32_t)(s - G.spans); }
+
+/* ---- the robust lock (lock.c) ------------------------------------------------- */
+
+enum lock_result {
+  LOCK_TAKEN,      /* it is ours now */
+  LOCK_OWNER_DIED, /* ours, from an owner that died holding it: repair what it guards */
+  LOCK_HELD,       /* this thread holds it already (a signal handler interrupted it) */
+  LOCK_BUSY,       /* LOCK_TRY only: another thread holds it */
+};
+#define LOCK_WAIT 0u
+#define LOCK_TRY 1u   /* do not wait */
+#define LOCK_COUNT 2u /* count it in locks_held() (a fork from a signal handler asks) */
+
+SH_HIDDEN void lock_init(pthread_mutex_t *m);
+SH_HIDDEN enum lock_result lock_acquire(pthread_mutex_t *m, unsigned how);
+SH_HIDDEN void lock_release(pthread_mutex_t *m, unsigned how);
+SH_HIDDEN int locks_held(void); /* LOCK_COUNT locks this thread holds or is acquiring */
+
+/* ---- the undo log (journal.c) ---------------------------------------------------- */
+
+SH_HIDDEN void journal_begin(void);
+SH_HIDDEN void journal_step(void); /* the edit so far is complete: it will not be undone */
+SH_HIDDEN void journal_end(void);
+SH_HIDDEN int journal_open(void);  /* between begin and end (for assertions) */
+SH_HIDDEN void *journal_touch(void *p, unsigned width);
+SH_HIDDEN int journal_rollback(void); /* returns the entries undone */
+/* JW(x) is x, after its old value is logged: write "JW(h->top) += n" for a
+ * store under hdr->lock (I6). */
+#define JW(lv) (*(__typeof__(lv) *)journal_touch((void *)&(lv), sizeof(lv)))
+
+/* ---- spans of pages (pages.c) -------------------------------------------------------- */
+
+/* hdr->lock; 1 if its owner had died and its edit was rolled back. */
+SH_HIDDEN int pages_lock(void);
+SH_HIDDEN void pages_unlock(void);
+SH_HIDDEN int pages_locked(void); /* by this thread (for assertions) */
+
+/* Inside a journal edit: */
+SH_HIDDEN struct span *page_alloc(uint32_t npages, uint32_t align_pages, int *zeroed);
+SH_HIDDEN void page_free(struct span *s);
+SH_HIDDEN int page_resize(struct span *s, uint32_t npages); /* in place; 1 on success */
+/* Under the lock, outside an edit (each purge is an edit of its own): */
+SH_HIDDEN void page_purge_due(void);
+SH_HIDDEN size_t page_purge_all(void);
+
+#endif

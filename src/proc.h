@@ -1,0 +1,72 @@
+/* The processes layer: which thread and process a heap slot belongs to
+ * (thread.c), the repair of a heap whose thread died mid-edit (repair.c),
+ * fork in copy and share mode (fork.c), who may attach a keyed heap and its
+ * recovery at attach (recover.c), and the program image (image.c). */
+#ifndef SHMHEAP_PROC_H
+#define SHMHEAP_PROC_H
+
+#include "alloc.h"
+
+/* This process, as the heap knows it. */
+struct sh_self {
+  pid_t pid;
+  uint64_t start;  /* start time (/proc/self/stat), 0 without /proc */
+  int keyed;       /* it uses a keyed heap (not a private one, or a fork's copy) */
+  int reattached;  /* the segment existed before this process */
+};
+extern SH_HIDDEN struct sh_self SELF;
+
+/* ---- thread heaps (thread.c) ----------------------------------------------------- */
+
+extern SH_HIDDEN SH_TLS struct theap *tl_heap;
+extern SH_HIDDEN SH_TLS int tl_h0_held; /* this thread holds heap 0's lock */
+
+SH_HIDDEN void self_identify(void); /* SELF.pid and SELF.start, now */
+SH_HIDDEN struct theap *thread_heap_claim(void);
+SH_HIDDEN void thread_key_init(void);
+SH_HIDDEN void thread_release_self(void);
+SH_HIDDEN void thread_forget(void);
+SH_HIDDEN void thread_release_copied(pid_t parent, struct theap *keep);
+/* Is the process that owns slot t gone (dead, a zombie, or its pid reused)?
+ * Never for an orphaned slot (owner_pid < 0). */
+SH_HIDDEN int thread_slot_gone(const struct theap *t);
+/* Heap 0, shared by threads without a heap of their own, under its lock. */
+SH_HIDDEN void heap0_lock(void);
+SH_HIDDEN void heap0_unlock(void);
+/* A small block of class c, or the free of small block p of s, for a thread
+ * that has no heap yet (it claims one) or cannot have one (heap 0). */
+SH_HIDDEN void *thread_alloc(unsigned c);
+SH_HIDDEN void thread_free(struct span *s, void *p);
+
+/* ---- repair (repair.c), under hdr->lock ------------------------------------------------ */
+
+SH_HIDDEN void repair_heap(struct theap *h);
+SH_HIDDEN uint64_t repair_trim(struct theap *h); /* returns the spans given back */
+
+/* ---- fork (fork.c) ------------------------------------------------------------------------ */
+
+SH_HIDDEN void fork_init(int share);
+
+/* ---- recovery (recover.c) ------------------------------------------------------------------ */
+
+enum recover_verdict { RECOVER_USE, RECOVER_PRIVATE, RECOVER_REMOVED };
+/* Once a keyed heap is attached (formed or found): may this process use it,
+ * and if so, what did the repair of what earlier processes left find. */
+SH_HIDDEN enum recover_verdict recover_attach(uint64_t t0);
+SH_HIDDEN const struct shmheap_recovery *recover_findings(void);
+SH_HIDDEN void recover_forget(void);
+SH_HIDDEN int recover_program_is_self(void);
+/* Read-only, at any address: would this process use heap h (the program's,
+ * nobody alive using it)?  A guess for image.c; recover_attach decides. */
+SH_HIDDEN int recover_heap_is_for_self(const struct shm_header *h);
+SH_HIDDEN void recover_register_self(void); /* a share-mode child */
+SH_HIDDEN void recover_leave(void);         /* at exit */
+SH_HIDDEN void recover_reap(void);          /* the supervisor, after its worker died */
+
+/* ---- the program image (image.c) ------------------------------------------------------------- */
+
+SH_HIDDEN void image_reexec(void);
+SH_HIDDEN void image_check(void);
+SH_HIDDEN int image_reexecuted(void);
+
+#endif

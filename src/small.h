@@ -1,0 +1,213 @@
+/* Small spans: a span of one size class carved into blocks.  The one place
+ * that answers which block of a span an offset is, whether it is carved and
+ * whether it is free, that walks a span's free lists, and that edits them.
+ * The allocator (alloc.c), the repair of a dead thread's heap (repair.c) and
+ * the reader (view.c, also in shmheap-dump) use it.
+ *
+ * A small span s of class c holds capacity blocks of bsize bytes from its
+ * first page; blocks [0, reserved) are carved, the rest were never handed
+ * out.  A carved block is free when it is on the local list (s->free, the
+ * owner's) or on thread_free (pushed by other threads, I4), or in the chain
+ * a collect is moving (theap.pend_*).  Links are offsets from the segment
+ * base in the block's first 8 bytes (I1, I5). */
+#ifndef SHMHEAP_SMALL_H
+#define SHMHEAP_SMALL_H
+
+#include <string.h>
+
+#include "pages.h"
+
+/* ---- size classes (small.c) ------------------------------------------------ */
+
+/* Process-local copies of the class tables a heap is formed with. */
+extern SH_HIDDEN uint32_t sh_class_size[SH_NCLASS + 1];
+extern SH_HIDDEN uint16_t sh_class_pages[SH_NCLASS + 1];
+extern SH_HIDDEN uint64_t sh_class_recip[SH_NCLASS + 1];
+extern SH_HIDDEN uint8_t sh_class_lut[65];
+SH_HIDDEN void small_classes_init(void);
+
+static inline unsigned size_class(size_t n) {
+  if (n <= 1024) return sh_class_lut[(n + 15) >> 4];
+  size_t s = n - 1;
+  unsigned b = 63 - (unsigned)__builtin_clzl(s);
+  return 8 + (b - 7) * 4 + (unsigned)((s >> (b - 2)) & 3) + 1;
+}
+
+/* ---- which block ----------------------------------------------------------------- */
+
+/* Block index of byte rel of small span s (rel from the span's start), or
+ * -1 unless a block below limit starts there.  Any bsize (the reader's
+ * spans are untrusted). */
+static inline long small_index(const struct span *s, uint64_t rel, uint32_t limit) {
+  if (!s->bsize || rel % s->bsize) return -1;
+  uint64_t b = rel / s->bsize;
+  return b < limit ? (long)b : -1;
+}
+
+/* The same for a span of this process's heap, whose class tables are known
+ * (the free fast path): the division becomes a multiplication, exact for
+ * rel < 2^18. */
+static inline long small_index_fast(const struct span *s, uint64_t rel) {
+  if (unlikely(rel >= ((uint64_t)s->npages << SH_PAGE_SHIFT))) return -1;
+  uint64_t q = (rel * sh_class_recip[s->cls]) >> 48;
+  if (unlikely(q * s->bsize != rel || q >= s->reserved)) return -1;
+  return (long)q;
+}
+
+/* ---- marks: one bit per block (capacity fits 16 bits) ------------------------------ */
+
+struct small_marks {
+  uint8_t bit[0x10000 / 8];
+};
+static inline void small_marks_clear(struct small_marks *m, uint32_t nblocks) {
+  memset(m->bit, 0, ((size_t)nblocks + 7) / 8);
+}
+static inline int small_marked(const struct small_marks *m, uint64_t b) {
+  return m->bit[b >> 3] & (1u << (b & 7));
+}
+static inline void small_mark(struct small_marks *m, uint64_t b) {
+  m->bit[b >> 3] |= (uint8_t)(1u << (b & 7));
+}
+
+/* ---- walks (small.c): at any address, bounded --------------------------------------- */
+
+/* Why a walk stopped. */
+enum small_stop { SMALL_END, SMALL_NOT_BLOCK, SMALL_TWICE };
+
+struct small_walk {
+  long n;              /* blocks marked */
+  uint64_t last;       /* offset of the last block marked, 0 if none */
+  uint64_t at;         /* the offending link, when stopped early */
+  enum small_stop why;
+};
+
+/* Follows the list from head in the segment mapped at base, marking each
+ * block; stops at the end, at a link that is not a block below limit of s
+ * (whose first byte is at offset start), or at a block already marked. */
+SH_HIDDEN void small_walk(const char *base, const struct span *s, uint64_t start, uint64_t head, uint32_t limit,
+                          struct small_marks *m, struct small_walk *w);
+/* Is off on the list from head (bounded by the span's capacity)? */
+SH_HIDDEN int small_on_list(const char *base, const struct span *s, uint64_t start, uint64_t head, uint64_t off);
+/* Calls fn for every carved block of s that is on neither free list, in
+ * address order, until fn returns nonzero; returns the blocks passed. */
+typedef int (*small_block_fn)(void *ctx, uint64_t off, uint64_t size, unsigned cls);
+SH_HIDDEN uint64_t small_live_blocks(const char *base, const struct span *s, uint64_t start, small_block_fn fn,
+                                     void *ctx, int *stopped);
+/* Has s the shape its class has (tables of the heap at h), inside the heap? */
+SH_HIDDEN int small_sound(const struct shm_header *h, const struct span *s);
+
+/* ---- edits, by the owner of the span's heap (I4) ---------------------------------------- */
+
+/* Class lists of a thread heap (owner only, or the repairer of a dead owner). */
+static inline void small_list_push(uint32_t *head, struct span *s) {
+  uint32_t i = span_index(s);
+  s->prev = 0;
+  s->next = *head;
+  if (*head) G.spans[*head].prev = i;
+  *head = i;
+}
+
+static inline void small_list_remove(uint32_t *head, struct span *s) {
+  if (s->prev) G.spans[s->prev].next = s->next;
+  else *head = s->next;
+  if (s->next) G.spans[s->next].prev = s->prev;
+  s->next = s->prev = 0;
+}
+
+/* Pops the head of the local list (nonzero).  One store of the head (I5). */
+static inline void *small_pop(struct span *s) {
+  uint64_t b = s->free;
+  SH_ASSERT(b % SH_ALIGN == 0, "I5");
+  s->free = *(uint64_t *)off2ptr(b);
+  s->used++;
+  return off2ptr(b);
+}
+
+/* Pushes p on the local list: the link before the head, so the list is
+ * whole at every instruction (I5). */
+static inline void small_push(struct span *s, void *p) {
+  *(uint64_t *)p = s->free;
+  s->free = ptr2off(p);
+  s->used--;
+}
+
+/* Links the chain head..tail in front of the local list. */
+static inline void small_splice(struct span *s, uint64_t head, uint64_t tail) {
+  *(uint64_t *)off2ptr(tail) = s->free;
+  s->free = head;
+}
+
+/* Carves fresh blocks off the span's untouched end, about a page at a time,
+ * so a new span costs page faults only as it is used.  The blocks are
+ * linked before they are counted carved (repair.c relies on it). */
+static inline void small_carve(struct span *s) {
+  uint32_t bs = s->bsize, left = (uint32_t)(s->capacity - s->reserved);
+  uint32_t n = SH_PAGE / bs;
+  if (n == 0) n = 1;
+  if (n > left) n = left;
+  char *b = span_addr(s) + (size_t)s->reserved * bs;
+  uint64_t off = ptr2off(b);
+  for (uint32_t k = 0; k + 1 < n; k++, off += bs) *(uint64_t *)off2ptr(off) = off + bs;
+  *(uint64_t *)off2ptr(off) = s->free;
+  s->free = ptr2off(b);
+  s->reserved = (uint16_t)(s->reserved + n);
+}
+
+/* Moves the blocks other threads freed into s onto its local list.  The
+ * chain is recorded in h->pend_* before it leaves thread_free: a crash while
+ * it is on neither list would otherwise lose every block in it, and the
+ * repair (repair.c) puts it back.  Returns 0 if there was nothing. */
+static inline int small_collect(struct theap *h, struct span *s) {
+  uint64_t tf = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+  if ((tf & ~TF_NOTIFY) == 0) return 0;
+  h->pend_span = span_index(s);
+  do {
+    h->pend_head = tf & ~TF_NOTIFY; /* never 0: only the owner empties the list */
+  } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &tf, 0, memory_order_acq_rel,
+                                                  memory_order_relaxed));
+  tf &= ~TF_NOTIFY;
+  uint64_t tail = tf;
+  unsigned n = 1;
+  for (uint64_t nx; (nx = *(uint64_t *)off2ptr(tail)) != 0; tail = nx) n++;
+  small_splice(s, tf, tail);
+  s->used = (uint16_t)(s->used - n);
+  atomic_signal_fence(memory_order_seq_cst);
+  h->pend_head = 0;
+  return 1;
+}
+
+/* Another thread's free: onto thread_free with a CAS.  Returns whether the
+ * owner had parked the span and asked to hear of it (TF_NOTIFY). */
+static inline int small_push_remote(struct span *s, void *p) {
+  uint64_t off = ptr2off(p);
+  uint64_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+  do {
+    *(uint64_t *)p = old & ~TF_NOTIFY;
+  } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &old, off, memory_order_release,
+                                                  memory_order_relaxed));
+  return (old & TF_NOTIFY) != 0;
+}
+
+/* The owner parks an exhausted span on its full list.  Fails (returns 0) if
+ * remote frees arrived meanwhile: then there is something to collect. */
+static inline int small_park(struct heap_class *hc, struct span *s) {
+  uint64_t zero = 0;
+  small_list_remove(&hc->avail, s);
+  if (!atomic_compare_exchange_strong_explicit(&s->thread_free, &zero, TF_NOTIFY, memory_order_acq_rel,
+                                               memory_order_relaxed)) {
+    small_list_push(&hc->avail, s); /* remote frees arrived: collect them next turn */
+    return 0;
+  }
+  s->flags |= SPAN_FULL;
+  small_list_push(&hc->full, s);
+  return 1;
+}
+
+static inline void small_unpark(struct heap_class *hc, struct span *s) {
+  atomic_fetch_and_explicit(&s->thread_free, ~TF_NOTIFY, memory_order_relaxed);
+  small_list_remove(&hc->full, s);
+  s->flags &= (uint8_t)~SPAN_FULL;
+  small_list_push(&hc->avail, s);
+}
+
+#endif
