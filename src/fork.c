@@ -69,7 +69,7 @@ static void copy(char *dst, uint64_t off, uint64_t len) {
 
 /* Builds the child's heap in a new private segment: only what is in use is
  * copied; free spans stay zero in the new segment and are marked so. */
-static int copy_heap(struct fork_state *f) {
+static int copy_segment(struct fork_state *f) {
   struct shm_header *h = G.hdr;
   int id = os_shm_create(0, h->size, 0600);
   if (id < 0) return -1;
@@ -166,7 +166,7 @@ static void prepare(void) {
   if (h0 == LOCK_OWNER_DIED) repair_heap(&G.heaps[0]); /* hdr->lock is ours: taken, or held */
   if (pipe2(f->pipe, O_CLOEXEC) == 0) return; /* the child copies */
   f->pipe[0] = f->pipe[1] = -1;
-  if (copy_heap(f) < 0)
+  if (copy_segment(f) < 0)
     sh_say("libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): the child will exit with status %d; raise the shm limits or use SHMHEAP_FORK=share",
            (size_t)G.hdr->size, errno, SH_EXIT_OSERR);
 }
@@ -215,7 +215,7 @@ static void child(void) {
   }
   if (f->pipe[0] >= 0) {
     close(f->pipe[0]);
-    if (copy_heap(f) < 0)
+    if (copy_segment(f) < 0)
       sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): raise the shm limits, or use SHMHEAP_FORK=share",
              (size_t)G.hdr->size, errno);
   } else if (!f->copy) {

@@ -269,4 +269,24 @@ struct hv {
  * -1 and why says what it is instead. */
 SH_HIDDEN int fmt_open(struct hv *v, const void *map, size_t len, char *why, size_t whylen);
 
+/* ---- this process's mapping (format.c) -------------------------------------- */
+
+/* Where the segment is mapped in this process (format.c): what every layer
+ * above reads the segment through. */
+struct sh_map {
+  char *base; /* segment address */
+  struct shm_header *hdr;
+  struct theap *heaps;
+  struct span *spans;
+  uint32_t *pagemap;
+  uintptr_t heap_lo; /* first heap byte */
+  size_t heap_len;
+  int shmid;
+};
+extern SH_HIDDEN struct sh_map G;
+
+/* Points G at the segment mapped at base (its header already laid out). */
+SH_HIDDEN void map_set(char *base, int shmid);
+SH_HIDDEN void map_clear(void);
+
 #endif

@@ -46,7 +46,7 @@ static int split(char *buf, size_t n, char **v, size_t vmax) {
 
 /* Would the keyed heap be used by this process at all?  Programs that only
  * inherited the key must not pay for an exec or lose their randomization. */
-static int heap_wanted(void) {
+static int segment_wanted(void) {
   int id = os_shm_find(sh_opt.key);
   if (id < 0) return errno == ENOENT; /* we would create it */
   struct shmid_ds ds;
@@ -55,7 +55,7 @@ static int heap_wanted(void) {
   if (h == (void *)-1) return 0;
   struct hv v;
   char why[128];
-  int ok = fmt_open(&v, h, ds.shm_segsz, why, sizeof why) == 0 && recover_heap_is_for_self(h);
+  int ok = fmt_open(&v, h, ds.shm_segsz, why, sizeof why) == 0 && recover_segment_is_for_self(h);
   os_shm_detach(h);
   return ok;
 }
@@ -79,7 +79,7 @@ void image_reexec(void) {
   if (sh_opt.image_any || getauxval(AT_SECURE)) return;
   char rv[8];
   if (os_read_file("/proc/sys/kernel/randomize_va_space", rv, sizeof rv) && rv[0] == '0') return;
-  if (!heap_wanted()) return;
+  if (!segment_wanted()) return;
   size_t n = os_read_file("/proc/self/cmdline", cmdline, sizeof cmdline);
   if (n == 0 || n >= sizeof cmdline - 1 || !split(cmdline, n, argv_v, sizeof argv_v / sizeof *argv_v)) return;
   char **envp = environ;

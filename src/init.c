@@ -15,7 +15,7 @@ _Atomic int start_state;
 
 /* The key was inherited, not meant for this process: it runs on a private
  * heap as if SHMHEAP_KEY were unset, silently (SHMHEAP_VERBOSE says why). */
-static void private_heap(const char *why) {
+static void use_private_segment(const char *why) {
   if (sh_opt.verbose)
     sh_say("libshmheap: pid %d (%s): not using the heap of SHMHEAP_KEY=%s%s0x%x: %s; using a private heap",
            (int)SELF.pid, os_self_exe(), sh_opt.name, sh_opt.name[0] ? " -> " : "", (unsigned)sh_opt.key, why);
@@ -41,7 +41,7 @@ static void say_attached(void) {
            (unsigned long long)(rec->recovery_ns / 1000));
 }
 
-void start_heap(void) {
+void start_up(void) {
   int expect = START_NONE;
   if (!atomic_compare_exchange_strong(&start_state, &expect, START_ATTACHING)) {
     /* Another thread is setting up: wait for it. */
@@ -57,7 +57,7 @@ void start_heap(void) {
   sh_options_parse(&sh_opt);
   /* SHMHEAP_PROGRAM names the program the keyed heap is for: any other one
    * that inherited the variables gets a private heap. */
-  if (sh_opt.have_key && sh_opt.program && !recover_program_is_self()) private_heap("it is not SHMHEAP_PROGRAM");
+  if (sh_opt.have_key && sh_opt.program && !recover_program_is_self()) use_private_segment("it is not SHMHEAP_PROGRAM");
   SELF.keyed = sh_opt.have_key;
   image_reexec(); /* returns only if no re-exec is needed or possible */
   for (;;) {
@@ -67,7 +67,7 @@ void start_heap(void) {
     if (r == RECOVER_USE) break;
     segment_close();
     recover_forget();
-    if (r == RECOVER_PRIVATE) private_heap("the heap belongs to another program or to a process above this one");
+    if (r == RECOVER_PRIVATE) use_private_segment("the heap belongs to another program or to a process above this one");
     SELF.keyed = sh_opt.have_key;
   }
   alloc_gate_register();

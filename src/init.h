@@ -13,7 +13,7 @@ enum start_state {
 };
 extern SH_HIDDEN _Atomic int start_state;
 
-SH_HIDDEN void start_heap(void);
+SH_HIDDEN void start_up(void);
 /* segment.c: the heap's segment, created or found, attached and checked. */
 SH_HIDDEN void segment_open(void);
 SH_HIDDEN void segment_close(void);
@@ -29,7 +29,7 @@ static inline int started(void) {
 }
 
 static inline void ensure_init(void) {
-  if (unlikely(!started())) start_heap();
+  if (unlikely(!started())) start_up();
 }
 
 #endif

@@ -37,7 +37,7 @@ static void commit(void) {
 }
 
 void journal_begin(void) {
-  SH_ASSERT(pages_locked() && !editing, "I6");
+  SH_ASSERT(locks_held() > 0 && !editing, "I6");
   SH_ASSERT(atomic_load_explicit(&G.hdr->ulog.n, memory_order_relaxed) == 0, "I6");
   editing = 1;
 }
@@ -54,7 +54,7 @@ void journal_end(void) {
 }
 
 void *journal_touch(void *p, unsigned width) {
-  SH_ASSERT(editing && pages_locked(), "I6");
+  SH_ASSERT(editing && locks_held() > 0, "I6");
   struct ulog *l = &G.hdr->ulog;
   uint32_t n = atomic_load_explicit(&l->n, memory_order_relaxed);
   uint64_t where = ptr2off(p) | (uint64_t)width << WIDTH_SHIFT;

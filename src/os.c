@@ -26,6 +26,12 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
+uint64_t os_clock_ns(clockid_t c) {
+  struct timespec ts;
+  clock_gettime(c, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 pid_t os_getpid(void) { return (pid_t)syscall(SYS_getpid); }
 pid_t os_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 

@@ -46,11 +46,7 @@ SH_HIDDEN void sh_assert_fail(const char *what, const char *cond, const char *fi
 
 /* Nanoseconds on clock c.  CLOCK_MONOTONIC is system-wide: it means the
  * same in every process that shares a heap. */
-static inline uint64_t os_clock_ns(clockid_t c) {
-  struct timespec ts;
-  clock_gettime(c, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+SH_HIDDEN uint64_t os_clock_ns(clockid_t c);
 
 /* ---- processes and /proc ------------------------------------------------------ */
 

@@ -10,22 +10,6 @@
 
 #include "pages.h"
 
-struct sh_map G;
-
-void map_set(char *base, int shmid) {
-  struct shm_header *h = (struct shm_header *)base;
-  G.base = base;
-  G.shmid = shmid;
-  G.hdr = h;
-  G.heaps = (struct theap *)(base + h->heaps_off);
-  G.spans = (struct span *)(base + h->spans_off);
-  G.pagemap = (uint32_t *)(base + h->pagemap_off);
-  G.heap_lo = (uintptr_t)base + h->heap_off;
-  G.heap_len = (size_t)h->npages << SH_PAGE_SHIFT;
-}
-
-void map_clear(void) { memset(&G, 0, sizeof G); }
-
 /* ---- the lock ------------------------------------------------------------- */
 
 static SH_TLS int tl_locked;

@@ -18,23 +18,6 @@
 
 #include "format.h"
 
-/* Where the segment is mapped in this process (pages.c). */
-struct sh_map {
-  char *base; /* segment address */
-  struct shm_header *hdr;
-  struct theap *heaps;
-  struct span *spans;
-  uint32_t *pagemap;
-  uintptr_t heap_lo; /* first heap byte */
-  size_t heap_len;
-  int shmid;
-};
-extern SH_HIDDEN struct sh_map G;
-
-/* Points G at the segment mapped at base (its header already laid out). */
-SH_HIDDEN void map_set(char *base, int shmid);
-SH_HIDDEN void map_clear(void);
-
 /* I1: the segment refers to itself by offset only. */
 static inline void *off2ptr(uint64_t off) { return G.base + off; }
 static inline uint64_t ptr2off(const void *p) {

@@ -58,7 +58,7 @@ SH_HIDDEN void recover_forget(void);
 SH_HIDDEN int recover_program_is_self(void);
 /* Read-only, at any address: would this process use heap h (the program's,
  * nobody alive using it)?  A guess for image.c; recover_attach decides. */
-SH_HIDDEN int recover_heap_is_for_self(const struct shm_header *h);
+SH_HIDDEN int recover_segment_is_for_self(const struct shm_header *h);
 SH_HIDDEN void recover_register_self(void); /* a share-mode child */
 SH_HIDDEN void recover_leave(void);         /* at exit */
 SH_HIDDEN void recover_reap(void);          /* the supervisor, after its worker died */

@@ -64,7 +64,7 @@ static int proc_alive(const struct shm_header *h, const struct shm_proc *e, pid_
   return !exe || is_program_of(exe, h); /* unreadable: assume it is */
 }
 
-int recover_heap_is_for_self(const struct shm_header *h) {
+int recover_segment_is_for_self(const struct shm_header *h) {
   if (!is_program_of(os_self_exe(), h)) return 0;
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     pid_t pid = atomic_load(&h->procs[i].pid);

@@ -18,7 +18,7 @@
 static char *seg_base;
 static int seg_id;
 
-static void form_heap(const struct options *o) {
+static void form_segment(const struct options *o) {
   struct shm_header *h = (struct shm_header *)seg_base;
   h->format = SH_FORMAT;
   fmt_layout(h, o->size, (uintptr_t)seg_base);
@@ -27,9 +27,7 @@ static void form_heap(const struct options *o) {
   h->name_hash = (uint32_t)h->key;
   h->creator_uid = (uint32_t)geteuid();
   h->creator_pid = SELF.pid;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  h->created = (uint64_t)ts.tv_sec;
+  h->created = os_clock_ns(CLOCK_REALTIME) / 1000000000u;
   h->nclass = SH_NCLASS;
   memcpy(h->class_size, sh_class_size, sizeof h->class_size);
   memcpy(h->class_pages, sh_class_pages, sizeof h->class_pages);
@@ -134,7 +132,7 @@ void segment_open(void) {
     attach_at(id, o->addr, o, 1);
     /* Removed now, gone when the last process that has it attached is. */
     os_shm_remove(id);
-    form_heap(o);
+    form_segment(o);
     return;
   }
   for (int tries = 0; tries < 100; tries++) {
@@ -143,7 +141,7 @@ void segment_open(void) {
       id = create_segment(o->key, o);
       if (id < 0) continue; /* someone created it between the two calls */
       attach_at(id, o->addr, o, 1);
-      form_heap(o);
+      form_segment(o);
       return;
     }
     if (id < 0) {

@@ -8,6 +8,8 @@
 #   check_crash                                   Check suite NOT linked with the
 #              library either: it only runs crash_worker and shmheap-dump
 #   real_*.sh                                     real programs under the preload
+#   layers.sh                                     the library's files call only
+#              downwards (read from the objects' symbols)
 
 TEST_EXTENSIONS = .sh
 SH_LOG_COMPILER = $(SHELL)
@@ -92,7 +94,8 @@ REAL_TESTS = \
 	tests/real_gxx.sh \
 	tests/real_dump.sh \
 	tests/real_kvstore.sh
-TESTS += $(REAL_TESTS)
+TESTS += $(REAL_TESTS) tests/layers.sh
+EXTRA_DIST += tests/layers.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
