@@ -26,8 +26,10 @@
 #define WIDTH_SHIFT 56
 #define OFF_MASK ((1ULL << WIDTH_SHIFT) - 1)
 
-/* Process-local, touched only by the holder of hdr->lock: is an edit open? */
-static int editing;
+/* Is this thread inside an edit?  Per thread: a share-mode fork can come
+ * while another thread of the parent edits, and that thread is not in the
+ * child. */
+static SH_TLS int editing;
 
 int journal_open(void) { return editing; }
 

@@ -102,6 +102,7 @@ void recover_register_self(void) {
   journal_begin();
   register_pid(SELF.pid);
   journal_end();
+  page_purge_due();
   pages_unlock();
 }
 
@@ -120,6 +121,7 @@ void recover_leave(void) {
    * to reuse them before they would decay, and a heap left behind should
    * hold only what is live. */
   if (!others) page_purge_all();
+  else page_purge_due();
   pages_unlock();
 }
 
@@ -175,6 +177,7 @@ void recover_reap(void) {
   memset(&scratch, 0, sizeof scratch);
   pages_lock();
   reap(&scratch, 0);
+  page_purge_due();
   pages_unlock();
 }
 
@@ -194,6 +197,7 @@ enum recover_verdict recover_attach(uint64_t t0) {
     register_pid(SELF.pid);
     journal_end();
     h->last_pid = SELF.pid;
+    page_purge_due();
     pages_unlock();
     f->origin = SHMHEAP_NEW;
     f->recovery_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
@@ -230,6 +234,9 @@ enum recover_verdict recover_attach(uint64_t t0) {
   h->last_pid = SELF.pid;
   h->attaches++;
   if (crashed) h->crashes++;
+  /* What the dead left free and has lain unused long enough goes back now,
+   * not at this process's first allocation. */
+  page_purge_due();
   pages_unlock();
   f->recovery_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
   return RECOVER_USE;

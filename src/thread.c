@@ -85,6 +85,7 @@ struct theap *thread_heap_claim(void) {
     break;
   }
   journal_end();
+  page_purge_due();
   pages_unlock();
   if (!h) {
     tl_backoff = 1024;
@@ -132,9 +133,13 @@ void thread_forget(void) {
  * mid-edit, so it is rebuilt first (I7). */
 void heap0_lock(void) {
   struct theap *h0 = &G.heaps[0];
-  if (unlikely(lock_acquire(&h0->lock, LOCK_COUNT) == LOCK_OWNER_DIED)) {
+  enum lock_result r = lock_acquire(&h0->lock, LOCK_COUNT);
+  if (unlikely(r == LOCK_HELD))
+    sh_die(SH_EXIT_OSERR, "libshmheap: internal error: heap 0's lock taken twice by one thread (malloc called from a signal handler that interrupted malloc?)");
+  if (unlikely(r == LOCK_OWNER_DIED)) {
     pages_lock();
     repair_heap(h0);
+    page_purge_due();
     pages_unlock();
   }
   tl_h0_held = 1;
