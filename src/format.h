@@ -22,17 +22,19 @@
  *      links; other threads only push onto thread_free with a CAS.
  *  I5  Every list edit that a kill can interrupt is a single aligned store of
  *      one link, so a crash loses at most the block in flight (decision 4).
- *  I6  The span allocator (free bins, top, descriptor pool) changes only under
- *      hdr->lock, a robust process-shared mutex, and every store it makes
- *      is undo-logged first (journal.c) between journal_begin and journal_end: a process that dies holding the
- *      lock has its edit rolled back by the next one to take it.  Stores
+ *  I6  The page allocator (free bins, top, descriptor pool) changes only
+ *      under hdr->lock, a robust process-shared mutex, and every store it
+ *      makes is undo-logged first (journal.c), between journal_begin and
+ *      journal_end: a process that dies holding the lock has its edit
+ *      rolled back by the next one to take it.  Stores
  *      made under the lock that are not logged are each atomic on their own
  *      or idempotent: the fields of a span before its logged state store
  *      publishes it, roots (struct root), the image record (n last), and
  *      the repairs of repair.c (rerun from scratch if interrupted).
  *      A long edit is a series of steps (journal_step), each complete.
  *  I7  A thread heap is edited only between heap_enter and heap_leave (busy
- *      set).  A slot left busy by a dead thread is rebuilt from its spans
+ *      set); heap 0, shared by threads without a slot, only under its lock.
+ *      A slot left busy by a dead thread is rebuilt from its spans
  *      (repair.c) before anyone uses it again; one left idle is consistent.
  */
 #ifndef SHMHEAP_FORMAT_H
@@ -118,7 +120,7 @@ struct theap {
   _Atomic int32_t owner_pid;    /* 0: slot free */
   int32_t owner_tid;
   _Atomic uint32_t full_remote; /* remote frees hit spans on the full list */
-  uint32_t pend_span;           /* span_collect in progress: the span ... */
+  uint32_t pend_span;           /* small_collect in progress: the span ... */
   int64_t in_use;               /* bytes malloc'd minus bytes freed by this heap */
   uint64_t nmalloc, nfree;
   uint16_t index;
