@@ -52,10 +52,10 @@ static struct span *span_new_small(struct theap *h, unsigned c) {
   int zeroed;
   pages_lock();
   journal_begin();
-  struct span *s = page_alloc(sh_class_pages[c], 0, &zeroed);
+  struct span *s = page_alloc(small_class_pages[c], 0, &zeroed);
   if (s) {
     s->cls = (uint8_t)c;
-    s->bsize = sh_class_size[c];
+    s->bsize = small_class_size[c];
     s->owner = h->index;
     s->capacity = (uint16_t)(((size_t)s->npages << SH_PAGE_SHIFT) / s->bsize);
     s->reserved = 0;
@@ -207,6 +207,6 @@ int alloc_resize_large(struct span *s, size_t n) {
 unsigned alloc_aligned_class(size_t align, size_t n) {
   if (n > SH_SMALL_MAX || align > SH_PAGE) return 0;
   for (unsigned c = size_class(n); c <= SH_NCLASS; c++)
-    if (sh_class_size[c] % align == 0) return c;
+    if (small_class_size[c] % align == 0) return c;
   return 0;
 }

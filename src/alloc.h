@@ -60,7 +60,7 @@ static inline void *heap_alloc(struct theap *h, unsigned c) {
     p = heap_alloc_refill(h, c);
     if (!p) return NULL;
   }
-  h->in_use += sh_class_size[c];
+  h->in_use += small_class_size[c];
   h->nmalloc++;
   return p;
 }

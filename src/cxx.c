@@ -25,7 +25,7 @@ static __attribute__((noreturn)) void throw_bad_alloc(void) {
   if (_ZSt17__throw_bad_allocv) _ZSt17__throw_bad_allocv();
   void (*thr)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "_ZSt17__throw_bad_allocv");
   if (thr) thr();
-  sh_say("libshmheap: operator new: out of memory and no C++ runtime to throw std::bad_alloc");
+  os_say("libshmheap: operator new: out of memory and no C++ runtime to throw std::bad_alloc");
   abort();
 }
 

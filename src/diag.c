@@ -22,7 +22,7 @@ static size_t put_num(char *out, size_t room, unsigned long long v, unsigned bas
   return k;
 }
 
-int sh_vfmt(char *buf, size_t len, const char *f, va_list ap) {
+int os_vfmt(char *buf, size_t len, const char *f, va_list ap) {
   size_t o = 0;
   if (!len) return 0;
   for (; *f && o + 1 < len; f++) {
@@ -64,10 +64,10 @@ int sh_vfmt(char *buf, size_t len, const char *f, va_list ap) {
   return (int)o;
 }
 
-int sh_fmt(char *buf, size_t len, const char *f, ...) {
+int os_fmt(char *buf, size_t len, const char *f, ...) {
   va_list ap;
   va_start(ap, f);
-  int n = sh_vfmt(buf, len, f, ap);
+  int n = os_vfmt(buf, len, f, ap);
   va_end(ap);
   return n;
 }
@@ -75,27 +75,27 @@ int sh_fmt(char *buf, size_t len, const char *f, ...) {
 /* Where messages go: stderr, or with SHMHEAP_VERBOSE=1 a private duplicate
  * of it taken at start-up, so the exit statistics still appear when the
  * program has closed its stderr (coreutils close it at exit). */
-int sh_say_fd = 2;
+int os_say_fd = 2;
 
 static void emit(const char *f, va_list ap) {
   char buf[1024];
-  int n = sh_vfmt(buf, sizeof buf - 1, f, ap);
+  int n = os_vfmt(buf, sizeof buf - 1, f, ap);
   if (n < 0) return;
   buf[n++] = '\n';
   for (ssize_t k = 0, w; k < n; k += w) {
-    w = write(sh_say_fd, buf + k, (size_t)(n - k));
+    w = write(os_say_fd, buf + k, (size_t)(n - k));
     if (w <= 0) break;
   }
 }
 
-void sh_say(const char *f, ...) {
+void os_say(const char *f, ...) {
   va_list ap;
   va_start(ap, f);
   emit(f, ap);
   va_end(ap);
 }
 
-void sh_die(int status, const char *f, ...) {
+void os_die(int status, const char *f, ...) {
   va_list ap;
   va_start(ap, f);
   emit(f, ap);
@@ -108,7 +108,7 @@ void sh_die(int status, const char *f, ...) {
 
 /* A broken invariant in a debug build: say which, where, and stop with a
  * core (abort) rather than go on with a heap known to be wrong. */
-void sh_assert_fail(const char *what, const char *cond, const char *file, int line) {
-  sh_say("libshmheap: invariant %s broken: %s (%s:%d)", what, cond, file, line);
+void os_assert_fail(const char *what, const char *cond, const char *file, int line) {
+  os_say("libshmheap: invariant %s broken: %s (%s:%d)", what, cond, file, line);
   __builtin_trap();
 }

@@ -121,7 +121,7 @@ static int copy_segment(struct fork_state *f) {
 
 static void prepare(void) {
   if (fork_depth >= FORK_NEST)
-    sh_die(SH_EXIT_OSERR, "libshmheap: fork nested %d deep in signal handlers", FORK_NEST);
+    os_die(SH_EXIT_OSERR, "libshmheap: fork nested %d deep in signal handlers", FORK_NEST);
   struct fork_state *f = &fork_stack[fork_depth];
   f->mode = next_mode >= 0 ? next_mode : atomic_load(&default_mode);
   f->copy_id = -1;
@@ -167,7 +167,7 @@ static void prepare(void) {
   if (pipe2(f->pipe, O_CLOEXEC) == 0) return; /* the child copies */
   f->pipe[0] = f->pipe[1] = -1;
   if (copy_segment(f) < 0)
-    sh_say("libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): the child will exit with status %d; raise the shm limits or use SHMHEAP_FORK=share",
+    os_say("libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): the child will exit with status %d; raise the shm limits or use SHMHEAP_FORK=share",
            (size_t)G.hdr->size, errno, SH_EXIT_OSERR);
 }
 
@@ -216,13 +216,13 @@ static void child(void) {
   if (f->pipe[0] >= 0) {
     close(f->pipe[0]);
     if (copy_segment(f) < 0)
-      sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): raise the shm limits, or use SHMHEAP_FORK=share",
+      os_die(SH_EXIT_OSERR, "libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): raise the shm limits, or use SHMHEAP_FORK=share",
              (size_t)G.hdr->size, errno);
   } else if (!f->copy) {
-    sh_die(SH_EXIT_OSERR, "libshmheap: fork: the child has no copy of the heap (see the message above)");
+    os_die(SH_EXIT_OSERR, "libshmheap: fork: the child has no copy of the heap (see the message above)");
   }
   if (os_shm_remap(f->copy_id, G.base) == (void *)-1)
-    sh_die(SH_EXIT_OSERR, "libshmheap: fork: cannot put the child's heap copy at %p (errno %d)", (void *)G.base, errno);
+    os_die(SH_EXIT_OSERR, "libshmheap: fork: cannot put the child's heap copy at %p (errno %d)", (void *)G.base, errno);
   os_shm_detach(f->copy);
   struct shm_header *h = G.hdr;
   G.shmid = f->copy_id;

@@ -1,6 +1,6 @@
 /* The segment's layout and the validation of a header (format.h).  Used at
  * any address: by the library when it forms or re-attaches a heap, by
- * shmheap-dump on any mapping.  Messages are formatted with sh_fmt, which
+ * shmheap-dump on any mapping.  Messages are formatted with os_fmt, which
  * never allocates: a re-attach runs inside the first malloc. */
 #include <string.h>
 
@@ -54,11 +54,11 @@ int fmt_open(struct hv *v, const void *map, size_t len, char *why, size_t whylen
   memset(v, 0, sizeof *v);
   why[0] = 0;
   if (len < SH_MIN_SIZE || h->magic != SH_MAGIC) {
-    sh_fmt(why, whylen, "not a libshmheap heap");
+    os_fmt(why, whylen, "not a libshmheap heap");
     return -1;
   }
   if (h->format != SH_FORMAT) {
-    sh_fmt(why, whylen, "a libshmheap heap of format %u (this build reads format %u)", h->format, SH_FORMAT);
+    os_fmt(why, whylen, "a libshmheap heap of format %u (this build reads format %u)", h->format, SH_FORMAT);
     return -1;
   }
   struct shm_header want;
@@ -68,12 +68,12 @@ int fmt_open(struct hv *v, const void *map, size_t len, char *why, size_t whylen
       h->header_size != want.header_size || h->heaps_off != want.heaps_off ||
       h->pagemap_off != want.pagemap_off || h->spans_off != want.spans_off ||
       h->heap_off != want.heap_off || h->npages != want.npages || h->nspans != want.nspans) {
-    sh_fmt(why, whylen, "a heap with a corrupt header: its layout does not match a %zu-byte segment", len);
+    os_fmt(why, whylen, "a heap with a corrupt header: its layout does not match a %zu-byte segment", len);
     return -1;
   }
   if (h->top > h->npages || h->span_count == 0 || h->span_count > h->nspans ||
       h->max_heap > SH_MAX_HEAPS) {
-    sh_fmt(why, whylen, "a heap with a corrupt header: top %u of %u pages, %u of %u descriptors, %u heaps",
+    os_fmt(why, whylen, "a heap with a corrupt header: top %u of %u pages, %u of %u descriptors, %u heaps",
              h->top, h->npages, h->span_count, h->nspans, h->max_heap);
     return -1;
   }
@@ -82,7 +82,7 @@ int fmt_open(struct hv *v, const void *map, size_t len, char *why, size_t whylen
     if (!sz || sz % SH_ALIGN || sz > SH_SMALL_MAX || (c > 1 && sz <= h->class_size[c - 1]) ||
         !h->class_pages[c] || (uint64_t)h->class_pages[c] * SH_PAGE / sz < 1 ||
         (uint64_t)h->class_pages[c] * SH_PAGE / sz > 0xffff) {
-      sh_fmt(why, whylen, "a heap with a corrupt header: size class %u (%u bytes, %u pages)", c, sz, h->class_pages[c]);
+      os_fmt(why, whylen, "a heap with a corrupt header: size class %u (%u bytes, %u pages)", c, sz, h->class_pages[c]);
       return -1;
     }
   }

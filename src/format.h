@@ -246,7 +246,7 @@ struct shm_header {
 
 /* Free-span bin of a span of n pages: exact up to 64 pages, then one bin
  * per power of two. */
-static inline unsigned sh_bin_of(uint32_t n) {
+static inline unsigned fmt_bin_of(uint32_t n) {
   if (n <= SH_EXACT_BINS) return n - 1;
   return SH_EXACT_BINS + (31 - (unsigned)__builtin_clz(n)) - 6;
 }

@@ -24,30 +24,12 @@
 
 #include "proc.h"
 
-extern char **environ;
-
 /* ---- re-executing without randomization ---------------------------------------- */
-
-/* Filled from /proc/self: nothing here may allocate (we run inside the
- * first malloc).  Static, so the pages cost nothing unless used. */
-static char cmdline[128 * 1024], envbuf[128 * 1024];
-static char *argv_v[8192], *env_v[8192];
-
-/* Splits a NUL-separated buffer of n bytes into v; 0 if it does not fit. */
-static int split(char *buf, size_t n, char **v, size_t vmax) {
-  size_t k = 0;
-  for (size_t i = 0; i < n; i += strlen(buf + i) + 1) {
-    if (k + 1 >= vmax) return 0;
-    v[k++] = buf + i;
-  }
-  v[k] = NULL;
-  return k > 0;
-}
 
 /* Would the keyed heap be used by this process at all?  Programs that only
  * inherited the key must not pay for an exec or lose their randomization. */
 static int segment_wanted(void) {
-  int id = os_shm_find(sh_opt.key);
+  int id = os_shm_find(opts.key);
   if (id < 0) return errno == ENOENT; /* we would create it */
   struct shmid_ds ds;
   if (os_shm_stat(id, &ds) < 0) return 0;
@@ -63,35 +45,25 @@ static int segment_wanted(void) {
 static int reexecuted;
 
 void image_reexec(void) {
-  if (!sh_opt.have_key) return;
+  if (!opts.have_key) return;
   int persona = personality(0xffffffff);
   if (persona == -1) return;
   if (persona & ADDR_NO_RANDOMIZE) {
     /* Set by us (we exec'd /proc/self/exe): our layout is fixed now, and
      * the programs this one runs get their randomization back. */
-    const char *fn = (const char *)getauxval(AT_EXECFN);
-    if (fn && !strcmp(fn, "/proc/self/exe")) {
+    if (os_started_by_exec_self()) {
       reexecuted = 1;
       personality((unsigned long)persona & ~(unsigned long)ADDR_NO_RANDOMIZE);
     }
     return;
   }
-  if (sh_opt.image_any || getauxval(AT_SECURE)) return;
-  char rv[8];
-  if (os_read_file("/proc/sys/kernel/randomize_va_space", rv, sizeof rv) && rv[0] == '0') return;
+  if (opts.image_any || getauxval(AT_SECURE)) return;
+  if (!os_aslr_on()) return;
   if (!segment_wanted()) return;
-  size_t n = os_read_file("/proc/self/cmdline", cmdline, sizeof cmdline);
-  if (n == 0 || n >= sizeof cmdline - 1 || !split(cmdline, n, argv_v, sizeof argv_v / sizeof *argv_v)) return;
-  char **envp = environ;
-  if (!envp) {
-    n = os_read_file("/proc/self/environ", envbuf, sizeof envbuf);
-    if (n >= sizeof envbuf - 1) return;
-    env_v[0] = NULL;
-    if (n) split(envbuf, n, env_v, sizeof env_v / sizeof *env_v);
-    envp = env_v;
-  }
+  char **argv, **envp;
+  if (!os_self_args(&argv, &envp)) return;
   if (personality((unsigned long)persona | ADDR_NO_RANDOMIZE) == -1) return;
-  execve("/proc/self/exe", argv_v, envp);
+  os_exec_self(argv, envp);
   /* Not possible (no /proc, a deleted executable): go on as we are; the
    * image check below says whether the heap can be used. */
   personality((unsigned long)persona);
@@ -180,7 +152,7 @@ void image_check(void) {
   }
   /* Recorded even by a process that does not check, so that a later one
    * that does knows what the heap's code pointers belong to. */
-  if (sh_opt.image_any) {
+  if (opts.image_any) {
     pages_unlock();
     return;
   }
@@ -191,18 +163,18 @@ void image_check(void) {
     const struct image_obj *a = &rec->obj[i], *b = &sc.img.obj[i];
     const char *what = i == 0 ? "the executable" : "library";
     if (a->id != b->id)
-      sh_fmt(why, sizeof why, "%s %s is another build than the one that made the heap", what, sc.name[i]);
+      os_fmt(why, sizeof why, "%s %s is another build than the one that made the heap", what, sc.name[i]);
     else if (a->addr != b->addr)
-      sh_fmt(why, sizeof why, "%s %s is loaded at %p, not at %p as when the heap was made (address randomization?)",
+      os_fmt(why, sizeof why, "%s %s is loaded at %p, not at %p as when the heap was made (address randomization?)",
              what, sc.name[i], (void *)(uintptr_t)b->addr, (void *)(uintptr_t)a->addr);
   }
   if (!why[0] && rec->n != sc.img.n)
-    sh_fmt(why, sizeof why, "the program loads %u objects at start, the one that made the heap loaded %u",
+    os_fmt(why, sizeof why, "the program loads %u objects at start, the one that made the heap loaded %u",
            sc.img.n, rec->n);
   pages_unlock();
   if (!why[0]) return;
   /* Refused before main: leave the heap as we found it (not a crash). */
   recover_leave();
-  sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: %s; vtables and function pointers stored in the heap would be wrong: run the same build, or set SHMHEAP_IMAGE=any if the heap holds no code pointers",
-         sh_opt.name, sh_opt.name[0] ? " -> " : "", (unsigned)sh_opt.key, why);
+  os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: %s; vtables and function pointers stored in the heap would be wrong: run the same build, or set SHMHEAP_IMAGE=any if the heap holds no code pointers",
+         opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, why);
 }

@@ -16,26 +16,26 @@ _Atomic int start_state;
 /* The key was inherited, not meant for this process: it runs on a private
  * heap as if SHMHEAP_KEY were unset, silently (SHMHEAP_VERBOSE says why). */
 static void use_private_segment(const char *why) {
-  if (sh_opt.verbose)
-    sh_say("libshmheap: pid %d (%s): not using the heap of SHMHEAP_KEY=%s%s0x%x: %s; using a private heap",
-           (int)SELF.pid, os_self_exe(), sh_opt.name, sh_opt.name[0] ? " -> " : "", (unsigned)sh_opt.key, why);
-  sh_opt.have_key = 0;
-  sh_opt.fresh = 0;
-  if (!sh_opt.size_given) sh_opt.size = SH_DEFAULT_SIZE;
+  if (opts.verbose)
+    os_say("libshmheap: pid %d (%s): not using the heap of SHMHEAP_KEY=%s%s0x%x: %s; using a private heap",
+           (int)SELF.pid, os_self_exe(), opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, why);
+  opts.have_key = 0;
+  opts.fresh = 0;
+  if (!opts.size_given) opts.size = SH_DEFAULT_SIZE;
 }
 
 static void say_attached(void) {
   int fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
-  if (fd >= 0) sh_say_fd = fd;
+  if (fd >= 0) os_say_fd = fd;
   const struct shm_header *h = G.hdr;
   const struct shmheap_recovery *rec = recover_findings();
   static const char *const origin[] = {"fresh", "re-attached (left cleanly)", "re-attached (left by a crash: repaired)"};
-  sh_say("libshmheap: attached key=0x%x%s%s shmid=%d addr=%p size=%zu %s pid=%d%s",
+  os_say("libshmheap: attached key=0x%x%s%s shmid=%d addr=%p size=%zu %s pid=%d%s",
          (unsigned)h->key, h->name[0] ? " name=" : "", h->name, G.shmid, (void *)G.base,
          (size_t)h->size, origin[rec->origin], (int)SELF.pid,
          SELF.keyed && image_reexecuted() ? " (re-executed without address randomization)" : "");
   if (rec->origin == SHMHEAP_CRASHED)
-    sh_say("libshmheap: recovery: %u dead process(es), %u thread heap(s) rebuilt, %u released, %llu span(s) returned, lock %s, %llu us",
+    os_say("libshmheap: recovery: %u dead process(es), %u thread heap(s) rebuilt, %u released, %llu span(s) returned, lock %s, %llu us",
            rec->dead_processes, rec->heaps_repaired, rec->heaps_released,
            (unsigned long long)rec->spans_returned, rec->lock_recovered ? "rolled back" : "clean",
            (unsigned long long)(rec->recovery_ns / 1000));
@@ -51,31 +51,31 @@ void start_up(void) {
   self_identify();
   unsigned long pg = getauxval(AT_PAGESZ);
   if (pg && pg != SH_PAGE)
-    sh_die(SH_EXIT_OSERR, "libshmheap: the system page size is %lu bytes; this build supports 4096-byte pages only", pg);
+    os_die(SH_EXIT_OSERR, "libshmheap: the system page size is %lu bytes; this build supports 4096-byte pages only", pg);
   uint64_t t0 = os_clock_ns(CLOCK_MONOTONIC);
   small_classes_init();
-  sh_options_parse(&sh_opt);
+  options_parse(&opts);
   /* SHMHEAP_PROGRAM names the program the keyed heap is for: any other one
    * that inherited the variables gets a private heap. */
-  if (sh_opt.have_key && sh_opt.program && !recover_program_is_self()) use_private_segment("it is not SHMHEAP_PROGRAM");
-  SELF.keyed = sh_opt.have_key;
+  if (opts.have_key && opts.program && !recover_program_is_self()) use_private_segment("it is not SHMHEAP_PROGRAM");
+  SELF.keyed = opts.have_key;
   image_reexec(); /* returns only if no re-exec is needed or possible */
   for (;;) {
     segment_open();
-    if (!sh_opt.have_key) break;
+    if (!opts.have_key) break;
     enum recover_verdict r = recover_attach(t0);
     if (r == RECOVER_USE) break;
     segment_close();
     recover_forget();
     if (r == RECOVER_PRIVATE) use_private_segment("the heap belongs to another program or to a process above this one");
-    SELF.keyed = sh_opt.have_key;
+    SELF.keyed = opts.have_key;
   }
   alloc_gate_register();
   thread_key_init();
   atomic_store_explicit(&start_state, START_READY, memory_order_release);
-  if (sh_opt.verbose) say_attached();
+  if (opts.verbose) say_attached();
   /* pthread_atfork may allocate: only now that the heap works. */
-  fork_init(sh_opt.fork_share);
+  fork_init(opts.fork_share);
 }
 
 __attribute__((constructor)) static void shmheap_ctor(void) {
@@ -85,10 +85,10 @@ __attribute__((constructor)) static void shmheap_ctor(void) {
 
 __attribute__((destructor)) static void shmheap_dtor(void) {
   if (!started()) return;
-  if (sh_opt.verbose) {
+  if (opts.verbose) {
     struct stats_totals t;
     stats_totals(&t);
-    sh_say("libshmheap: exit pid=%d in_use=%lu heap=%lu nmalloc=%lu nfree=%lu large=%lu purged=%lu",
+    os_say("libshmheap: exit pid=%d in_use=%lu heap=%lu nmalloc=%lu nfree=%lu large=%lu purged=%lu",
            (int)SELF.pid, t.in_use, t.heap_bytes, t.nmalloc, t.nfree, G.hdr->large_count,
            G.hdr->purged_pages << SH_PAGE_SHIFT);
   }

@@ -228,7 +228,7 @@ SH_API struct mallinfo mallinfo(void) {
 
 SH_API void malloc_stats(void) {
   struct mallinfo2 m = info2();
-  sh_say("Arena 0:\nsystem bytes     = %10zu\nin use bytes     = %10zu\nTotal (incl. mmap):\nsystem bytes     = %10zu\nin use bytes     = %10zu\nmax mmap regions = %10d\nmax mmap bytes   = %10lu",
+  os_say("Arena 0:\nsystem bytes     = %10zu\nin use bytes     = %10zu\nTotal (incl. mmap):\nsystem bytes     = %10zu\nin use bytes     = %10zu\nmax mmap regions = %10d\nmax mmap bytes   = %10lu",
          m.arena, m.uordblks, m.arena, m.uordblks, 0, 0UL);
 }
 
@@ -245,8 +245,8 @@ SH_API int malloc_info(int options, FILE *fp) {
     for (unsigned c = 1; c <= SH_NCLASS; c++)
       if (count[c])
         fprintf(fp, "  <size from=\"%u\" to=\"%u\" total=\"%lu\" count=\"%lu\"/>\n",
-                c > 1 ? sh_class_size[c - 1] + 1 : 1, sh_class_size[c],
-                (unsigned long)(count[c] * sh_class_size[c]), (unsigned long)count[c]);
+                c > 1 ? small_class_size[c - 1] + 1 : 1, small_class_size[c],
+                (unsigned long)(count[c] * small_class_size[c]), (unsigned long)count[c]);
   }
   fprintf(fp, "</sizes>\n<total type=\"fast\" count=\"0\" size=\"0\"/>\n"
               "<total type=\"rest\" count=\"0\" size=\"%zu\"/>\n"

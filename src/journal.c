@@ -67,7 +67,7 @@ void *journal_touch(void *p, unsigned width) {
    * merges both neighbours, logs about 40 stores); reaching it is a bug in
    * this library, and going on would make the edit impossible to undo. */
   if (unlikely(n >= SH_ULOG_MAX))
-    sh_die(SH_EXIT_OSERR, "libshmheap: internal error: one step of an edit of the page allocator logged more than %d stores", SH_ULOG_MAX);
+    os_die(SH_EXIT_OSERR, "libshmheap: internal error: one step of an edit of the page allocator logged more than %d stores", SH_ULOG_MAX);
   uint64_t old = 0;
   memcpy(&old, p, width);
   l->e[n].where = where;

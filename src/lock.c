@@ -41,9 +41,9 @@ static enum lock_result result(pthread_mutex_t *m, int r, unsigned how) {
   if (r == EDEADLK) return LOCK_HELD;
   if (r == EBUSY && (how & LOCK_TRY)) return LOCK_BUSY;
   if (r == ENOTRECOVERABLE)
-    sh_die(SH_EXIT_FOREIGN, "libshmheap: a lock of the heap at %p is unrecoverable (a process died holding it and nobody repaired it): remove the segment (ipcrm -m %d)",
+    os_die(SH_EXIT_FOREIGN, "libshmheap: a lock of the heap at %p is unrecoverable (a process died holding it and nobody repaired it): remove the segment (ipcrm -m %d)",
            (void *)G.base, G.shmid);
-  sh_die(SH_EXIT_OSERR, "libshmheap: pthread_mutex_lock failed with error %d", r);
+  os_die(SH_EXIT_OSERR, "libshmheap: pthread_mutex_lock failed with error %d", r);
 }
 
 enum lock_result lock_acquire(pthread_mutex_t *m, unsigned how) {

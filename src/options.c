@@ -15,7 +15,7 @@ extern char **environ;
 static char proc_env[65536];
 static size_t proc_env_len;
 
-struct options sh_opt;
+struct options opts;
 
 static const char *env_get(const char *name) {
   size_t nl = strlen(name);
@@ -51,7 +51,7 @@ static int parse_u64(const char *s, unsigned long long *out, const char **end) {
   return 0;
 }
 
-int sh_parse_size(const char *s, size_t *out) {
+int options_parse_size(const char *s, size_t *out) {
   unsigned long long v;
   const char *e;
   if (parse_u64(s, &v, &e)) return -1;
@@ -92,7 +92,7 @@ static int all_digits(const char *s) {
   return 1;
 }
 
-int sh_key_parse(const char *v, int32_t *key, char name[SH_NAME_MAX]) {
+int options_parse_key(const char *v, int32_t *key, char name[SH_NAME_MAX]) {
   memset(name, 0, SH_NAME_MAX);
   if (all_digits(v)) {
     unsigned long long k;
@@ -110,33 +110,33 @@ int sh_key_parse(const char *v, int32_t *key, char name[SH_NAME_MAX]) {
   return 0;
 }
 
-void sh_options_parse(struct options *o) {
+void options_parse(struct options *o) {
   const char *v;
   memset(o, 0, sizeof *o);
   o->size = SH_DEFAULT_SIZE;
   o->addr = SH_DEFAULT_ADDR;
 
   if ((v = env_get("SHMHEAP_KEY")) && *v) {
-    switch (sh_key_parse(v, &o->key, o->name)) {
+    switch (options_parse_key(v, &o->key, o->name)) {
     case 1:
-      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=%s is out of range: use a key from 1 to 0xffffffff, or a name", v);
+      os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=%s is out of range: use a key from 1 to 0xffffffff, or a name", v);
     case 2:
-      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=0 is IPC_PRIVATE, not a key: unset SHMHEAP_KEY for a private heap, or use a key from 1 to 0xffffffff");
+      os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=0 is IPC_PRIVATE, not a key: unset SHMHEAP_KEY for a private heap, or use a key from 1 to 0xffffffff");
     case 3:
-      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=%s is too long: a name has at most %d bytes", v, SH_NAME_MAX - 1);
+      os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_KEY=%s is too long: a name has at most %d bytes", v, SH_NAME_MAX - 1);
     }
     o->have_key = 1;
   }
 
   if ((v = env_get("SHMHEAP_SIZE")) && *v) {
     size_t sz;
-    if (sh_parse_size(v, &sz))
-      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_SIZE=%s is not a size: use bytes with an optional K, M, G or T suffix, e.g. SHMHEAP_SIZE=8G", v);
+    if (options_parse_size(v, &sz))
+      os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_SIZE=%s is not a size: use bytes with an optional K, M, G or T suffix, e.g. SHMHEAP_SIZE=8G", v);
     if (sz < SH_MIN_SIZE)
-      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_SIZE=%s is too small: the minimum is 4M", v);
+      os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_SIZE=%s is too small: the minimum is 4M", v);
     /* The heap's page indexes are 32-bit: 16 TiB is the ceiling. */
     if (sz > ((size_t)1 << 44))
-      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_SIZE=%s is too large: the maximum is 16T", v);
+      os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_SIZE=%s is too large: the maximum is 16T", v);
     o->size = (sz + SH_ADDR_ALIGN - 1) & ~(SH_ADDR_ALIGN - 1);
     o->size_given = 1;
   }
@@ -145,21 +145,21 @@ void sh_options_parse(struct options *o) {
     unsigned long long a;
     const char *e;
     if (parse_u64(v, &a, &e) || *e)
-      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_ADDR=%s is not an address: use a hex address such as 0x200000000000", v);
+      os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_ADDR=%s is not an address: use a hex address such as 0x200000000000", v);
     if (!a || (a & (SH_ADDR_ALIGN - 1)))
-      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_ADDR=%s is not a multiple of 2 MiB (0x200000): use e.g. SHMHEAP_ADDR=0x200000000000", v);
+      os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_ADDR=%s is not a multiple of 2 MiB (0x200000): use e.g. SHMHEAP_ADDR=0x200000000000", v);
     o->addr = (uintptr_t)a;
     o->addr_given = 1;
   }
   /* x86-64 and arm64 user space ends at 2^47 with 4-level page tables. */
   if (o->addr + o->size < o->addr || o->addr + o->size > ((uintptr_t)1 << 47))
-    sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_ADDR=%p with SHMHEAP_SIZE=%zu ends beyond the user address space (0x800000000000): lower SHMHEAP_ADDR or SHMHEAP_SIZE",
+    os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_ADDR=%p with SHMHEAP_SIZE=%zu ends beyond the user address space (0x800000000000): lower SHMHEAP_ADDR or SHMHEAP_SIZE",
            (void *)o->addr, o->size);
 
   if ((v = env_get("SHMHEAP_FORK")) && *v) {
     if (!strcmp(v, "copy")) o->fork_share = 0;
     else if (!strcmp(v, "share")) o->fork_share = 1;
-    else sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_FORK=%s is not a fork mode: use copy (the default) or share", v);
+    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_FORK=%s is not a fork mode: use copy (the default) or share", v);
   }
 
   o->mode = 0600;
@@ -168,33 +168,33 @@ void sh_options_parse(struct options *o) {
     const char *p = v;
     for (; *p >= '0' && *p <= '7' && m <= 0777; p++) m = m * 8 + (unsigned)(*p - '0');
     if (*p || p - v > 4 || m > 0777)
-      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_MODE=%s is not a permission mode: use octal digits such as 0600 (the default) or 0660", v);
+      os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_MODE=%s is not a permission mode: use octal digits such as 0600 (the default) or 0660", v);
     if ((m & 0600) != 0600)
-      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_MODE=%s does not let the owner read and write the heap: include 0600, e.g. SHMHEAP_MODE=0660", v);
+      os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_MODE=%s does not let the owner read and write the heap: include 0600, e.g. SHMHEAP_MODE=0660", v);
     o->mode = m;
   }
 
   if ((v = env_get("SHMHEAP_FRESH")) && *v) {
     if (!strcmp(v, "0")) o->fresh = 0;
     else if (!strcmp(v, "1")) o->fresh = 1;
-    else sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_FRESH=%s is not 0 or 1: use SHMHEAP_FRESH=1 to discard a heap left behind and start empty", v);
+    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_FRESH=%s is not 0 or 1: use SHMHEAP_FRESH=1 to discard a heap left behind and start empty", v);
   }
 
   if ((v = env_get("SHMHEAP_PROGRAM")) && *v) {
     if (strlen(v) >= SH_PROGRAM_MAX)
-      sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_PROGRAM is longer than %d bytes: name the program by its file name or a shorter path", SH_PROGRAM_MAX - 1);
+      os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_PROGRAM is longer than %d bytes: name the program by its file name or a shorter path", SH_PROGRAM_MAX - 1);
     o->program = v;
   }
 
   if ((v = env_get("SHMHEAP_IMAGE")) && *v) {
     if (!strcmp(v, "same")) o->image_any = 0;
     else if (!strcmp(v, "any")) o->image_any = 1;
-    else sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_IMAGE=%s is not same or any: use same (the default) or any for a heap that holds no code pointers", v);
+    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_IMAGE=%s is not same or any: use same (the default) or any for a heap that holds no code pointers", v);
   }
 
   if ((v = env_get("SHMHEAP_VERBOSE")) && *v) {
     if (!strcmp(v, "0")) o->verbose = 0;
     else if (!strcmp(v, "1")) o->verbose = 1;
-    else sh_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_VERBOSE=%s is not 0 or 1: use SHMHEAP_VERBOSE=1 to print what was attached", v);
+    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_VERBOSE=%s is not 0 or 1: use SHMHEAP_VERBOSE=1 to print what was attached", v);
   }
 }

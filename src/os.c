@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
+#include <sys/auxv.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
@@ -49,7 +50,7 @@ size_t os_read_file(const char *path, char *buf, size_t len) {
 
 int os_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
   char path[40], buf[1024];
-  sh_fmt(path, sizeof path, "/proc/%d/stat", (int)pid);
+  os_fmt(path, sizeof path, "/proc/%d/stat", (int)pid);
   if (!os_read_file(path, buf, sizeof buf)) return 0;
   /* The command name (field 2) may hold spaces and parentheses: the fields
    * that follow start after its last ')'. */
@@ -82,7 +83,7 @@ int os_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
 
 const char *os_exe_of(pid_t pid, char *buf, size_t len) {
   char path[40];
-  sh_fmt(path, sizeof path, "/proc/%d/exe", (int)pid);
+  os_fmt(path, sizeof path, "/proc/%d/exe", (int)pid);
   ssize_t r = readlink(path, buf, len - 1);
   if (r <= 0) return NULL;
   buf[r] = 0;
@@ -155,3 +156,50 @@ int os_membarrier_register(void) {
 }
 
 void os_membarrier(void) { syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0); }
+
+/* ---- this process's image ------------------------------------------------------- */
+
+extern char **environ;
+
+int os_aslr_on(void) {
+  char rv[8];
+  return !(os_read_file("/proc/sys/kernel/randomize_va_space", rv, sizeof rv) && rv[0] == '0');
+}
+
+/* Filled from /proc/self: nothing here may allocate (we run inside the
+ * first malloc).  Static, so the pages cost nothing unless used. */
+static char cmdline[128 * 1024], envbuf[128 * 1024];
+static char *argv_v[8192], *env_v[8192];
+
+/* Splits a NUL-separated buffer of n bytes into v; 0 if it does not fit. */
+static int split(char *buf, size_t n, char **v, size_t vmax) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i += strlen(buf + i) + 1) {
+    if (k + 1 >= vmax) return 0;
+    v[k++] = buf + i;
+  }
+  v[k] = NULL;
+  return k > 0;
+}
+
+int os_self_args(char ***argv, char ***envp) {
+  size_t n = os_read_file("/proc/self/cmdline", cmdline, sizeof cmdline);
+  if (n == 0 || n >= sizeof cmdline - 1 || !split(cmdline, n, argv_v, sizeof argv_v / sizeof *argv_v)) return 0;
+  *argv = argv_v;
+  *envp = environ;
+  if (!*envp) {
+    n = os_read_file("/proc/self/environ", envbuf, sizeof envbuf);
+    if (n >= sizeof envbuf - 1) return 0;
+    env_v[0] = NULL;
+    if (n) split(envbuf, n, env_v, sizeof env_v / sizeof *env_v);
+    *envp = env_v;
+  }
+  return 1;
+}
+
+void os_exec_self(char **argv, char **envp) { execve("/proc/self/exe", argv, envp); }
+
+int os_started_by_exec_self(void) {
+  const char *fn = (const char *)getauxval(AT_EXECFN);
+  return fn && !strcmp(fn, "/proc/self/exe");
+}

@@ -27,19 +27,19 @@
 /* Debug builds (./configure --enable-debug) check the invariants of
  * format.h where they are enforced; SH_ASSERT names the invariant. */
 #ifdef SH_DEBUG
-#define SH_ASSERT(cond, what) (likely(cond) ? (void)0 : sh_assert_fail(what, #cond, __FILE__, __LINE__))
+#define SH_ASSERT(cond, what) (likely(cond) ? (void)0 : os_assert_fail(what, #cond, __FILE__, __LINE__))
 #else
 #define SH_ASSERT(cond, what) ((void)0)
 #endif
 
 /* ---- messages (diag.c) ---------------------------------------------------- */
 
-extern SH_HIDDEN int sh_say_fd;
-SH_HIDDEN void sh_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-SH_HIDDEN void sh_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
-SH_HIDDEN int sh_fmt(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-SH_HIDDEN int sh_vfmt(char *buf, size_t len, const char *fmt, va_list ap);
-SH_HIDDEN void sh_assert_fail(const char *what, const char *cond, const char *file, int line)
+extern SH_HIDDEN int os_say_fd;
+SH_HIDDEN void os_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+SH_HIDDEN void os_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+SH_HIDDEN int os_fmt(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+SH_HIDDEN int os_vfmt(char *buf, size_t len, const char *fmt, va_list ap);
+SH_HIDDEN void os_assert_fail(const char *what, const char *cond, const char *file, int line)
     __attribute__((noreturn));
 
 /* ---- clocks ------------------------------------------------------------------ */
@@ -63,6 +63,15 @@ SH_HIDDEN const char *os_exe_of(pid_t pid, char *buf, size_t len);
 SH_HIDDEN const char *os_self_exe(void);
 /* Does pid name no process at all (kill(pid, 0) fails with ESRCH)? */
 SH_HIDDEN int os_pid_gone(pid_t pid);
+
+/* ---- this process's image (for the re-exec without randomization) ----------- */
+
+SH_HIDDEN int os_aslr_on(void); /* kernel.randomize_va_space is not 0 */
+/* This process's arguments and environment, as execve wants them; 0 if they
+ * cannot be had without allocating (too long, no /proc). */
+SH_HIDDEN int os_self_args(char ***argv, char ***envp);
+SH_HIDDEN void os_exec_self(char **argv, char **envp); /* returns only on failure */
+SH_HIDDEN int os_started_by_exec_self(void);          /* AT_EXECFN is /proc/self/exe */
 
 /* ---- System V shared memory ------------------------------------------------------ */
 
@@ -116,10 +125,10 @@ struct options {
 };
 
 /* The process's options, parsed once at start-up (init.c). */
-extern SH_HIDDEN struct options sh_opt;
-SH_HIDDEN void sh_options_parse(struct options *o);
-SH_HIDDEN int sh_parse_size(const char *s, size_t *out);
+extern SH_HIDDEN struct options opts;
+SH_HIDDEN void options_parse(struct options *o);
+SH_HIDDEN int options_parse_size(const char *s, size_t *out);
 /* 0, or 1 out of range, 2 zero (IPC_PRIVATE), 3 name too long */
-SH_HIDDEN int sh_key_parse(const char *v, int32_t *key, char name[SH_NAME_MAX]);
+SH_HIDDEN int options_parse_key(const char *v, int32_t *key, char name[SH_NAME_MAX]);
 
 #endif

@@ -21,7 +21,7 @@ int pages_locked(void) { return tl_locked; }
 int pages_lock(void) {
   enum lock_result r = lock_acquire(&G.hdr->lock, LOCK_COUNT);
   if (unlikely(r == LOCK_HELD))
-    sh_die(SH_EXIT_OSERR, "libshmheap: internal error: the page allocator's lock taken twice by one thread (malloc called from a signal handler that interrupted malloc?)");
+    os_die(SH_EXIT_OSERR, "libshmheap: internal error: the page allocator's lock taken twice by one thread (malloc called from a signal handler that interrupted malloc?)");
   tl_locked = 1;
   if (likely(r == LOCK_TAKEN)) return 0;
   journal_rollback();
@@ -74,7 +74,7 @@ static void desc_release(struct span *s) {
 
 static void bin_insert(struct span *s) {
   struct shm_header *h = H();
-  unsigned b = sh_bin_of(s->npages);
+  unsigned b = fmt_bin_of(s->npages);
   uint32_t i = span_index(s);
   JW(s->prev) = 0;
   JW(s->next) = h->bins[b];
@@ -85,7 +85,7 @@ static void bin_insert(struct span *s) {
 
 static void bin_remove(struct span *s) {
   struct shm_header *h = H();
-  unsigned b = sh_bin_of(s->npages);
+  unsigned b = fmt_bin_of(s->npages);
   if (s->prev) JW(G.spans[s->prev].next) = s->next;
   else JW(h->bins[b]) = s->next;
   if (s->next) JW(G.spans[s->next].prev) = s->prev;
@@ -229,7 +229,7 @@ static struct span *take_from_top(uint32_t n) {
 /* Finds a free span of at least n pages: best fit among the exact bins, first
  * fit in the logarithmic ones, then fresh pages from the top. */
 static struct span *find_free(uint32_t n) {
-  for (int b = bin_next(sh_bin_of(n)); b >= 0; b = bin_next((unsigned)b + 1)) {
+  for (int b = bin_next(fmt_bin_of(n)); b >= 0; b = bin_next((unsigned)b + 1)) {
     for (uint32_t i = H()->bins[b]; i; i = G.spans[i].next) {
       struct span *s = &G.spans[i];
       if (s->npages >= n) {

@@ -40,7 +40,7 @@ static const char *base_name(const char *p) {
  * one it names (a path, or a file name to compare with the path's last part);
  * without, the one recorded when the heap was formed. */
 static int is_program_of(const char *path, const struct shm_header *h) {
-  const char *want = sh_opt.program;
+  const char *want = opts.program;
   if (want) return !strcmp(path, want) || (!strchr(want, '/') && !strcmp(base_name(path), want));
   return !h || !h->program[0] || !strncmp(path, h->program, SH_PROGRAM_MAX);
 }
@@ -213,10 +213,10 @@ enum recover_verdict recover_attach(uint64_t t0) {
     if (!pid || !proc_alive(h, e, pid, 1)) continue;
     pages_unlock();
     if (ancestor_of_self(pid)) return RECOVER_PRIVATE;
-    sh_die(SH_EXIT_INUSE, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is in use by pid %d (%s); one process uses a keyed heap at a time: stop that process first, or use another SHMHEAP_KEY",
-           sh_opt.name, sh_opt.name[0] ? " -> " : "", (unsigned)sh_opt.key, (int)pid, h->program);
+    os_die(SH_EXIT_INUSE, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is in use by pid %d (%s); one process uses a keyed heap at a time: stop that process first, or use another SHMHEAP_KEY",
+           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, (int)pid, h->program);
   }
-  if (sh_opt.fresh) {
+  if (opts.fresh) {
     /* Nobody uses it: discard it as asked.  Removal frees the key now; the
      * memory goes when the last attach (ours, a dump tool's) goes. */
     pages_unlock();

@@ -29,8 +29,8 @@ static void form_segment(const struct options *o) {
   h->creator_pid = SELF.pid;
   h->created = os_clock_ns(CLOCK_REALTIME) / 1000000000u;
   h->nclass = SH_NCLASS;
-  memcpy(h->class_size, sh_class_size, sizeof h->class_size);
-  memcpy(h->class_pages, sh_class_pages, sizeof h->class_pages);
+  memcpy(h->class_size, small_class_size, sizeof h->class_size);
+  memcpy(h->class_pages, small_class_pages, sizeof h->class_pages);
   lock_init(&h->lock);
   map_set(seg_base, seg_id);
   lock_init(&G.heaps[0].lock);
@@ -49,12 +49,12 @@ static void attach_at(int id, uintptr_t addr, const struct options *o, int creat
     int e = errno;
     if (created) os_shm_remove(id);
     if (e == EINVAL)
-      sh_die(SH_EXIT_OSERR, "libshmheap: cannot attach the heap at SHMHEAP_ADDR=%p (%zu bytes): the range overlaps a mapping of this process; choose another SHMHEAP_ADDR",
+      os_die(SH_EXIT_OSERR, "libshmheap: cannot attach the heap at SHMHEAP_ADDR=%p (%zu bytes): the range overlaps a mapping of this process; choose another SHMHEAP_ADDR",
              (void *)addr, o->size);
     if (e == EACCES)
-      sh_die(SH_EXIT_OSERR, "libshmheap: no permission to attach segment shmid %d (SHMHEAP_KEY=0x%x): it belongs to another user or is not writable; use another SHMHEAP_KEY",
+      os_die(SH_EXIT_OSERR, "libshmheap: no permission to attach segment shmid %d (SHMHEAP_KEY=0x%x): it belongs to another user or is not writable; use another SHMHEAP_KEY",
              id, (unsigned)o->key);
-    sh_die(SH_EXIT_OSERR, "libshmheap: cannot attach segment shmid %d at %p: %s (errno %d)", id,
+    os_die(SH_EXIT_OSERR, "libshmheap: cannot attach segment shmid %d at %p: %s (errno %d)", id,
            (void *)addr, e == ENOMEM ? "out of memory" : "shmat failed", e);
   }
   seg_base = p;
@@ -66,16 +66,16 @@ static int create_segment(key_t key, const struct options *o) {
   if (id >= 0 || errno == EEXIST) return id;
   int e = errno;
   if (e == EINVAL)
-    sh_die(SH_EXIT_OSERR, "libshmheap: SHMHEAP_SIZE=%zu is beyond the kernel's limit for one segment: raise kernel.shmmax (sysctl) or lower SHMHEAP_SIZE",
+    os_die(SH_EXIT_OSERR, "libshmheap: SHMHEAP_SIZE=%zu is beyond the kernel's limit for one segment: raise kernel.shmmax (sysctl) or lower SHMHEAP_SIZE",
            o->size);
   if (e == ENOSPC)
-    sh_die(SH_EXIT_OSERR, "libshmheap: cannot create a %zu-byte segment: the system's shared memory limits (kernel.shmall, kernel.shmmni) are reached; raise them or lower SHMHEAP_SIZE",
+    os_die(SH_EXIT_OSERR, "libshmheap: cannot create a %zu-byte segment: the system's shared memory limits (kernel.shmall, kernel.shmmni) are reached; raise them or lower SHMHEAP_SIZE",
            o->size);
   if (e == ENOMEM)
-    sh_die(SH_EXIT_OSERR, "libshmheap: cannot reserve SHMHEAP_SIZE=%zu bytes (strict overcommit?): lower SHMHEAP_SIZE", o->size);
+    os_die(SH_EXIT_OSERR, "libshmheap: cannot reserve SHMHEAP_SIZE=%zu bytes (strict overcommit?): lower SHMHEAP_SIZE", o->size);
   if (e == EACCES || e == EPERM)
-    sh_die(SH_EXIT_OSERR, "libshmheap: no permission to create segment SHMHEAP_KEY=0x%x: use another SHMHEAP_KEY", (unsigned)key);
-  sh_die(SH_EXIT_OSERR, "libshmheap: shmget failed for SHMHEAP_KEY=0x%x: errno %d", (unsigned)key, e);
+    os_die(SH_EXIT_OSERR, "libshmheap: no permission to create segment SHMHEAP_KEY=0x%x: use another SHMHEAP_KEY", (unsigned)key);
+  os_die(SH_EXIT_OSERR, "libshmheap: shmget failed for SHMHEAP_KEY=0x%x: errno %d", (unsigned)key, e);
 }
 
 /* Reads the header of an existing segment without trusting it: attached
@@ -85,7 +85,7 @@ static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
   const char *what = o->name[0] ? o->name : "";
   const struct shm_header *h = os_shm_attach(id, NULL, 1);
   if (h == (void *)-1)
-    sh_die(SH_EXIT_OSERR, "libshmheap: cannot read segment shmid %d (SHMHEAP_KEY=0x%x%s%s): errno %d; use another SHMHEAP_KEY",
+    os_die(SH_EXIT_OSERR, "libshmheap: cannot read segment shmid %d (SHMHEAP_KEY=0x%x%s%s): errno %d; use another SHMHEAP_KEY",
            id, (unsigned)o->key, *what ? " " : "", what, errno);
   /* A creator may still be forming it: wait for the magic, up to 2 s. */
   for (int i = 0; i < 200; i++) {
@@ -100,21 +100,21 @@ static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
    * exactly the one a segment of this size has, counters in range. */
   char vwhy[128];
   if (fmt_open(&v, h, segsz, vwhy, sizeof vwhy) < 0) {
-    sh_fmt(buf, sizeof buf, "it is %s", vwhy);
+    os_fmt(buf, sizeof buf, "it is %s", vwhy);
     why = buf;
   }
   else if ((uint32_t)h->key != (uint32_t)o->key || strncmp(h->name, o->name, SH_NAME_MAX)) {
-    sh_fmt(buf, sizeof buf, "it belongs to heap \"%s\" (key 0x%x), whose name hashes to the same key",
+    os_fmt(buf, sizeof buf, "it belongs to heap \"%s\" (key 0x%x), whose name hashes to the same key",
            h->name, (unsigned)h->key);
     why = buf;
   }
   uintptr_t base = (uintptr_t)h->base;
   os_shm_detach(h);
   if (why)
-    sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: segment shmid %d exists, but %s; it was left untouched: use another SHMHEAP_KEY, or remove it with ipcrm -m %d",
+    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: segment shmid %d exists, but %s; it was left untouched: use another SHMHEAP_KEY, or remove it with ipcrm -m %d",
            what, *what ? " -> " : "", (unsigned)o->key, id, why, id);
   if (o->addr_given && base != o->addr)
-    sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_ADDR=%p, but the heap of SHMHEAP_KEY=0x%x was formed at %p: unset SHMHEAP_ADDR or set it to %p",
+    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_ADDR=%p, but the heap of SHMHEAP_KEY=0x%x was formed at %p: unset SHMHEAP_ADDR or set it to %p",
            (void *)o->addr, (unsigned)o->key, (void *)base, (void *)base);
   return base;
 }
@@ -126,7 +126,7 @@ void segment_close(void) {
 }
 
 void segment_open(void) {
-  struct options *o = &sh_opt;
+  struct options *o = &opts;
   if (!o->have_key) {
     int id = create_segment(IPC_PRIVATE, o);
     attach_at(id, o->addr, o, 1);
@@ -146,27 +146,27 @@ void segment_open(void) {
     }
     if (id < 0) {
       if (errno == EACCES)
-        sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: the segment exists but this user may not use it (another user's?); it was left untouched: use another SHMHEAP_KEY",
+        os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: the segment exists but this user may not use it (another user's?); it was left untouched: use another SHMHEAP_KEY",
                (unsigned)o->key);
-      sh_die(SH_EXIT_OSERR, "libshmheap: shmget(SHMHEAP_KEY=0x%x) failed: errno %d", (unsigned)o->key, errno);
+      os_die(SH_EXIT_OSERR, "libshmheap: shmget(SHMHEAP_KEY=0x%x) failed: errno %d", (unsigned)o->key, errno);
     }
     struct shmid_ds ds;
     if (os_shm_stat(id, &ds) < 0) {
       if (errno == EIDRM || errno == EINVAL) continue; /* removed meanwhile */
-      sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: cannot inspect segment shmid %d (errno %d); it was left untouched: use another SHMHEAP_KEY",
+      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: cannot inspect segment shmid %d (errno %d); it was left untouched: use another SHMHEAP_KEY",
              (unsigned)o->key, id, errno);
     }
     if (ds.shm_perm.uid != geteuid())
-      sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: segment shmid %d belongs to uid %u, not to this user (uid %u); it was left untouched: use another SHMHEAP_KEY",
+      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: segment shmid %d belongs to uid %u, not to this user (uid %u); it was left untouched: use another SHMHEAP_KEY",
              (unsigned)o->key, id, (unsigned)ds.shm_perm.uid, (unsigned)geteuid());
     /* Anyone who may write the segment can plant pointers the heap follows:
      * only the access SHMHEAP_MODE grants is accepted. */
     unsigned perm = ds.shm_perm.mode & 0777;
     if (perm & 0022 & ~o->mode)
-      sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: segment shmid %d is writable by other users (mode 0%o); it was left untouched: remove it (ipcrm -m %d), or accept that mode with SHMHEAP_MODE=0%o",
+      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: segment shmid %d is writable by other users (mode 0%o); it was left untouched: remove it (ipcrm -m %d), or accept that mode with SHMHEAP_MODE=0%o",
              (unsigned)o->key, id, perm, id, perm | 0600);
     if (o->size_given && ds.shm_segsz != o->size)
-      sh_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_SIZE=%zu, but the segment of SHMHEAP_KEY=0x%x has %zu bytes; it was left untouched: set SHMHEAP_SIZE=%zu or unset it",
+      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_SIZE=%zu, but the segment of SHMHEAP_KEY=0x%x has %zu bytes; it was left untouched: set SHMHEAP_SIZE=%zu or unset it",
              o->size, (unsigned)o->key, (size_t)ds.shm_segsz, (size_t)ds.shm_segsz);
     o->size = ds.shm_segsz; /* SHMHEAP_SIZE unset: the heap keeps its own size */
     uintptr_t base = validate_existing(id, o, ds.shm_segsz);
@@ -175,6 +175,6 @@ void segment_open(void) {
     SELF.reattached = 1;
     return;
   }
-  sh_die(SH_EXIT_OSERR, "libshmheap: SHMHEAP_KEY=0x%x: the segment kept appearing and disappearing while attaching; try again",
+  os_die(SH_EXIT_OSERR, "libshmheap: SHMHEAP_KEY=0x%x: the segment kept appearing and disappearing while attaching; try again",
          (unsigned)o->key);
 }

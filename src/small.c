@@ -4,10 +4,10 @@
  * segment may be torn by a kill or written by anyone (decision 7). */
 #include "small.h"
 
-uint32_t sh_class_size[SH_NCLASS + 1];
-uint16_t sh_class_pages[SH_NCLASS + 1];
-uint64_t sh_class_recip[SH_NCLASS + 1];
-uint8_t sh_class_lut[65];
+uint32_t small_class_size[SH_NCLASS + 1];
+uint16_t small_class_pages[SH_NCLASS + 1];
+uint64_t small_class_recip[SH_NCLASS + 1];
+uint8_t small_class_lut[65];
 
 /* Classes: 16..128 in steps of 16, then four per doubling up to 32 KiB, so
  * rounding wastes at most 25%.  A span is 16 KiB, or as many pages as hold 8
@@ -16,20 +16,20 @@ uint8_t sh_class_lut[65];
  * peak with 16 KiB spans, 7.8 MB with 64 KiB; realloc strings: 25.8 / 28.1). */
 void small_classes_init(void) {
   unsigned c = 1;
-  for (; c <= 8; c++) sh_class_size[c] = 16 * c;
+  for (; c <= 8; c++) small_class_size[c] = 16 * c;
   for (uint32_t base = 128; c <= SH_NCLASS; base *= 2)
-    for (uint32_t k = 1; k <= 4; k++) sh_class_size[c++] = base + base / 4 * k;
+    for (uint32_t k = 1; k <= 4; k++) small_class_size[c++] = base + base / 4 * k;
   for (c = 1; c <= SH_NCLASS; c++) {
     uint32_t bytes = 16384;
-    while (bytes / sh_class_size[c] < 8) bytes *= 2;
-    sh_class_pages[c] = (uint16_t)(bytes >> SH_PAGE_SHIFT);
+    while (bytes / small_class_size[c] < 8) bytes *= 2;
+    small_class_pages[c] = (uint16_t)(bytes >> SH_PAGE_SHIFT);
     /* block index = (offset * recip) >> 48 exactly, for offsets < 2^18 */
-    sh_class_recip[c] = ((1ULL << 48) + sh_class_size[c] - 1) / sh_class_size[c];
+    small_class_recip[c] = ((1ULL << 48) + small_class_size[c] - 1) / small_class_size[c];
   }
   for (unsigned i = 0; i <= 64; i++) {
     size_t n = i ? i * 16 : 1, s = n - 1;
     unsigned b = 63 - (unsigned)__builtin_clzl(s | 1);
-    sh_class_lut[i] = (uint8_t)(n <= 128 ? (n + 15) / 16 : 8 + (b - 7) * 4 + ((s >> (b - 2)) & 3) + 1);
+    small_class_lut[i] = (uint8_t)(n <= 128 ? (n + 15) / 16 : 8 + (b - 7) * 4 + ((s >> (b - 2)) & 3) + 1);
   }
 }
 
@@ -85,7 +85,7 @@ uint64_t small_live_blocks(const char *base, const struct span *s, uint64_t star
 }
 
 int small_sound(const struct shm_header *h, const struct span *s) {
-  return s->cls >= 1 && s->cls <= SH_NCLASS && s->bsize == sh_class_size[s->cls] &&
-         s->npages == sh_class_pages[s->cls] && s->first <= h->npages - s->npages &&
+  return s->cls >= 1 && s->cls <= SH_NCLASS && s->bsize == small_class_size[s->cls] &&
+         s->npages == small_class_pages[s->cls] && s->first <= h->npages - s->npages &&
          s->capacity == ((uint32_t)s->npages << SH_PAGE_SHIFT) / s->bsize && s->reserved <= s->capacity;
 }

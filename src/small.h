@@ -20,14 +20,14 @@
 /* ---- size classes (small.c) ------------------------------------------------ */
 
 /* Process-local copies of the class tables a heap is formed with. */
-extern SH_HIDDEN uint32_t sh_class_size[SH_NCLASS + 1];
-extern SH_HIDDEN uint16_t sh_class_pages[SH_NCLASS + 1];
-extern SH_HIDDEN uint64_t sh_class_recip[SH_NCLASS + 1];
-extern SH_HIDDEN uint8_t sh_class_lut[65];
+extern SH_HIDDEN uint32_t small_class_size[SH_NCLASS + 1];
+extern SH_HIDDEN uint16_t small_class_pages[SH_NCLASS + 1];
+extern SH_HIDDEN uint64_t small_class_recip[SH_NCLASS + 1];
+extern SH_HIDDEN uint8_t small_class_lut[65];
 SH_HIDDEN void small_classes_init(void);
 
 static inline unsigned size_class(size_t n) {
-  if (n <= 1024) return sh_class_lut[(n + 15) >> 4];
+  if (n <= 1024) return small_class_lut[(n + 15) >> 4];
   size_t s = n - 1;
   unsigned b = 63 - (unsigned)__builtin_clzl(s);
   return 8 + (b - 7) * 4 + (unsigned)((s >> (b - 2)) & 3) + 1;
@@ -49,7 +49,7 @@ static inline long small_index(const struct span *s, uint64_t rel, uint32_t limi
  * rel < 2^18. */
 static inline long small_index_fast(const struct span *s, uint64_t rel) {
   if (unlikely(rel >= ((uint64_t)s->npages << SH_PAGE_SHIFT))) return -1;
-  uint64_t q = (rel * sh_class_recip[s->cls]) >> 48;
+  uint64_t q = (rel * small_class_recip[s->cls]) >> 48;
   if (unlikely(q * s->bsize != rel || q >= s->reserved)) return -1;
   return (long)q;
 }

@@ -66,7 +66,7 @@ SH_API int shmheap_supervise(const struct shmheap_supervise_options *opt) {
         errno = e;
         return -1;
       }
-      sh_die(SH_EXIT_OSERR, "libshmheap: supervisor %d: cannot fork a new worker (errno %d); giving up", (int)SELF.pid, e);
+      os_die(SH_EXIT_OSERR, "libshmheap: supervisor %d: cannot fork a new worker (errno %d); giving up", (int)SELF.pid, e);
     }
     atomic_store(&worker, pid);
     if (stop_signal) kill(pid, stop_signal); /* it came while we forked */
@@ -86,13 +86,13 @@ SH_API int shmheap_supervise(const struct shmheap_supervise_options *opt) {
     in_a_row++;
     if (o.max_restarts && in_a_row > o.max_restarts) {
       if (!o.quiet)
-        sh_say("libshmheap: supervisor %d: worker %d ended (%s %d), %u restarts in a row: giving up",
+        os_say("libshmheap: supervisor %d: worker %d ended (%s %d), %u restarts in a row: giving up",
                (int)SELF.pid, (int)pid, WIFEXITED(status) ? "exit" : "signal",
                WIFEXITED(status) ? code : WTERMSIG(status), o.max_restarts);
       exit(code);
     }
     if (!o.quiet)
-      sh_say("libshmheap: supervisor %d: worker %d ended (%s %d); restart %u in %u ms",
+      os_say("libshmheap: supervisor %d: worker %d ended (%s %d); restart %u in %u ms",
              (int)SELF.pid, (int)pid, WIFEXITED(status) ? "exit" : "signal",
              WIFEXITED(status) ? code : WTERMSIG(status), deaths, wait_ms);
     sleep_ms(wait_ms);

@@ -135,7 +135,7 @@ void heap0_lock(void) {
   struct theap *h0 = &G.heaps[0];
   enum lock_result r = lock_acquire(&h0->lock, LOCK_COUNT);
   if (unlikely(r == LOCK_HELD))
-    sh_die(SH_EXIT_OSERR, "libshmheap: internal error: heap 0's lock taken twice by one thread (malloc called from a signal handler that interrupted malloc?)");
+    os_die(SH_EXIT_OSERR, "libshmheap: internal error: heap 0's lock taken twice by one thread (malloc called from a signal handler that interrupted malloc?)");
   if (unlikely(r == LOCK_OWNER_DIED)) {
     pages_lock();
     repair_heap(h0);

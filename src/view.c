@@ -171,7 +171,7 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
         break;
       }
       const struct span *s = &v->spans[i];
-      if (s->state != SPAN_FREE || !s->npages || sh_bin_of(s->npages) != b || s->prev != prev || tiled[i] != 1) {
+      if (s->state != SPAN_FREE || !s->npages || fmt_bin_of(s->npages) != b || s->prev != prev || tiled[i] != 1) {
         bad(&k, "bin %u: span %u (state %u, %u pages) does not belong here", b, i, s->state, s->npages);
         break;
       }

@@ -384,7 +384,7 @@ int main(int argc, char **argv) {
   int32_t key = 0;
   char name[SH_NAME_MAX];
   if (target) {
-    int r = sh_key_parse(target, &key, name);
+    int r = options_parse_key(target, &key, name);
     if (r) {
       fprintf(stderr, "shmheap-dump: %s: %s\n", target,
               r == 1 ? "key out of range (1 to 0xffffffff)" : r == 2 ? "0 is IPC_PRIVATE, not a key" : "name longer than 63 bytes");
