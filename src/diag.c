@@ -106,8 +106,9 @@ void os_die(int status, const char *f, ...) {
   __builtin_unreachable();
 }
 
-/* A broken invariant in a debug build: say which, where, and stop with a
- * core (abort) rather than go on with a heap known to be wrong. */
+/* A broken invariant in a debug build: say which and where, then stop at
+ * this instruction (a trap: a core dump with the broken state in it)
+ * rather than go on with a heap known to be wrong. */
 void os_assert_fail(const char *what, const char *cond, const char *file, int line) {
   os_say("libshmheap: invariant %s broken: %s (%s:%d)", what, cond, file, line);
   __builtin_trap();
