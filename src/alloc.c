@@ -132,16 +132,6 @@ __attribute__((noinline)) void heap_retire(struct theap *h, struct span *s) {
   errno = saved;
 }
 
-void heap_free_remote(struct theap *h, struct span *s, void *p) {
-  /* Read before the block is published: once it is, the owner may collect
-   * it, retire the span and reuse the descriptor. */
-  uint16_t owner = s->owner;
-  uint32_t bsize = s->bsize;
-  if (small_push_remote(s, p)) atomic_fetch_add_explicit(&G.heaps[owner].full_remote, 1, memory_order_release);
-  h->in_use -= bsize;
-  h->nfree++;
-}
-
 /* ---- large blocks -------------------------------------------------------------- */
 
 void *alloc_large(size_t n, size_t align, int zero) {

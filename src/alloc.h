@@ -88,8 +88,16 @@ static inline void heap_free_local(struct theap *h, struct span *s, void *p) {
 }
 
 /* Free by another thread than the owner: h is the freeing thread's heap,
- * whose statistics count it. */
-SH_HIDDEN void heap_free_remote(struct theap *h, struct span *s, void *p);
+ * whose statistics count it.  The owner and size are read before the block
+ * is published: once it is, the owner may collect it, retire the span and
+ * reuse the descriptor. */
+static inline void heap_free_remote(struct theap *h, struct span *s, void *p) {
+  uint16_t owner = s->owner;
+  uint32_t bsize = s->bsize;
+  if (small_push_remote(s, p)) atomic_fetch_add_explicit(&G.heaps[owner].full_remote, 1, memory_order_release);
+  h->in_use -= bsize;
+  h->nfree++;
+}
 
 /* A small block from h, which the calling thread holds (not heap 0). */
 static inline void *alloc_small(struct theap *h, unsigned c) {

@@ -97,10 +97,7 @@ static void *do_memalign(size_t align, size_t n) {
   if (align <= SH_ALIGN) return do_malloc(n);
   ensure_init();
   unsigned c = alloc_aligned_class(align, n);
-  if (c) {
-    struct theap *h = tl_heap;
-    return h ? alloc_small(h, c) : thread_alloc(c);
-  }
+  if (c) return thread_alloc(c);
   if (align > G.heap_len) {
     errno = ENOMEM;
     return NULL;
