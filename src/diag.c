@@ -1,7 +1,7 @@
 /* Messages without allocating: the library reports errors from inside the
  * first malloc, before stdio exists, so it formats into a stack buffer and
- * write(2)s it.  A small printf subset: %s %c %d %u %x %o %p with l/ll/z, and a
- * zero-padded width for numbers. */
+ * write(2)s it.  A small printf subset: %s %c %d %u %x %o %p with l/ll/z, a
+ * zero-padded width for numbers and a precision (.N, .*) for strings. */
 #include <stdarg.h>
 #include <unistd.h>
 #include <sys/syscall.h>
@@ -28,16 +28,21 @@ int os_vfmt(char *buf, size_t len, const char *f, va_list ap) {
   for (; *f && o + 1 < len; f++) {
     if (*f != '%') { buf[o++] = *f; continue; }
     f++;
-    int zero = 0, width = 0, lng = 0;
+    int zero = 0, width = 0, lng = 0, prec = -1;
     if (*f == '0') { zero = 1; f++; }
     while (*f >= '0' && *f <= '9') width = width * 10 + (*f++ - '0');
+    if (*f == '.') { /* a precision bounds %s: strings read from a segment may lack their NUL */
+      f++;
+      if (*f == '*') { prec = va_arg(ap, int); f++; }
+      else for (prec = 0; *f >= '0' && *f <= '9'; f++) prec = prec * 10 + (*f - '0');
+    }
     while (*f == 'l' || *f == 'z') { lng++; f++; }
     size_t room = len - 1 - o;
     switch (*f) {
     case 's': {
       const char *s = va_arg(ap, const char *);
       if (!s) s = "(null)";
-      while (*s && o + 1 < len) buf[o++] = *s++;
+      for (int k = 0; *s && o + 1 < len && (prec < 0 || k < prec); k++) buf[o++] = *s++;
       break;
     }
     case 'c': buf[o++] = (char)va_arg(ap, int); break;

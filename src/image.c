@@ -17,7 +17,6 @@
 #include <link.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/auxv.h>
 #include <sys/personality.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
@@ -32,11 +31,12 @@ static int segment_wanted(void) {
   int id = os_shm_find(opts.key);
   if (id < 0) return errno == ENOENT; /* we would create it */
   struct shmid_ds ds;
-  if (os_shm_stat(id, &ds) < 0) return 0;
+  char why[200];
+  /* Not ours: segment_open refuses it, and no exec should come first. */
+  if (os_shm_owned(id, opts.mode, -1, &ds, why, sizeof why) != 0) return 0;
   const struct shm_header *h = os_shm_attach(id, NULL, 1);
   if (h == (void *)-1) return 0;
   struct hv v;
-  char why[128];
   int ok = fmt_open(&v, h, ds.shm_segsz, why, sizeof why) == 0 && recover_segment_is_for_self(h);
   os_shm_detach(h);
   return ok;
@@ -48,24 +48,33 @@ void image_reexec(void) {
   if (!opts.have_key) return;
   int persona = personality(0xffffffff);
   if (persona == -1) return;
+  /* The exec below carries SHMHEAP_REEXEC=<pid>; exec keeps the pid. */
+  int marked = opts.reexec_pid && opts.reexec_pid == (long)SELF.pid;
   if (persona & ADDR_NO_RANDOMIZE) {
-    /* Set by us (we exec'd /proc/self/exe): our layout is fixed now, and
-     * the programs this one runs get their randomization back. */
-    if (os_started_by_exec_self()) {
+    /* Set by us: our layout is fixed now, and the programs this one runs
+     * get their randomization back. */
+    if (marked) {
       reexecuted = 1;
       personality((unsigned long)persona & ~(unsigned long)ADDR_NO_RANDOMIZE);
     }
     return;
   }
-  if (opts.image_any || getauxval(AT_SECURE)) return;
+  if (opts.image_any) return;
   if (!os_aslr_on()) return;
+  /* Re-executed, and randomized all the same: the kernel drops the flag
+   * for set-user-ID and file-capability executables.  Once, never again. */
+  if (marked)
+    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: this process re-executed itself to turn address randomization off, but it is still on (the kernel clears ADDR_NO_RANDOMIZE for privileged executables); not re-executing again: set SHMHEAP_IMAGE=any if the heap holds no code pointers",
+           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key);
   if (!segment_wanted()) return;
   char **argv, **envp;
   if (!os_self_args(&argv, &envp)) return;
+  char mark[40];
+  os_fmt(mark, sizeof mark, "SHMHEAP_REEXEC=%d", (int)SELF.pid);
   if (personality((unsigned long)persona | ADDR_NO_RANDOMIZE) == -1) return;
-  os_exec_self(argv, envp);
-  /* Not possible (no /proc, a deleted executable): go on as we are; the
-   * image check below says whether the heap can be used. */
+  os_exec_self(argv, envp, mark);
+  /* Not possible (no /proc, a deleted executable, too many variables): go
+   * on as we are; the image check says whether the heap can be used. */
   personality((unsigned long)persona);
 }
 

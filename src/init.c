@@ -80,6 +80,8 @@ void start_up(void) {
 
 __attribute__((constructor)) static void shmheap_ctor(void) {
   ensure_init();
+  /* The first malloc may have come before environ was set. */
+  options_strip_reexec();
   image_check();
 }
 

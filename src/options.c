@@ -110,11 +110,39 @@ int options_parse_key(const char *v, int32_t *key, char name[SH_NAME_MAX]) {
   return 0;
 }
 
+/* SHMHEAP_REEXEC=<pid> marks the exec image_reexec does; it is ours, not
+ * the program's, so it is taken out of environ once read (in place: this
+ * may run before anything else in the process could allocate). */
+void options_strip_reexec(void) {
+  if (!environ) return;
+  static const char m[] = "SHMHEAP_REEXEC=";
+  char **w = environ;
+  for (char **e = environ; *e; e++)
+    if (strncmp(*e, m, sizeof m - 1)) *w++ = *e;
+  *w = NULL;
+}
+
 void options_parse(struct options *o) {
   const char *v;
   memset(o, 0, sizeof *o);
   o->size = SH_DEFAULT_SIZE;
   o->addr = SH_DEFAULT_ADDR;
+  o->mode = 0600;
+
+  if ((v = env_get("SHMHEAP_REEXEC")) && *v) {
+    unsigned long long pid;
+    const char *e;
+    if (!parse_u64(v, &pid, &e) && !*e && pid <= 0x7fffffff) o->reexec_pid = (long)pid;
+  }
+  options_strip_reexec();
+
+  /* Set-user-ID and the like: the environment belongs to the user who ran
+   * the program, who must not choose the heap of the user it runs as.  The
+   * defaults (a private heap, mode 0600) and nothing from SHMHEAP_*. */
+  if (os_secure_exec()) {
+    o->secure = 1;
+    return;
+  }
 
   if ((v = env_get("SHMHEAP_KEY")) && *v) {
     switch (options_parse_key(v, &o->key, o->name)) {
@@ -162,7 +190,6 @@ void options_parse(struct options *o) {
     else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_FORK=%s is not a fork mode: use copy (the default) or share", v);
   }
 
-  o->mode = 0600;
   if ((v = env_get("SHMHEAP_MODE")) && *v) {
     unsigned m = 0;
     const char *p = v;

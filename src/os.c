@@ -12,7 +12,9 @@
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 
 #include "os.h"
 
@@ -197,9 +199,144 @@ int os_self_args(char ***argv, char ***envp) {
   return 1;
 }
 
-void os_exec_self(char **argv, char **envp) { execve("/proc/self/exe", argv, envp); }
+static char *exec_env[8192 + 2];
 
-int os_started_by_exec_self(void) {
-  const char *fn = (const char *)getauxval(AT_EXECFN);
-  return fn && !strcmp(fn, "/proc/self/exe");
+void os_exec_self(char **argv, char **envp, const char *mark) {
+  size_t nl = strcspn(mark, "=") + 1, k = 0;
+  for (char **e = envp; *e; e++) {
+    if (!strncmp(*e, mark, nl)) continue;
+    if (k + 2 >= sizeof exec_env / sizeof *exec_env) return;
+    exec_env[k++] = *e;
+  }
+  exec_env[k++] = (char *)mark;
+  exec_env[k] = NULL;
+  execve("/proc/self/exe", argv, exec_env);
+}
+
+/* ---- errno in words -------------------------------------------------------------- */
+
+/* strerror may translate, and translation may allocate: the errors the
+ * library reports are named here. */
+const char *os_errstr(int e) {
+  switch (e) {
+  case EACCES: return "permission denied";
+  case EPERM: return "operation not permitted";
+  case ENOENT: return "no such segment";
+  case EIDRM: return "the segment was removed";
+  case EINVAL: return "invalid argument";
+  case ENOMEM: return "out of memory";
+  case ENOSPC: return "the system limit is reached";
+  case EEXIST: return "it exists already";
+  case EMFILE: return "too many segments attached";
+  case EFAULT: return "bad address";
+  default: return "unexpected error";
+  }
+}
+
+/* ---- who may use a segment ---------------------------------------------------------- */
+
+/* The owner, creator and mode of segment id from /proc/sysvipc/shm, which
+ * anyone may read, for a segment this user may not IPC_STAT.  Columns: key
+ * shmid perms(octal) size cpid lpid nattch uid gid cuid cgid ... */
+static int sysvipc_shm(int id, unsigned *perm, unsigned *uid, unsigned *cuid) {
+  int fd = open("/proc/sysvipc/shm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[4096], line[512];
+  size_t ll = 0;
+  int found = 0, skip = 0;
+  ssize_t r;
+  while (!found && (r = read(fd, buf, sizeof buf)) > 0) {
+    for (ssize_t i = 0; i < r && !found; i++) {
+      char c = buf[i];
+      if (c != '\n') {
+        if (ll + 1 < sizeof line) line[ll++] = c;
+        else skip = 1; /* longer than any line the kernel prints: not one we parse */
+        continue;
+      }
+      line[ll] = 0;
+      unsigned long long f[11];
+      int n = 0;
+      char *p = line;
+      while (!skip && n < 11) {
+        while (*p == ' ') p++;
+        if (*p < '0' || *p > '9') break;
+        unsigned base = n == 2 ? 8 : 10;
+        unsigned long long x = 0;
+        for (; *p >= '0' && *p <= '9'; p++) x = x * base + (unsigned long long)(*p - '0');
+        f[n++] = x;
+      }
+      if (n == 11 && f[1] == (unsigned long long)id) {
+        *perm = (unsigned)f[2] & 0777;
+        *uid = (unsigned)f[7];
+        *cuid = (unsigned)f[9];
+        found = 1;
+      }
+      ll = 0;
+      skip = 0;
+    }
+  }
+  close(fd);
+  return found;
+}
+
+int os_shm_owned(int id, unsigned mode, long header_uid, struct shmid_ds *out, char *why, size_t len) {
+  unsigned me = (unsigned)geteuid(), uid, cuid, perm;
+  struct shmid_ds ds;
+  if (shmctl(id, IPC_STAT, &ds) == 0) {
+    uid = (unsigned)ds.shm_perm.uid;
+    cuid = (unsigned)ds.shm_perm.cuid;
+    perm = (unsigned)ds.shm_perm.mode & 0777;
+    if (out) *out = ds;
+  } else {
+    int e = errno;
+    if (e == EIDRM || e == EINVAL) return 1;
+    if (e != EACCES) {
+      os_fmt(why, len, "cannot inspect segment shmid %d: %s", id, os_errstr(e));
+      return SH_OWNED_OTHER;
+    }
+    if (!sysvipc_shm(id, &perm, &uid, &cuid)) {
+      os_fmt(why, len, "permission denied: segment shmid %d is not this user's (uid %u), and /proc/sysvipc/shm does not say whose it is",
+             id, me);
+      return SH_OWNED_OTHER;
+    }
+    os_fmt(why, len, "permission denied: segment shmid %d belongs to uid %u (created by uid %u, mode 0%o), not to this user (uid %u)",
+           id, uid, cuid, perm, me);
+    return SH_OWNED_OTHER;
+  }
+  /* The kernel gives the creator (cuid) the owner's rights too, so a
+   * segment made by another user and handed over with IPC_SET is still
+   * theirs to write. */
+  if (uid != me || cuid != me) {
+    os_fmt(why, len, "segment shmid %d belongs to uid %u and was created by uid %u (mode 0%o), not by this user (uid %u)", id,
+           uid, cuid, perm, me);
+    return SH_OWNED_OTHER;
+  }
+  /* The header's creator is the uid of the process that formed the heap;
+   * one that differs was formed by someone else and copied or handed in. */
+  if (header_uid >= 0 && (unsigned long)header_uid != me) {
+    os_fmt(why, len, "segment shmid %d holds a heap formed by uid %ld, not by this user (uid %u)", id, header_uid, me);
+    return SH_OWNED_OTHER;
+  }
+  /* Anyone who may read the heap reads the program's data, and anyone who
+   * may write it can plant pointers the allocator follows. */
+  if (perm & 0077 & ~mode) {
+    os_fmt(why, len, "segment shmid %d gives other users access (mode 0%o) beyond SHMHEAP_MODE=0%o", id, perm, mode & 0777);
+    return SH_OWNED_MODE;
+  }
+  return 0;
+}
+
+/* ---- secure execution --------------------------------------------------------------- */
+
+/* Set-user-ID, set-group-ID or file capabilities: the environment is the
+ * calling user's, not the program's owner's.  AT_SECURE alone is not
+ * enough: root running a set-user-ID-root program gets AT_SECURE 0. */
+int os_secure_exec(void) {
+  if (getauxval(AT_SECURE)) return 1;
+  if (getuid() != geteuid() || getgid() != getegid()) return 1;
+  struct stat st;
+  if (stat("/proc/self/exe", &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID))) return 1;
+  char cap[64];
+  if (getxattr("/proc/self/exe", "security.capability", cap, sizeof cap) > 0) return 1;
+  return 0;
 }

@@ -70,8 +70,9 @@ SH_HIDDEN int os_aslr_on(void); /* kernel.randomize_va_space is not 0 */
 /* This process's arguments and environment, as execve wants them; 0 if they
  * cannot be had without allocating (too long, no /proc). */
 SH_HIDDEN int os_self_args(char ***argv, char ***envp);
-SH_HIDDEN void os_exec_self(char **argv, char **envp); /* returns only on failure */
-SH_HIDDEN int os_started_by_exec_self(void);          /* AT_EXECFN is /proc/self/exe */
+/* Executes /proc/self/exe with envp plus the entry mark (replacing any
+ * entry with the same name); returns only on failure. */
+SH_HIDDEN void os_exec_self(char **argv, char **envp, const char *mark);
 
 /* ---- System V shared memory ------------------------------------------------------ */
 
@@ -84,6 +85,21 @@ SH_HIDDEN void *os_shm_remap(int id, void *addr);                     /* in plac
 SH_HIDDEN int os_shm_detach(const void *p);
 SH_HIDDEN int os_shm_stat(int id, struct shmid_ds *ds);
 SH_HIDDEN int os_shm_remove(int id);
+
+/* May this user attach segment id as its heap?  The one ownership rule,
+ * used by every path that attaches, re-forms or removes a keyed segment:
+ * the owner (shm_perm.uid), the creator (shm_perm.cuid) and, if known
+ * (header_uid >= 0), the uid recorded in the heap's header are all this
+ * process's effective uid, and the mode gives group and others nothing
+ * beyond mode.  0: yes (*out filled if out); 1: the segment is gone (try
+ * again); SH_OWNED_OTHER or SH_OWNED_MODE: no, and why holds a sentence
+ * naming the shmid, the owner, creator and mode. */
+#define SH_OWNED_OTHER (-1)
+#define SH_OWNED_MODE (-2)
+SH_HIDDEN int os_shm_owned(int id, unsigned mode, long header_uid, struct shmid_ds *out, char *why, size_t len);
+SH_HIDDEN const char *os_errstr(int e); /* an errno in words, without allocating */
+/* Set-user-ID, set-group-ID or with file capabilities: SHMHEAP_* is ignored. */
+SH_HIDDEN int os_secure_exec(void);
 
 /* ---- memory, futex, membarrier ------------------------------------------------------ */
 
@@ -122,11 +138,14 @@ struct options {
   unsigned mode;       /* SHMHEAP_MODE, permissions of a new segment */
   const char *program; /* SHMHEAP_PROGRAM, or NULL */
   int image_any;       /* SHMHEAP_IMAGE=any */
+  int secure;          /* set-user-ID or the like: SHMHEAP_* ignored */
+  long reexec_pid;     /* SHMHEAP_REEXEC: the pid image_reexec exec'd, or 0 */
 };
 
 /* The process's options, parsed once at start-up (init.c). */
 extern SH_HIDDEN struct options opts;
 SH_HIDDEN void options_parse(struct options *o);
+SH_HIDDEN void options_strip_reexec(void); /* SHMHEAP_REEXEC out of environ */
 SH_HIDDEN int options_parse_size(const char *s, size_t *out);
 /* 0, or 1 out of range, 2 zero (IPC_PRIVATE), 3 name too long */
 SH_HIDDEN int options_parse_key(const char *v, int32_t *key, char name[SH_NAME_MAX]);

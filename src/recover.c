@@ -219,8 +219,12 @@ enum recover_verdict recover_attach(uint64_t t0) {
   if (opts.fresh) {
     /* Nobody uses it: discard it as asked.  Removal frees the key now; the
      * memory goes when the last attach (ours, a dump tool's) goes. */
+    char why[200];
+    int verdict = os_shm_owned(G.shmid, opts.mode, (long)h->creator_uid, NULL, why, sizeof why);
     pages_unlock();
-    os_shm_remove(G.shmid);
+    if (verdict < 0)
+      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_FRESH=1: %s; it was left untouched: unset SHMHEAP_FRESH, or let its owner remove it", why);
+    if (verdict == 0) os_shm_remove(G.shmid);
     return RECOVER_REMOVED;
   }
   unsigned dead = reap(f, 1);

@@ -54,8 +54,7 @@ static void attach_at(int id, uintptr_t addr, const struct options *o, int creat
     if (e == EACCES)
       os_die(SH_EXIT_OSERR, "libshmheap: no permission to attach segment shmid %d (SHMHEAP_KEY=0x%x): it belongs to another user or is not writable; use another SHMHEAP_KEY",
              id, (unsigned)o->key);
-    os_die(SH_EXIT_OSERR, "libshmheap: cannot attach segment shmid %d at %p: %s (errno %d)", id,
-           (void *)addr, e == ENOMEM ? "out of memory" : "shmat failed", e);
+    os_die(SH_EXIT_OSERR, "libshmheap: cannot attach segment shmid %d at %p: %s", id, (void *)addr, os_errstr(e));
   }
   seg_base = p;
   seg_id = id;
@@ -75,18 +74,29 @@ static int create_segment(key_t key, const struct options *o) {
     os_die(SH_EXIT_OSERR, "libshmheap: cannot reserve SHMHEAP_SIZE=%zu bytes (strict overcommit?): lower SHMHEAP_SIZE", o->size);
   if (e == EACCES || e == EPERM)
     os_die(SH_EXIT_OSERR, "libshmheap: no permission to create segment SHMHEAP_KEY=0x%x: use another SHMHEAP_KEY", (unsigned)key);
-  os_die(SH_EXIT_OSERR, "libshmheap: shmget failed for SHMHEAP_KEY=0x%x: errno %d", (unsigned)key, e);
+  os_die(SH_EXIT_OSERR, "libshmheap: shmget failed for SHMHEAP_KEY=0x%x: %s", (unsigned)key, os_errstr(e));
+}
+
+/* A segment this user may not trust (os_shm_owned said why): never used,
+ * never changed. */
+static void refuse(const struct options *o, int id, int verdict, const char *why) {
+  const char *what = o->name;
+  if (verdict == SH_OWNED_MODE)
+    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: %s; it was left untouched: remove it (ipcrm -m %d), or accept that mode with SHMHEAP_MODE",
+           what, *what ? " -> " : "", (unsigned)o->key, why, id);
+  os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: %s; it was left untouched: use another SHMHEAP_KEY (shmheap(7), SECURITY)",
+         what, *what ? " -> " : "", (unsigned)o->key, why);
 }
 
 /* Reads the header of an existing segment without trusting it: attached
  * read-only at a free address, checked field by field.  Returns the base
- * address the heap was formed at. */
+ * address the heap was formed at, or 0 if the segment went away meanwhile. */
 static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
   const char *what = o->name[0] ? o->name : "";
   const struct shm_header *h = os_shm_attach(id, NULL, 1);
   if (h == (void *)-1)
-    os_die(SH_EXIT_OSERR, "libshmheap: cannot read segment shmid %d (SHMHEAP_KEY=0x%x%s%s): errno %d; use another SHMHEAP_KEY",
-           id, (unsigned)o->key, *what ? " " : "", what, errno);
+    os_die(SH_EXIT_OSERR, "libshmheap: cannot read segment shmid %d (SHMHEAP_KEY=0x%x%s%s): %s; use another SHMHEAP_KEY",
+           id, (unsigned)o->key, *what ? " " : "", what, os_errstr(errno));
   /* A creator may still be forming it: wait for the magic, up to 2 s. */
   for (int i = 0; i < 200; i++) {
     if (atomic_load_explicit((_Atomic uint64_t *)&h->magic, memory_order_acquire) != 0) break;
@@ -104,12 +114,23 @@ static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
     why = buf;
   }
   else if ((uint32_t)h->key != (uint32_t)o->key || strncmp(h->name, o->name, SH_NAME_MAX)) {
-    os_fmt(buf, sizeof buf, "it belongs to heap \"%s\" (key 0x%x), whose name hashes to the same key",
-           h->name, (unsigned)h->key);
+    os_fmt(buf, sizeof buf, "it belongs to heap \"%.*s\" (key 0x%x), whose name hashes to the same key",
+           SH_NAME_MAX - 1, h->name, (unsigned)h->key);
     why = buf;
   }
+  /* The base is where this process will map the heap: a value that is not
+   * an attach address in user space is damage, not a request. */
+  else if (!h->base || h->base % SH_ADDR_ALIGN || h->base + segsz < h->base || h->base + segsz > ((uint64_t)1 << 47)) {
+    os_fmt(buf, sizeof buf, "it is a heap with a corrupt header: base address 0x%llx", (unsigned long long)h->base);
+    why = buf;
+  }
+  int verdict = 0;
+  char owhy[200];
+  if (!why) verdict = os_shm_owned(id, o->mode, (long)h->creator_uid, NULL, owhy, sizeof owhy);
   uintptr_t base = (uintptr_t)h->base;
   os_shm_detach(h);
+  if (verdict < 0) refuse(o, id, verdict, owhy);
+  if (verdict == 1) return 0; /* removed meanwhile */
   if (why)
     os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: segment shmid %d exists, but %s; it was left untouched: use another SHMHEAP_KEY, or remove it with ipcrm -m %d",
            what, *what ? " -> " : "", (unsigned)o->key, id, why, id);
@@ -146,31 +167,31 @@ void segment_open(void) {
     }
     if (id < 0) {
       if (errno == EACCES)
-        os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: the segment exists but this user may not use it (another user's?); it was left untouched: use another SHMHEAP_KEY",
+        os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: permission denied: the segment exists but this user may not use it; it was left untouched: use another SHMHEAP_KEY",
                (unsigned)o->key);
-      os_die(SH_EXIT_OSERR, "libshmheap: shmget(SHMHEAP_KEY=0x%x) failed: errno %d", (unsigned)o->key, errno);
+      os_die(SH_EXIT_OSERR, "libshmheap: shmget(SHMHEAP_KEY=0x%x) failed: %s", (unsigned)o->key, os_errstr(errno));
     }
     struct shmid_ds ds;
-    if (os_shm_stat(id, &ds) < 0) {
-      if (errno == EIDRM || errno == EINVAL) continue; /* removed meanwhile */
-      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: cannot inspect segment shmid %d (errno %d); it was left untouched: use another SHMHEAP_KEY",
-             (unsigned)o->key, id, errno);
-    }
-    if (ds.shm_perm.uid != geteuid())
-      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: segment shmid %d belongs to uid %u, not to this user (uid %u); it was left untouched: use another SHMHEAP_KEY",
-             (unsigned)o->key, id, (unsigned)ds.shm_perm.uid, (unsigned)geteuid());
-    /* Anyone who may write the segment can plant pointers the heap follows:
-     * only the access SHMHEAP_MODE grants is accepted. */
-    unsigned perm = ds.shm_perm.mode & 0777;
-    if (perm & 0022 & ~o->mode)
-      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: segment shmid %d is writable by other users (mode 0%o); it was left untouched: remove it (ipcrm -m %d), or accept that mode with SHMHEAP_MODE=0%o",
-             (unsigned)o->key, id, perm, id, perm | 0600);
+    char why[200];
+    int verdict = os_shm_owned(id, o->mode, -1, &ds, why, sizeof why);
+    if (verdict == 1) continue; /* removed meanwhile */
+    if (verdict < 0) refuse(o, id, verdict, why);
     if (o->size_given && ds.shm_segsz != o->size)
       os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_SIZE=%zu, but the segment of SHMHEAP_KEY=0x%x has %zu bytes; it was left untouched: set SHMHEAP_SIZE=%zu or unset it",
              o->size, (unsigned)o->key, (size_t)ds.shm_segsz, (size_t)ds.shm_segsz);
     o->size = ds.shm_segsz; /* SHMHEAP_SIZE unset: the heap keeps its own size */
     uintptr_t base = validate_existing(id, o, ds.shm_segsz);
+    if (!base) continue;
     attach_at(id, base, o, 0);
+    /* Owner, creator or mode may have changed between the look and the
+     * attach: decided again on what is now mapped, before any use. */
+    verdict = os_shm_owned(id, o->mode, (long)((const struct shm_header *)seg_base)->creator_uid, NULL, why, sizeof why);
+    if (verdict != 0) {
+      os_shm_detach(seg_base);
+      seg_base = NULL;
+      if (verdict == 1) continue;
+      refuse(o, id, verdict, why);
+    }
     map_set(seg_base, seg_id);
     SELF.reattached = 1;
     return;

@@ -20,7 +20,7 @@ AM_TESTS_ENVIRONMENT = \
 	top_srcdir='$(abs_top_srcdir)'; export top_srcdir; \
 	CXX='$(CXX)'; export CXX; \
 	unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERBOSE \
-		SHMHEAP_PROGRAM SHMHEAP_IMAGE SHMHEAP_MODE SHMHEAP_FRESH;
+		SHMHEAP_PROGRAM SHMHEAP_IMAGE SHMHEAP_MODE SHMHEAP_FRESH SHMHEAP_REEXEC;
 
 # format.h: the suites read the segment header (struct shm_header) to find
 # and remove the named heaps they create, and damage heaps on purpose.

@@ -263,10 +263,19 @@ static void blocks(const struct hv *v, uint64_t limit) {
  * attach s, which the caller has already validated) and, without --force,
  * only if nobody else has it attached. */
 static int remove_heap(struct seg *s, const char *label, int force) {
+  long creator = (long)((const struct shm_header *)s->map)->creator_uid;
   shmdt(s->map);
   struct shmid_ds ds;
-  if (shmctl(s->shmid, IPC_STAT, &ds) < 0) {
-    fprintf(stderr, "shmheap-dump: %s: %s\n", label, strerror(errno));
+  char why[200];
+  /* The library's rule, mode aside (any mode may be removed by its owner):
+   * a heap of another user, or one handed over to this one, is theirs. */
+  int verdict = os_shm_owned(s->shmid, 0777, creator, &ds, why, sizeof why);
+  if (verdict == 1) {
+    fprintf(stderr, "shmheap-dump: %s: it was removed meanwhile\n", label);
+    return EXIT_ERROR;
+  }
+  if (verdict < 0) {
+    fprintf(stderr, "shmheap-dump: %s: %s; not removed: its owner may remove it\n", label, why);
     return EXIT_ERROR;
   }
   if (ds.shm_nattch > 0 && !force) {
