@@ -192,6 +192,35 @@ int alloc_resize_large(struct span *s, size_t n) {
   return ok;
 }
 
+void alloc_bad_pointer(const void *p, const char *fn) {
+  uintptr_t off = (uintptr_t)p - G.heap_lo;
+  if (off >= G.heap_len) return;
+  uint32_t page = (uint32_t)(off >> SH_PAGE_SHIFT), si = G.pagemap[page];
+  if (page >= G.hdr->top)
+    os_abort("libshmheap: %s(): invalid pointer %p: no block was ever handed out there", fn, p);
+  /* The page map is exact for every page of a small span and the first
+   * and last page of the others (I3): a descriptor that covers the page is
+   * the one it is in; inside a large block the entries below lead to its
+   * first page.  (A scan, but on the way to abort.) */
+  const struct span *s = NULL;
+  for (uint32_t q = page + 1; q-- > 0 && !s;) {
+    si = G.pagemap[q];
+    const struct span *c = si < G.hdr->span_count ? &G.spans[si] : NULL;
+    if (c && c->state != SPAN_NONE && page >= c->first && page - c->first < c->npages) s = c;
+  }
+  if (s) {
+    if (s->state == SPAN_SMALL)
+      os_abort("libshmheap: %s(): invalid pointer %p: inside a %u-byte block of span %u, not at its start", fn, p,
+               s->bsize, si);
+    if (s->state == SPAN_LARGE)
+      os_abort("libshmheap: %s(): invalid pointer %p: inside the large block at %p (%u pages), not at its start", fn, p,
+               (void *)span_addr(s), s->npages);
+  }
+  if (off % SH_PAGE == 0)
+    os_abort("libshmheap: %s(): double free of %p (a large block: its pages are free already)", fn, p);
+  os_abort("libshmheap: %s(): invalid pointer %p: in free pages of the heap", fn, p);
+}
+
 /* Span starts are page aligned, so every block of a class whose size is a
  * multiple of align is aligned, and free() needs no special case. */
 unsigned alloc_aligned_class(size_t align, size_t n) {

@@ -124,6 +124,19 @@ static inline struct span *alloc_block(const void *p) {
   return NULL;
 }
 
+/* p, handed to fn (free, realloc...), is not the start of a live block
+ * (alloc_block said NULL).  Outside the heap it is not ours and is ignored
+ * (the dynamic loader frees what its own early allocator gave out); inside
+ * it is the program's bug, and this names it and stops the process before
+ * anything is changed. */
+SH_HIDDEN void alloc_bad_pointer(const void *p, const char *fn) __attribute__((cold));
+
+/* The checks of a small block handed back to fn, before anything changes:
+ * a block on a free list stops the process (small_check_free). */
+static inline void alloc_check_small(struct span *s, void *p, const char *fn) {
+  if (unlikely(small_looks_free(s, p))) small_check_free(s, p, fn);
+}
+
 static inline size_t alloc_usable(const struct span *s) {
   return s->state == SPAN_SMALL ? s->bsize : (size_t)s->npages << SH_PAGE_SHIFT;
 }

@@ -2,7 +2,9 @@
  * first malloc, before stdio exists, so it formats into a stack buffer and
  * write(2)s it.  A small printf subset: %s %c %d %u %x %o %p with l/ll/z, a
  * zero-padded width for numbers and a precision (.N, .*) for strings. */
+#include <signal.h>
 #include <stdarg.h>
+#include <string.h>
 #include <unistd.h>
 #include <sys/syscall.h>
 
@@ -108,6 +110,26 @@ void os_die(int status, const char *f, ...) {
   /* _exit, not exit: atexit handlers and stdio would allocate on a heap we
    * refused to set up. */
   syscall(SYS_exit_group, status);
+  __builtin_unreachable();
+}
+
+void os_abort(const char *f, ...) {
+  va_list ap;
+  va_start(ap, f);
+  emit(f, ap);
+  va_end(ap);
+  /* abort() itself may flush stdio, which allocates: raise the signal
+   * directly, and make sure it is not caught or blocked. */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  sigaction(SIGABRT, &sa, NULL);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGABRT);
+  sigprocmask(SIG_UNBLOCK, &set, NULL);
+  raise(SIGABRT);
+  syscall(SYS_exit_group, 134);
   __builtin_unreachable();
 }
 

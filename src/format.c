@@ -17,6 +17,8 @@ void map_set(char *base, int shmid) {
   G.spans = (struct span *)(base + h->spans_off);
   G.pagemap = (uint32_t *)(base + h->pagemap_off);
   G.heap_lo = (uintptr_t)base + h->heap_off;
+  G.heap_off = h->heap_off;
+  G.secret = h->link_secret;
   G.heap_len = (size_t)h->npages << SH_PAGE_SHIFT;
 }
 

@@ -52,7 +52,7 @@
 /* ---- format constants (any change here bumps SH_FORMAT) ---------------- */
 
 #define SH_MAGIC 0x5041454d48534853ULL /* "SHSHMEAP" little-endian */
-#define SH_FORMAT 4u
+#define SH_FORMAT 5u
 
 #define SH_PAGE_SHIFT 12
 #define SH_PAGE ((size_t)1 << SH_PAGE_SHIFT)
@@ -79,7 +79,8 @@ enum span_state {
 };
 
 /* span.flags */
-#define SPAN_FULL 0x1 /* small span is on its heap's full list */
+#define SPAN_FULL 0x1    /* small span is on its heap's full list */
+#define SPAN_DAMAGED 0x2 /* a free list of it was found corrupt: never allocated from again */
 
 /* thread_free low bit: the owner parked this span on its full list and wants
  * to hear about the next remote free (the freer clears it and bumps the
@@ -232,6 +233,7 @@ struct shm_header {
   uint64_t purge_due_ms; /* no free span is old enough to purge before this */
   uint32_t max_heap;     /* heaps[0, max_heap) have ever been used */
   uint32_t pad;
+  uint64_t link_secret;  /* encodes the links inside free blocks (small.h); random */
   struct root roots[SH_ROOT_MAX]; /* created and removed under lock */
 
   /* ownership and recovery (recover.c), under lock */
@@ -282,6 +284,8 @@ struct sh_map {
   struct span *spans;
   uint32_t *pagemap;
   uintptr_t heap_lo; /* first heap byte */
+  uint64_t heap_off; /* its offset */
+  uint64_t secret;   /* hdr->link_secret, read once */
   size_t heap_len;
   int shmid;
 };

@@ -39,9 +39,14 @@ static __attribute__((noinline)) void free_slow(struct span *s, void *p) {
   errno = saved;
 }
 
-static inline void do_free(void *p) {
+/* fn: the name the program called, for the message if p is bad. */
+static inline void do_free(void *p, const char *fn) {
   struct span *s = alloc_block(p);
-  if (unlikely(s == NULL)) return; /* NULL, or not a block of ours: ignored */
+  if (unlikely(s == NULL)) {
+    if (p) alloc_bad_pointer(p, fn);
+    return;
+  }
+  if (likely(s->state == SPAN_SMALL)) alloc_check_small(s, p, fn);
   struct theap *h = tl_heap;
   if (likely(h != NULL && s->state == SPAN_SMALL && s->owner == h->index)) {
     heap_enter(h);
@@ -70,14 +75,16 @@ static void *do_calloc(size_t n, size_t m) {
 static void *do_realloc(void *p, size_t n) {
   if (!p) return do_malloc(n);
   if (n == 0) {
-    do_free(p); /* glibc: realloc(p, 0) frees p and returns NULL */
+    do_free(p, "realloc"); /* glibc: realloc(p, 0) frees p and returns NULL */
     return NULL;
   }
   struct span *s = alloc_block(p);
   if (!s) {
+    alloc_bad_pointer(p, "realloc");
     errno = EINVAL; /* not ours: we cannot know its size, so leave it alone */
     return NULL;
   }
+  if (s->state == SPAN_SMALL) alloc_check_small(s, p, "realloc");
   size_t old = alloc_usable(s);
   if (s->state == SPAN_SMALL) {
     /* Stay put while the block fits and is not more than twice too big. */
@@ -88,7 +95,7 @@ static void *do_realloc(void *p, size_t n) {
   void *q = do_malloc(n);
   if (!q) return NULL; /* errno is ENOMEM; p is untouched, as C requires */
   memcpy(q, p, old < n ? old : n);
-  do_free(p);
+  do_free(p, "realloc");
   return q;
 }
 
@@ -109,11 +116,11 @@ static void *do_memalign(size_t align, size_t n) {
 
 /* For the C++ operators (cxx.c). */
 void *sh_malloc(size_t n) { return do_malloc(n); }
-void sh_free(void *p) { do_free(p); }
+void sh_free(void *p) { do_free(p, "operator delete"); }
 void *sh_memalign(size_t align, size_t n) { return do_memalign(align, n); }
 
 SH_API void *malloc(size_t n) { return do_malloc(n); }
-SH_API void free(void *p) { do_free(p); }
+SH_API void free(void *p) { do_free(p, "free"); }
 SH_API void *calloc(size_t n, size_t m) { return do_calloc(n, m); }
 SH_API void *realloc(void *p, size_t n) { return do_realloc(p, n); }
 
@@ -177,7 +184,7 @@ SH_API size_t malloc_usable_size(void *p) {
 }
 
 SH_API void *__libc_malloc(size_t n) { return do_malloc(n); }
-SH_API void __libc_free(void *p) { do_free(p); }
+SH_API void __libc_free(void *p) { do_free(p, "free"); }
 SH_API void *__libc_calloc(size_t n, size_t m) { return do_calloc(n, m); }
 SH_API void *__libc_realloc(void *p, size_t n) { return do_realloc(p, n); }
 SH_API void *__libc_memalign(size_t align, size_t n) { return memalign(align, n); }

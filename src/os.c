@@ -35,6 +35,13 @@ uint64_t os_clock_ns(clockid_t c) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t os_random64(void) {
+  uint64_t r;
+  if (syscall(SYS_getrandom, &r, sizeof r, 1 /* GRND_NONBLOCK */) == (long)sizeof r) return r;
+  r = os_clock_ns(CLOCK_MONOTONIC) ^ ((uint64_t)syscall(SYS_getpid) << 32) ^ (uint64_t)(uintptr_t)&r;
+  return r * 0x9e3779b97f4a7c15ULL;
+}
+
 pid_t os_getpid(void) { return (pid_t)syscall(SYS_getpid); }
 pid_t os_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 

@@ -37,6 +37,9 @@
 extern SH_HIDDEN int os_say_fd;
 SH_HIDDEN void os_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 SH_HIDDEN void os_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+/* One line, then SIGABRT: a program bug found in the heap (double free,
+ * corrupted free list).  A core dump shows where. */
+SH_HIDDEN void os_abort(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn, cold));
 SH_HIDDEN int os_fmt(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 SH_HIDDEN int os_vfmt(char *buf, size_t len, const char *fmt, va_list ap);
 SH_HIDDEN void os_assert_fail(const char *what, const char *cond, const char *file, int line)
@@ -50,6 +53,7 @@ SH_HIDDEN uint64_t os_clock_ns(clockid_t c);
 
 /* ---- processes and /proc ------------------------------------------------------ */
 
+SH_HIDDEN uint64_t os_random64(void); /* getrandom, or the clock and pid if it fails */
 SH_HIDDEN pid_t os_getpid(void); /* the kernel's, not a cached one: right after fork too */
 SH_HIDDEN pid_t os_gettid(void);
 /* Reads up to len-1 bytes of a file, NUL-terminated; returns the bytes read. */

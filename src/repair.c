@@ -35,9 +35,9 @@ static void repair_span(struct theap *h, struct span *s) {
   /* The local free list.  A link that is not a block of the span, or one
    * seen before, cannot come from a kill (see above) but from corruption:
    * the list is cut there rather than followed. */
-  small_walk(G.base, s, start, s->free, s->capacity, &seen, &w);
+  small_walk(G.base, G.secret, s, start, s->free, s->capacity, &seen, &w);
   if (w.why != SMALL_END) {
-    if (w.last) *(uint64_t *)off2ptr(w.last) = 0;
+    if (w.last) small_set_next(w.last, 0);
     else s->free = 0;
   }
   unsigned n = (unsigned)w.n;
@@ -48,9 +48,9 @@ static void repair_span(struct theap *h, struct span *s) {
   if (ph && h->pend_span == si) {
     uint64_t tf = atomic_load_explicit(&s->thread_free, memory_order_acquire) & ~TF_NOTIFY;
     long b = ph >= start ? small_index(s, ph - start, s->capacity) : -1;
-    if (b >= 0 && !small_marked(&seen, (uint64_t)b) && !small_on_list(G.base, s, start, tf, ph)) {
+    if (b >= 0 && !small_marked(&seen, (uint64_t)b) && !small_on_list(G.base, G.secret, s, start, tf, ph)) {
       struct small_walk c;
-      small_walk(G.base, s, start, ph, s->capacity, &seen, &c);
+      small_walk(G.base, G.secret, s, start, ph, s->capacity, &seen, &c);
       small_splice(s, ph, c.last);
       n += (unsigned)c.n;
     }

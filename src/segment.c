@@ -28,6 +28,7 @@ static void form_segment(const struct options *o) {
   h->creator_uid = (uint32_t)geteuid();
   h->creator_pid = SELF.pid;
   h->created = os_clock_ns(CLOCK_REALTIME) / 1000000000u;
+  h->link_secret = os_random64();
   h->nclass = SH_NCLASS;
   memcpy(h->class_size, small_class_size, sizeof h->class_size);
   memcpy(h->class_pages, small_class_pages, sizeof h->class_pages);

@@ -6,7 +6,7 @@
 
 uint32_t small_class_size[SH_NCLASS + 1];
 uint16_t small_class_pages[SH_NCLASS + 1];
-uint64_t small_class_recip[SH_NCLASS + 1];
+uint64_t small_class_recip[256];
 uint8_t small_class_lut[65];
 
 /* Classes: 16..128 in steps of 16, then four per doubling up to 32 KiB, so
@@ -33,8 +33,8 @@ void small_classes_init(void) {
   }
 }
 
-void small_walk(const char *base, const struct span *s, uint64_t start, uint64_t head, uint32_t limit,
-                struct small_marks *m, struct small_walk *w) {
+void small_walk(const char *base, uint64_t secret, const struct span *s, uint64_t start, uint64_t head,
+                uint32_t limit, struct small_marks *m, struct small_walk *w) {
   w->n = 0;
   w->last = 0;
   w->at = 0;
@@ -49,29 +49,30 @@ void small_walk(const char *base, const struct span *s, uint64_t start, uint64_t
     small_mark(m, (uint64_t)b);
     w->n++;
     w->last = off;
-    off = *(const uint64_t *)(base + off);
+    off = small_link_read(base, secret, off);
   }
 }
 
 /* thread_free of a span whose owner is dead: other threads only push in
  * front of it, so a walk of at most capacity steps sees all of it. */
-int small_on_list(const char *base, const struct span *s, uint64_t start, uint64_t head, uint64_t off) {
+int small_on_list(const char *base, uint64_t secret, const struct span *s, uint64_t start, uint64_t head,
+                  uint64_t off) {
   for (unsigned steps = 0; head && steps <= s->capacity; steps++) {
     if (head == off) return 1;
     if (head < start || small_index(s, head - start, s->capacity) < 0) return 0;
-    head = *(const uint64_t *)(base + head);
+    head = small_link_read(base, secret, head);
   }
   return 0;
 }
 
-uint64_t small_live_blocks(const char *base, const struct span *s, uint64_t start, small_block_fn fn, void *ctx,
-                           int *stopped) {
+uint64_t small_live_blocks(const char *base, uint64_t secret, const struct span *s, uint64_t start,
+                           small_block_fn fn, void *ctx, int *stopped) {
   struct small_marks m;
   struct small_walk w;
   uint64_t n = 0;
   small_marks_clear(&m, s->reserved);
-  small_walk(base, s, start, s->free, s->reserved, &m, &w);
-  small_walk(base, s, start, atomic_load_explicit(&s->thread_free, memory_order_relaxed) & ~TF_NOTIFY,
+  small_walk(base, secret, s, start, s->free, s->reserved, &m, &w);
+  small_walk(base, secret, s, start, atomic_load_explicit(&s->thread_free, memory_order_relaxed) & ~TF_NOTIFY,
              s->reserved, &m, &w);
   for (uint32_t b = 0; b < s->reserved; b++) {
     if (small_marked(&m, b)) continue;
@@ -82,6 +83,41 @@ uint64_t small_live_blocks(const char *base, const struct span *s, uint64_t star
     }
   }
   return n;
+}
+
+/* ---- this process's heap: corruption and double frees ------------------------------- */
+
+void small_bad_link(struct span *s, uint64_t block, uint64_t link, const char *list) {
+  s->flags |= SPAN_DAMAGED;
+  atomic_signal_fence(memory_order_seq_cst);
+  if (block)
+    os_abort("libshmheap: malloc(): corrupted free list: free block 0x%llx of span %u (%u-byte blocks, %u pages at %p, %s list) links to 0x%llx, not a block of the span: a write past the end of a block, or after free(); the span is taken out of use",
+             (unsigned long long)((uintptr_t)G.base + block), span_index(s), s->bsize, s->npages, (void *)span_addr(s),
+             list, (unsigned long long)link);
+  os_abort("libshmheap: malloc(): corrupted free list: span %u (%u-byte blocks, %u pages at %p) has %s list head 0x%llx, not a block of the span; the span is taken out of use",
+           span_index(s), s->bsize, s->npages, (void *)span_addr(s), list, (unsigned long long)link);
+}
+
+/* Is off on the list from head?  At most limit steps, each link checked;
+ * the owner may be changing a list read from another thread, but every read
+ * stays inside the span. */
+static int on_list(const struct span *s, uint64_t start, uint64_t head, uint64_t off) {
+  for (unsigned steps = 0; head && steps <= s->reserved; steps++) {
+    if (head == off) return 1;
+    if (small_index(s, head - start, s->reserved) < 0) return 0;
+    head = small_next(head);
+  }
+  return 0;
+}
+
+void small_check_free(struct span *s, void *p, const char *fn) {
+  uint64_t off = ptr2off(p), start = small_start(s);
+  const struct theap *owner = &G.heaps[s->owner < SH_MAX_HEAPS ? s->owner : 0];
+  int twice = on_list(s, start, s->free, off) ||
+              on_list(s, start, atomic_load_explicit(&s->thread_free, memory_order_acquire) & ~TF_NOTIFY, off) ||
+              (owner->pend_span == span_index(s) && on_list(s, start, owner->pend_head, off));
+  if (twice)
+    os_abort("libshmheap: %s(): double free of %p (a %u-byte block of span %u)", fn, p, s->bsize, span_index(s));
 }
 
 int small_sound(const struct shm_header *h, const struct span *s) {

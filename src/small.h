@@ -9,7 +9,8 @@
  * out.  A carved block is free when it is on the local list (s->free, the
  * owner's) or on thread_free (pushed by other threads, I4), or in the chain
  * a collect is moving (theap.pend_*).  Links are offsets from the segment
- * base in the block's first 8 bytes (I1, I5). */
+ * base in the block's first 8 bytes (I1, I5), encoded with the heap's
+ * secret (I8); the heads in the descriptors are plain offsets. */
 #ifndef SHMHEAP_SMALL_H
 #define SHMHEAP_SMALL_H
 
@@ -22,7 +23,8 @@
 /* Process-local copies of the class tables a heap is formed with. */
 extern SH_HIDDEN uint32_t small_class_size[SH_NCLASS + 1];
 extern SH_HIDDEN uint16_t small_class_pages[SH_NCLASS + 1];
-extern SH_HIDDEN uint64_t small_class_recip[SH_NCLASS + 1];
+/* 256 entries: indexed by a descriptor's cls byte, zero past the classes. */
+extern SH_HIDDEN uint64_t small_class_recip[256];
 extern SH_HIDDEN uint8_t small_class_lut[65];
 SH_HIDDEN void small_classes_init(void);
 
@@ -52,6 +54,22 @@ static inline long small_index_fast(const struct span *s, uint64_t rel) {
   uint64_t q = (rel * small_class_recip[s->cls]) >> 48;
   if (unlikely(q * s->bsize != rel || q >= s->reserved)) return -1;
   return (long)q;
+}
+
+/* ---- links inside free blocks (I8) ------------------------------------------------- */
+
+/* A free block's first 8 bytes hold the offset of the next one XOR a key
+ * made of the heap's secret and the block's own offset (safe-linking, as in
+ * glibc; mimalloc's secure mode encodes likewise).  What an overflow from
+ * the block below or a write after free leaves there (zeros, text, a
+ * pointer) decodes to an offset that is not a block of the span, so a walk
+ * stops at it instead of following it; a link copied from another block
+ * decodes wrong too.  The reader passes the secret it read from the header. */
+static inline uint64_t small_link_key(uint64_t secret, uint64_t where) {
+  return secret ^ (where * 0x9e3779b97f4a7c15ULL);
+}
+static inline uint64_t small_link_read(const char *base, uint64_t secret, uint64_t where) {
+  return *(const uint64_t *)(base + where) ^ small_link_key(secret, where);
 }
 
 /* ---- marks: one bit per block (capacity fits 16 bits) ------------------------------ */
@@ -84,15 +102,16 @@ struct small_walk {
 /* Follows the list from head in the segment mapped at base, marking each
  * block; stops at the end, at a link that is not a block below limit of s
  * (whose first byte is at offset start), or at a block already marked. */
-SH_HIDDEN void small_walk(const char *base, const struct span *s, uint64_t start, uint64_t head, uint32_t limit,
-                          struct small_marks *m, struct small_walk *w);
+SH_HIDDEN void small_walk(const char *base, uint64_t secret, const struct span *s, uint64_t start, uint64_t head,
+                          uint32_t limit, struct small_marks *m, struct small_walk *w);
 /* Is off on the list from head (bounded by the span's capacity)? */
-SH_HIDDEN int small_on_list(const char *base, const struct span *s, uint64_t start, uint64_t head, uint64_t off);
+SH_HIDDEN int small_on_list(const char *base, uint64_t secret, const struct span *s, uint64_t start, uint64_t head,
+                            uint64_t off);
 /* Calls fn for every carved block of s that is on neither free list, in
  * address order, until fn returns nonzero; returns the blocks passed. */
 typedef int (*small_block_fn)(void *ctx, uint64_t off, uint64_t size, unsigned cls);
-SH_HIDDEN uint64_t small_live_blocks(const char *base, const struct span *s, uint64_t start, small_block_fn fn,
-                                     void *ctx, int *stopped);
+SH_HIDDEN uint64_t small_live_blocks(const char *base, uint64_t secret, const struct span *s, uint64_t start,
+                                     small_block_fn fn, void *ctx, int *stopped);
 /* Has s the shape its class has (tables of the heap at h), inside the heap? */
 SH_HIDDEN int small_sound(const struct shm_header *h, const struct span *s);
 
@@ -114,11 +133,45 @@ static inline void small_list_remove(uint32_t *head, struct span *s) {
   s->next = s->prev = 0;
 }
 
-/* Pops the head of the local list (nonzero).  One store of the head (I5). */
+/* The links of this process's heap (G.secret). */
+static inline uint64_t small_next(uint64_t b) { return small_link_read(G.base, G.secret, b); }
+static inline void small_set_next(uint64_t b, uint64_t nx) {
+  *(uint64_t *)off2ptr(b) = nx ^ small_link_key(G.secret, b);
+}
+static inline uint64_t small_start(const struct span *s) {
+  return G.heap_off + ((uint64_t)s->first << SH_PAGE_SHIFT);
+}
+/* Is nx, read from a block of s, an end or a carved block of s? */
+static inline int small_link_ok(const struct span *s, uint64_t start, uint64_t nx) {
+  return nx == 0 || small_index_fast(s, nx - start) >= 0;
+}
+
+/* A link of s that is not a block of it: say which and stop (small.c).
+ * The span is marked damaged first, so the next start quarantines it. */
+SH_HIDDEN void small_bad_link(struct span *s, uint64_t block, uint64_t link, const char *list)
+    __attribute__((noreturn, cold));
+/* free(p) of a small block whose first word decodes as a link: if it is on
+ * one of the span's free lists it is a double free, and this stops the
+ * process; otherwise (the program's data happened to decode) it returns. */
+SH_HIDDEN void small_check_free(struct span *s, void *p, const char *fn);
+
+static inline int small_looks_free(const struct span *s, const void *p) {
+  uint64_t off = ptr2off(p);
+  return small_link_ok(s, small_start(s), small_next(off));
+}
+
+/* Pops the head of the local list (nonzero).  One store of the head (I5).
+ * The link it follows is checked first, and the block handed out has its
+ * link cleared, so a live block never decodes as a free one unless the
+ * program wrote what the secret encodes (the double-free check, and a
+ * cycle stops at the block that comes round again). */
 static inline void *small_pop(struct span *s) {
   uint64_t b = s->free;
   SH_ASSERT(b % SH_ALIGN == 0, "I5");
-  s->free = *(uint64_t *)off2ptr(b);
+  uint64_t nx = small_next(b);
+  if (unlikely(!small_link_ok(s, small_start(s), nx))) small_bad_link(s, b, nx, "local");
+  s->free = nx;
+  *(uint64_t *)off2ptr(b) = 0;
   s->used++;
   return off2ptr(b);
 }
@@ -126,14 +179,15 @@ static inline void *small_pop(struct span *s) {
 /* Pushes p on the local list: the link before the head, so the list is
  * whole at every instruction (I5). */
 static inline void small_push(struct span *s, void *p) {
-  *(uint64_t *)p = s->free;
-  s->free = ptr2off(p);
+  uint64_t off = ptr2off(p);
+  small_set_next(off, s->free);
+  s->free = off;
   s->used--;
 }
 
 /* Links the chain head..tail in front of the local list. */
 static inline void small_splice(struct span *s, uint64_t head, uint64_t tail) {
-  *(uint64_t *)off2ptr(tail) = s->free;
+  small_set_next(tail, s->free);
   s->free = head;
 }
 
@@ -147,8 +201,8 @@ static inline void small_carve(struct span *s) {
   if (n > left) n = left;
   char *b = span_addr(s) + (size_t)s->reserved * bs;
   uint64_t off = ptr2off(b);
-  for (uint32_t k = 0; k + 1 < n; k++, off += bs) *(uint64_t *)off2ptr(off) = off + bs;
-  *(uint64_t *)off2ptr(off) = s->free;
+  for (uint32_t k = 0; k + 1 < n; k++, off += bs) small_set_next(off, off + bs);
+  small_set_next(off, s->free);
   s->free = ptr2off(b);
   s->reserved = (uint16_t)(s->reserved + n);
 }
@@ -156,7 +210,9 @@ static inline void small_carve(struct span *s) {
 /* Moves the blocks other threads freed into s onto its local list.  The
  * chain is recorded in h->pend_* before it leaves thread_free: a crash while
  * it is on neither list would otherwise lose every block in it, and the
- * repair (repair.c) puts it back.  Returns 0 if there was nothing. */
+ * repair (repair.c) puts it back.  The walk to its tail checks each link
+ * and stops at used blocks: a longer chain has a cycle or a block twice.
+ * Returns 0 if there was nothing. */
 static inline int small_collect(struct theap *h, struct span *s) {
   uint64_t tf = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
   if ((tf & ~TF_NOTIFY) == 0) return 0;
@@ -166,9 +222,12 @@ static inline int small_collect(struct theap *h, struct span *s) {
   } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &tf, 0, memory_order_acq_rel,
                                                   memory_order_relaxed));
   tf &= ~TF_NOTIFY;
+  const uint64_t start = small_start(s);
+  if (unlikely(!small_link_ok(s, start, tf) || !s->used)) small_bad_link(s, 0, tf, "remote-free");
   uint64_t tail = tf;
   unsigned n = 1;
-  for (uint64_t nx; (nx = *(uint64_t *)off2ptr(tail)) != 0; tail = nx) n++;
+  for (uint64_t nx; (nx = small_next(tail)) != 0; tail = nx)
+    if (unlikely(!small_link_ok(s, start, nx) || ++n > s->used)) small_bad_link(s, tail, nx, "remote-free");
   small_splice(s, tf, tail);
   s->used = (uint16_t)(s->used - n);
   atomic_signal_fence(memory_order_seq_cst);
@@ -182,7 +241,7 @@ static inline int small_push_remote(struct span *s, void *p) {
   uint64_t off = ptr2off(p);
   uint64_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
   do {
-    *(uint64_t *)p = old & ~TF_NOTIFY;
+    small_set_next(off, old & ~TF_NOTIFY);
   } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &old, off, memory_order_release,
                                                   memory_order_relaxed));
   return (old & TF_NOTIFY) != 0;

@@ -51,7 +51,7 @@ static long walk_blocks(struct ck *k, uint32_t i, const struct span *s, uint64_t
   const struct hv *v = k->v;
   uint64_t start = span_off(v, s);
   struct small_walk w;
-  small_walk(v->base, s, start, head, s->reserved, seen, &w);
+  small_walk(v->base, v->h->link_secret, s, start, head, s->reserved, seen, &w);
   if (w.why == SMALL_NOT_BLOCK) {
     bad(k, "span %u: %s list has offset 0x%llx, not a carved block of the span", i, which, (unsigned long long)w.at);
     return -1;
@@ -259,7 +259,7 @@ uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx) {
                s->bsize == h->class_size[s->cls] && s->reserved <= s->capacity &&
                (uint64_t)s->reserved * s->bsize <= (uint64_t)s->npages << SH_PAGE_SHIFT) {
       int stopped = 0;
-      n += small_live_blocks(v->base, s, span_off(v, s), fn, ctx, &stopped);
+      n += small_live_blocks(v->base, v->h->link_secret, s, span_off(v, s), fn, ctx, &stopped);
       if (stopped) return n;
     }
   }
