@@ -121,6 +121,9 @@ struct shmheap_recovery {
   unsigned lock_recovered;   /* 1: a dead process held the heap's lock; its edit was undone */
   uint64_t spans_returned;   /* empty spans of gone threads given back to the heap */
   uint64_t recovery_ns;      /* time spent attaching, checking and repairing */
+  uint64_t check_ns;         /* of which: checking the heap's metadata */
+  uint64_t spans_quarantined; /* small spans found corrupt and taken out of use */
+  uint64_t blocks_lost;      /* their free blocks, never handed out again */
 };
 
 /* Whether this process attached a heap that existed before it, and whether

@@ -76,7 +76,9 @@ static inline void heap_free_local(struct theap *h, struct span *s, void *p) {
   small_push(s, p);
   h->in_use -= s->bsize;
   h->nfree++;
-  if (unlikely(s->flags & SPAN_FULL)) {
+  if (unlikely(s->flags)) {
+    /* Damaged (quarantined): on no list, never retired; the block stays. */
+    if (s->flags & SPAN_DAMAGED) return;
     /* A parked span comes back once an eighth of it is free, not at its
      * first free: otherwise a span of long-lived blocks ping-pongs between
      * the lists (park, one free, unpark, one malloc, park: two atomics and

@@ -80,7 +80,8 @@ enum span_state {
 
 /* span.flags */
 #define SPAN_FULL 0x1    /* small span is on its heap's full list */
-#define SPAN_DAMAGED 0x2 /* a free list of it was found corrupt: never allocated from again */
+#define SPAN_DAMAGED 0x2 /* found corrupt (a free list, its shape): never allocated from again */
+#define SPAN_QUARANTINED 0x4 /* damaged, taken off its heap's lists and counted (recover.c) */
 
 /* thread_free low bit: the owner parked this span on its full list and wants
  * to hear about the next remote free (the freer clears it and bumps the

@@ -169,6 +169,79 @@ static unsigned reap(struct shmheap_recovery *f, int attaching) {
   return dead;
 }
 
+/* ---- what the next allocations will trust ------------------------------------------------ */
+
+struct vet {
+  struct shmheap_recovery *f;
+  uint8_t rebuild[SH_MAX_HEAPS];
+};
+
+static void vet_span(void *ctx, uint32_t i) {
+  struct vet *x = ctx;
+  struct span *s = &G.spans[i];
+  s->flags |= SPAN_DAMAGED;
+  if (s->owner < SH_MAX_HEAPS) x->rebuild[s->owner] = 1;
+}
+
+static void vet_heap(void *ctx, uint32_t hi) {
+  struct vet *x = ctx;
+  if (hi < SH_MAX_HEAPS) x->rebuild[hi] = 1;
+}
+
+/* The metadata of a heap found in the segment is checked by the reader
+ * (view.c, what shmheap-dump --check runs) before anything follows it: the
+ * span tiling, the page map, the bins, the descriptor list and the thread
+ * heaps' lists.  Blocks are not read (their links are checked when
+ * followed, small.h).  A small span that is unsound, or that a process
+ * found corrupt (SPAN_DAMAGED), is taken off every list for good and its
+ * free blocks are counted lost; broken class lists are rebuilt from the
+ * descriptors, statistics recounted.  Anything else refuses the heap.
+ * Under hdr->lock, with no other process using the heap. */
+static void vet_heap_metadata(struct shmheap_recovery *f) {
+  uint64_t t0 = os_clock_ns(CLOCK_MONOTONIC);
+  struct shm_header *h = G.hdr;
+  struct hv v;
+  char why[160];
+  if (fmt_open(&v, G.base, h->size, why, sizeof why) < 0) {
+    pages_unlock();
+    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is damaged (%s): run shmheap-dump --check --shmid %d",
+           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, why, G.shmid);
+  }
+  static struct vet x; /* 1 KiB: not on the stack of the first malloc */
+  memset(&x, 0, sizeof x);
+  x.f = f;
+  struct hv_faults hf;
+  memset(&hf, 0, sizeof hf);
+  hf.span = vet_span;
+  hf.heap = vet_heap;
+  long n = hv_check_ex(&v, HV_META, NULL, &x, &hf);
+  if (n < 0 || hf.whole) {
+    pages_unlock();
+    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is damaged (%s%s), beyond what a restart repairs; it was not used: run shmheap-dump --check --shmid %d for all of it, then restore or remove the heap",
+           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, n < 0 ? "no memory to check it" : hf.first,
+           hf.whole > 1 ? ", and more" : "", G.shmid);
+  }
+  /* Spans found damaged now or by a process before (small_bad_link). */
+  const uint32_t count = h->span_count;
+  for (uint32_t i = 1; i < count; i++) {
+    struct span *s = &G.spans[i];
+    if ((s->flags & (SPAN_DAMAGED | SPAN_QUARANTINED)) != SPAN_DAMAGED) continue;
+    if (s->owner < SH_MAX_HEAPS) x.rebuild[s->owner] = 1;
+    f->spans_quarantined++;
+    f->blocks_lost += s->capacity > s->used ? (uint64_t)(s->capacity - s->used) : 0;
+  }
+  for (uint32_t hi = 0; hi < h->max_heap; hi++)
+    if (x.rebuild[hi]) {
+      repair_heap(&G.heaps[hi]);
+      f->heaps_repaired++;
+    }
+  for (uint32_t i = 1; i < count; i++)
+    if (G.spans[i].flags & SPAN_DAMAGED) G.spans[i].flags |= SPAN_QUARANTINED;
+  /* Statistics that differ from the walk (hf.counters) are left as they
+   * are: nothing follows them, and shmheap_check reports them. */
+  f->check_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
+}
+
 /* The supervisor, after its worker died: the heap is made whole at once
  * rather than by whichever process next trips over the pieces. */
 void recover_reap(void) {
@@ -227,6 +300,7 @@ enum recover_verdict recover_attach(uint64_t t0) {
     if (verdict == 0) os_shm_remove(G.shmid);
     return RECOVER_REMOVED;
   }
+  vet_heap_metadata(f);
   unsigned dead = reap(f, 1);
   f->dead_processes = dead;
   f->previous_pid = h->last_pid;

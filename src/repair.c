@@ -77,7 +77,7 @@ void repair_heap(struct theap *h) {
   if (count > G.hdr->nspans) count = G.hdr->nspans;
   for (uint32_t i = 1; i < count; i++) {
     struct span *s = &G.spans[i];
-    if (s->state != SPAN_SMALL || s->owner != hi || !small_sound(G.hdr, s)) continue;
+    if (s->state != SPAN_SMALL || s->owner != hi || (s->flags & SPAN_DAMAGED) || !small_sound(G.hdr, s)) continue;
     repair_span(h, s);
     small_list_push(&h->cls[s->cls].avail, s);
   }

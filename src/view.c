@@ -7,7 +7,6 @@
  * loop, and its scratch memory comes from the system, never from the heap it
  * reads.  Block lists are walked by the small-span module (small.c). */
 #include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "small.h"
@@ -20,18 +19,45 @@ struct ck {
   hv_report rep;
   void *ctx;
   unsigned problems;
+  unsigned flags;
+  struct hv_faults *f;
 };
+
+/* What a problem is about, for a repair (struct hv_faults). */
+enum { ON_HEAP_WHOLE, ON_SPAN, ON_HEAP_LISTS, ON_COUNTERS };
+
+static void bad_on(struct ck *k, int what, uint32_t idx, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void bad_on(struct ck *k, int what, uint32_t idx, const char *fmt, ...) {
+  k->problems++;
+  struct hv_faults *f = k->f;
+  if (f) {
+    if (what == ON_SPAN && f->span) f->span(k->ctx, idx);
+    else if (what == ON_HEAP_LISTS && f->heap) f->heap(k->ctx, idx);
+    else if (what == ON_COUNTERS) f->counters++;
+    else f->whole++;
+  }
+  if (!k->rep && !(f && what == ON_HEAP_WHOLE && !f->first[0])) return;
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  os_vfmt(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (f && what == ON_HEAP_WHOLE && !f->first[0]) memcpy(f->first, msg, sizeof f->first), f->first[sizeof f->first - 1] = 0;
+  if (k->rep) k->rep(k->ctx, msg);
+}
 
 static void bad(struct ck *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void bad(struct ck *k, const char *fmt, ...) {
   k->problems++;
-  if (!k->rep) return;
+  if (k->f) k->f->whole++;
+  if (!k->rep && !(k->f && !k->f->first[0])) return;
   char msg[256];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  os_vfmt(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  k->rep(k->ctx, msg);
+  if (k->f && !k->f->first[0]) memcpy(k->f->first, msg, sizeof k->f->first), k->f->first[sizeof k->f->first - 1] = 0;
+  if (k->rep) k->rep(k->ctx, msg);
 }
 
 /* One read of descriptor i: a live process may change it while we look, and
@@ -53,11 +79,12 @@ static long walk_blocks(struct ck *k, uint32_t i, const struct span *s, uint64_t
   struct small_walk w;
   small_walk(v->base, v->h->link_secret, s, start, head, s->reserved, seen, &w);
   if (w.why == SMALL_NOT_BLOCK) {
-    bad(k, "span %u: %s list has offset 0x%llx, not a carved block of the span", i, which, (unsigned long long)w.at);
+    bad_on(k, ON_SPAN, i, "span %u: %s list has offset 0x%llx, not a carved block of the span", i, which,
+           (unsigned long long)w.at);
     return -1;
   }
   if (w.why == SMALL_TWICE) {
-    bad(k, "span %u: block %llu is twice on the free lists (%s)", i,
+    bad_on(k, ON_SPAN, i, "span %u: block %llu is twice on the free lists (%s)", i,
         (unsigned long long)((w.at - start) / s->bsize), which);
     return -1;
   }
@@ -68,23 +95,24 @@ static void check_small(struct ck *k, uint32_t i, const struct span *s) {
   const struct hv *v = k->v;
   const struct shm_header *h = v->h;
   if (s->cls < 1 || s->cls > SH_NCLASS) {
-    bad(k, "span %u: size class %u", i, s->cls);
+    bad_on(k, ON_SPAN, i, "span %u: size class %u", i, s->cls);
     return;
   }
   uint32_t cap = (uint32_t)((uint64_t)h->class_pages[s->cls] * SH_PAGE / h->class_size[s->cls]);
   if (s->bsize != h->class_size[s->cls] || s->npages != h->class_pages[s->cls] || s->capacity != cap ||
       s->reserved > s->capacity || s->used > s->reserved) {
-    bad(k, "span %u: class %u has block size %u, %u pages, capacity %u, %u carved, %u used", i, s->cls,
+    bad_on(k, ON_SPAN, i, "span %u: class %u has block size %u, %u pages, capacity %u, %u carved, %u used", i, s->cls,
         s->bsize, s->npages, s->capacity, s->reserved, s->used);
     return;
   }
   if (s->owner >= SH_MAX_HEAPS || (h->max_heap && s->owner >= h->max_heap))
-    bad(k, "span %u: owner heap %u does not exist", i, s->owner);
+    bad_on(k, ON_SPAN, i, "span %u: owner heap %u does not exist", i, s->owner);
   for (uint32_t p = 0; p < s->npages; p++)
     if (v->pagemap[s->first + p] != i) {
-      bad(k, "span %u: page map entry of its page %u points elsewhere", i, p);
+      bad_on(k, ON_SPAN, i, "span %u: page map entry of its page %u points elsewhere", i, p);
       break;
     }
+  if (k->flags & HV_META) return; /* the blocks are not read */
   struct small_marks seen;
   small_marks_clear(&seen, s->capacity);
   long local = walk_blocks(k, i, s, s->free, &seen, "local free");
@@ -92,12 +120,14 @@ static void check_small(struct ck *k, uint32_t i, const struct span *s) {
   if (local < 0 || remote < 0) return;
   /* Blocks freed by other threads stay counted as used until collected. */
   if ((long)s->used != (long)s->reserved - local)
-    bad(k, "span %u: %u blocks counted used, but %u carved and %ld on its local free list", i, s->used,
+    bad_on(k, ON_SPAN, i, "span %u: %u blocks counted used, but %u carved and %ld on its local free list", i, s->used,
         s->reserved, local);
 }
 
-long hv_check(const struct hv *v, hv_report rep, void *ctx) {
-  struct ck k = {v, rep, ctx, 0};
+long hv_check(const struct hv *v, hv_report rep, void *ctx) { return hv_check_ex(v, 0, rep, ctx, NULL); }
+
+long hv_check_ex(const struct hv *v, unsigned flags, hv_report rep, void *ctx, struct hv_faults *f) {
+  struct ck k = {v, rep, ctx, 0, flags, f};
   const struct shm_header *h = v->h;
   /* One reading of the counters that bound the walk: a live heap may grow
    * meanwhile, and nothing below may index past what was sized here. */
@@ -130,7 +160,7 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
     if (v->pagemap[pg + s->npages - 1] != i) bad(&k, "span %u: page map entry of its last page points elsewhere", i);
     switch (s->state) {
     case SPAN_FREE:
-      if (prev_free) bad(&k, "span %u: free, next to another free span (not coalesced)", i);
+      if (prev_free) bad_on(&k, ON_COUNTERS, i, "span %u: free, next to another free span (not coalesced)", i);
       if (s->ndirty > s->npages) bad(&k, "span %u: %u dirty pages of %u", i, s->ndirty, s->npages);
       dirty += s->ndirty;
       nfree++;
@@ -152,10 +182,11 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
   }
   int walked = pg == top;
   if (walked) {
-    if (dirty != h->dirty_pages) bad(&k, "%llu dirty free pages, the header says %llu", (unsigned long long)dirty, (unsigned long long)h->dirty_pages);
-    if (live != h->live_pages) bad(&k, "%llu pages in use, the header says %llu", (unsigned long long)live, (unsigned long long)h->live_pages);
+    if (f) f->walked = 1, f->dirty = dirty, f->live = live, f->large = large, f->large_bytes = large_bytes;
+    if (dirty != h->dirty_pages) bad_on(&k, ON_COUNTERS, 0, "%llu dirty free pages, the header says %llu", (unsigned long long)dirty, (unsigned long long)h->dirty_pages);
+    if (live != h->live_pages) bad_on(&k, ON_COUNTERS, 0, "%llu pages in use, the header says %llu", (unsigned long long)live, (unsigned long long)h->live_pages);
     if (large != h->large_count || large_bytes != h->large_in_use)
-      bad(&k, "%llu large blocks of %llu bytes, the header says %llu of %llu", (unsigned long long)large,
+      bad_on(&k, ON_COUNTERS, 0, "%llu large blocks of %llu bytes, the header says %llu of %llu", (unsigned long long)large,
           (unsigned long long)large_bytes, (unsigned long long)h->large_count, (unsigned long long)h->large_in_use);
   }
 
@@ -199,13 +230,14 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
         uint32_t prev = 0, n = 0;
         for (uint32_t i = full ? th->cls[c].full : th->cls[c].avail; i; i = v->spans[i].next) {
           if (i >= count || ++n > count) {
-            bad(&k, "heap %u class %u: broken %s list", hi, c, full ? "full" : "avail");
+            bad_on(&k, ON_HEAP_LISTS, hi, "heap %u class %u: broken %s list", hi, c, full ? "full" : "avail");
             break;
           }
           const struct span *s = &v->spans[i];
           if (s->state != SPAN_SMALL || s->owner != hi || s->cls != c || s->prev != prev ||
               !!(s->flags & SPAN_FULL) != full || tiled[i] != 1) {
-            bad(&k, "heap %u class %u: span %u on its %s list does not belong there", hi, c, i, full ? "full" : "avail");
+            bad_on(&k, ON_HEAP_LISTS, hi, "heap %u class %u: span %u on its %s list does not belong there", hi, c, i,
+                   full ? "full" : "avail");
             break;
           }
           tiled[i] = 2;
@@ -225,8 +257,11 @@ long hv_check(const struct hv *v, hv_report rep, void *ctx) {
   }
   if (walked)
     for (uint32_t i = 1; i < count; i++)
-      if (tiled[i] == 1 && v->spans[i].state == SPAN_SMALL)
-        bad(&k, "span %u: small span on no list of heap %u", i, v->spans[i].owner);
+      if (tiled[i] == 1 && v->spans[i].state == SPAN_SMALL && !(v->spans[i].flags & SPAN_DAMAGED)) {
+        uint16_t o = v->spans[i].owner;
+        if (o < max_heap) bad_on(&k, ON_HEAP_LISTS, o, "span %u: small span on no list of heap %u", i, o);
+        else bad_on(&k, ON_SPAN, i, "span %u: small span of heap %u, which does not exist", i, o);
+      }
   os_scratch_free(tiled, tiled_len);
   return k.problems;
 }

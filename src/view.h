@@ -23,6 +23,20 @@ typedef void (*hv_report)(void *ctx, const char *problem);
  * allocating while it runs can make it see a list mid-edit. */
 SH_HIDDEN long hv_check(const struct hv *v, hv_report rep, void *ctx);
 
+/* The same, sorting what it finds by what can be done about it (the
+ * library's attach repairs with it).  ctx goes to span and heap as well. */
+struct hv_faults {
+  void (*span)(void *ctx, uint32_t i);  /* small span i is unsound: take it out of use */
+  void (*heap)(void *ctx, uint32_t hi); /* heap hi's class lists are wrong: rebuild them */
+  unsigned counters; /* header statistics differ from the walk's (below) */
+  unsigned whole;    /* anything else: the heap as a whole cannot be trusted */
+  char first[160];   /* the first of those */
+  int walked;        /* the walk got through the spans: the counts below are whole */
+  uint64_t dirty, live, large, large_bytes;
+};
+#define HV_META 1u /* metadata only: block lists are not walked, blocks not read */
+SH_HIDDEN long hv_check_ex(const struct hv *v, unsigned flags, hv_report rep, void *ctx, struct hv_faults *f);
+
 /* Calls fn for every live block (offset from the base, usable size, size
  * class or 0 for a large block) in address order, until fn returns nonzero.
  * Returns the number of blocks passed to fn. */
