@@ -114,3 +114,25 @@ CRASH_LONG_KILLS = 10000
 crash-long: tests/check_crash tests/crash_worker tools/shmheap-dump src/libshmheap.la
 	@$(AM_TESTS_ENVIRONMENT) SHMHEAP_CRASH_KILLS=$(CRASH_LONG_KILLS) ./tests/check_crash
 .PHONY: crash-long
+
+# Corrupted-heap fuzz: tests/heap_fuzz.py restarts heapfuzz_worker (NOT linked
+# with the library: preloaded) on randomly corrupted copies of heaps that
+# crash_worker left cleanly and by kill -9.  tests/real_heapfuzz.sh runs
+# HEAPFUZZ_COUNT (default 300) cases; `make fuzz FUZZ_COUNT=N` runs more.
+# FUZZ_SEED=<seed> repeats a run; heap_fuzz.py --replay SEED:ITER (with the
+# --sources directory a failed run prints) rebuilds one case for a debugger.
+check_PROGRAMS += tests/heapfuzz_worker
+tests_heapfuzz_worker_SOURCES = tests/heapfuzz_worker.c
+tests_heapfuzz_worker_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_heapfuzz_worker_CFLAGS = $(AM_CFLAGS) -pthread
+tests_heapfuzz_worker_LDADD = -ldl
+EXTRA_DIST += tests/heap_fuzz.py tests/real_heapfuzz.sh
+
+FUZZ_COUNT = 5000
+FUZZ_JOBS = 2
+FUZZ_SEED =
+fuzz: tests/heapfuzz_worker tests/crash_worker tools/shmheap-dump src/libshmheap.la
+	@$(AM_TESTS_ENVIRONMENT) seed='$(FUZZ_SEED)'; \
+	python3 $(abs_top_srcdir)/tests/heap_fuzz.py --count $(FUZZ_COUNT) --jobs $(FUZZ_JOBS) \
+		$${seed:+--seed "$$seed"} --list-failures
+.PHONY: fuzz
