@@ -83,7 +83,7 @@ static inline void heap_free_local(struct theap *h, struct span *s, void *p) {
      * first free: otherwise a span of long-lived blocks ping-pongs between
      * the lists (park, one free, unpark, one malloc, park: two atomics and
      * a refill per block).  Blocks freed meanwhile wait at most an eighth. */
-    if (s->used <= s->capacity - s->capacity / 8) small_unpark(&h->cls[s->cls], s);
+    if ((s->flags & SPAN_FULL) && s->used <= s->capacity - s->capacity / 8) small_unpark(&h->cls[s->cls], s);
   } else if (unlikely(s->used == 0) && h->cls[s->cls].avail != span_index(s)) {
     heap_retire(h, s);
   }

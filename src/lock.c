@@ -39,7 +39,10 @@ static enum lock_result result(pthread_mutex_t *m, int r, unsigned how) {
   }
   if (how & LOCK_COUNT) tl_locks--;
   if (r == EDEADLK) return LOCK_HELD;
-  if (r == EBUSY && (how & LOCK_TRY)) return LOCK_BUSY;
+  if ((r == EBUSY && (how & LOCK_TRY)) || r == ETIMEDOUT) return LOCK_BUSY;
+  /* A lock word of a heap found in the segment that pthread rejects
+   * (EINVAL: its kind was overwritten) is damage, the caller's to report. */
+  if (how & LOCK_FOUND) return LOCK_BROKEN;
   if (r == ENOTRECOVERABLE)
     os_die(SH_EXIT_FOREIGN, "libshmheap: a lock of the heap at %p is unrecoverable (a process died holding it and nobody repaired it): remove the segment (ipcrm -m %d)",
            (void *)G.base, G.shmid);
@@ -49,6 +52,15 @@ static enum lock_result result(pthread_mutex_t *m, int r, unsigned how) {
 enum lock_result lock_acquire(pthread_mutex_t *m, unsigned how) {
   if (how & LOCK_COUNT) tl_locks++;
   return result(m, (how & LOCK_TRY) ? pthread_mutex_trylock(m) : pthread_mutex_lock(m), how);
+}
+
+/* The wait is bounded: a lock word overwritten with a held value (a thread
+ * id that is no longer there) would otherwise never be released. */
+enum lock_result lock_acquire_within(pthread_mutex_t *m, unsigned how, uint64_t ns) {
+  if (how & LOCK_COUNT) tl_locks++;
+  uint64_t until = os_clock_ns(CLOCK_REALTIME) + ns;
+  struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
+  return result(m, pthread_mutex_timedlock(m, &ts), how);
 }
 
 void lock_release(pthread_mutex_t *m, unsigned how) {

@@ -28,6 +28,18 @@ int pages_lock(void) {
   return 1;
 }
 
+int pages_lock_found(uint64_t ns) {
+  enum lock_result r = lock_acquire_within(&G.hdr->lock, LOCK_COUNT | LOCK_FOUND, ns);
+  if (r == LOCK_BUSY) return PAGES_WAITED;
+  if (r == LOCK_BROKEN) return PAGES_BAD_LOCK;
+  if (unlikely(r == LOCK_HELD))
+    os_die(SH_EXIT_OSERR, "libshmheap: internal error: the page allocator's lock taken twice by one thread at attach");
+  tl_locked = 1;
+  if (r == LOCK_TAKEN) return atomic_load_explicit(&G.hdr->ulog.n, memory_order_relaxed) ? PAGES_BAD_LOG : 0;
+  journal_rollback();
+  return 1;
+}
+
 void pages_unlock(void) {
   SH_ASSERT(!journal_open(), "I6");
   tl_locked = 0;

@@ -35,14 +35,18 @@ enum lock_result {
   LOCK_TAKEN,      /* it is ours now */
   LOCK_OWNER_DIED, /* ours, from an owner that died holding it: repair what it guards */
   LOCK_HELD,       /* this thread holds it already (a signal handler interrupted it) */
-  LOCK_BUSY,       /* LOCK_TRY only: another thread holds it */
+  LOCK_BUSY,       /* LOCK_TRY or a bounded wait: another thread holds it */
+  LOCK_BROKEN,     /* LOCK_FOUND only: pthread rejects the lock word */
 };
 #define LOCK_WAIT 0u
 #define LOCK_TRY 1u   /* do not wait */
 #define LOCK_COUNT 2u /* count it in locks_held() (a fork from a signal handler asks) */
+#define LOCK_FOUND 4u /* a lock of a heap found in the segment: a bad word is LOCK_BROKEN */
 
 SH_HIDDEN void lock_init(pthread_mutex_t *m);
 SH_HIDDEN enum lock_result lock_acquire(pthread_mutex_t *m, unsigned how);
+/* As lock_acquire, waiting at most ns (then LOCK_BUSY). */
+SH_HIDDEN enum lock_result lock_acquire_within(pthread_mutex_t *m, unsigned how, uint64_t ns);
 SH_HIDDEN void lock_release(pthread_mutex_t *m, unsigned how);
 SH_HIDDEN int locks_held(void); /* LOCK_COUNT locks this thread holds or is acquiring */
 
@@ -62,6 +66,13 @@ SH_HIDDEN int journal_rollback(void); /* returns the entries undone */
 
 /* hdr->lock; 1 if its owner had died and its edit was rolled back. */
 SH_HIDDEN int pages_lock(void);
+/* The first pages_lock of a heap found in the segment (recover.c), whose
+ * lock and log are untrusted: waits at most ns.  Returns as pages_lock, or
+ * PAGES_WAITED (not taken), PAGES_BAD_LOCK (not taken: pthread rejects the
+ * lock word) or PAGES_BAD_LOG (taken: the undo log holds entries though
+ * its lock was free, so they are no edit of a dead owner). */
+enum { PAGES_WAITED = -1, PAGES_BAD_LOCK = -2, PAGES_BAD_LOG = -3 };
+SH_HIDDEN int pages_lock_found(uint64_t ns);
 SH_HIDDEN void pages_unlock(void);
 SH_HIDDEN int pages_locked(void); /* by this thread (for assertions) */
 

@@ -64,13 +64,18 @@ static int proc_alive(const struct shm_header *h, const struct shm_proc *e, pid_
   return !exe || is_program_of(exe, h); /* unreadable: assume it is */
 }
 
-int recover_segment_is_for_self(const struct shm_header *h) {
-  if (!is_program_of(os_self_exe(), h)) return 0;
+/* Is a process listed that uses the heap, other than an earlier image of
+ * this one? */
+static int users_alive(const struct shm_header *h) {
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     pid_t pid = atomic_load(&h->procs[i].pid);
-    if (pid && proc_alive(h, &h->procs[i], pid, 1)) return 0;
+    if (pid && proc_alive(h, &h->procs[i], pid, 1)) return 1;
   }
-  return 1;
+  return 0;
+}
+
+int recover_segment_is_for_self(const struct shm_header *h) {
+  return is_program_of(os_self_exe(), h) && !users_alive(h);
 }
 
 static int ancestor_of_self(pid_t pid) {
@@ -160,7 +165,17 @@ static unsigned reap(struct shmheap_recovery *f, int attaching) {
   }
   /* Heap 0's lock is taken before hdr->lock elsewhere; trying keeps that
    * order safe here.  A dead owner may have left it mid-edit. */
-  enum lock_result r = lock_acquire(&G.heaps[0].lock, LOCK_TRY);
+  enum lock_result r = lock_acquire(&G.heaps[0].lock, LOCK_TRY | (attaching ? LOCK_FOUND : 0));
+  if (attaching && (r == LOCK_BUSY || r == LOCK_BROKEN)) {
+    /* Nobody uses the heap (recover_attach made sure, under hdr->lock,
+     * which every attach takes): a heap-0 lock held or unreadable now is a
+     * stray store's, not a live owner's.  It is made anew, and what it
+     * guards is rebuilt as after a death. */
+    lock_init(&G.heaps[0].lock);
+    repair_heap(&G.heaps[0]);
+    f->heaps_repaired++;
+    return dead;
+  }
   if (r == LOCK_OWNER_DIED) {
     repair_heap(&G.heaps[0]);
     f->heaps_repaired++;
@@ -179,7 +194,9 @@ struct vet {
 static void vet_span(void *ctx, uint32_t i) {
   struct vet *x = ctx;
   struct span *s = &G.spans[i];
-  s->flags |= SPAN_DAMAGED;
+  /* Only a span already quarantined stays so (it was counted then); any
+   * other bit a corruption set goes, the lists are rebuilt without it. */
+  s->flags = (uint8_t)(SPAN_DAMAGED | ((s->flags & SPAN_DAMAGED) ? s->flags & SPAN_QUARANTINED : 0));
   if (s->owner < SH_MAX_HEAPS) x->rebuild[s->owner] = 1;
 }
 
@@ -254,6 +271,36 @@ void recover_reap(void) {
   pages_unlock();
 }
 
+/* Seconds a start waits for the heap's lock while no process uses the
+ * heap.  The lock is held for one edit (microseconds), or by another
+ * process's attach (its repair: tens of ms for gigabytes); this long with
+ * nobody alive is a lock word that a stray store left held. */
+#define ATTACH_PATIENCE_S 5
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* The first lock of a heap found in the segment, whose lock word and undo
+ * log are as untrusted as the rest: a wait that cannot end and a log that
+ * is no dead owner's edit refuse the heap instead of hanging or applying
+ * it.  Returns whether a dead owner's edit was rolled back. */
+static unsigned attach_lock(void) {
+  const struct shm_header *h = G.hdr;
+  int r;
+  unsigned idle = 0;
+  while ((r = pages_lock_found(1000000000ull)) == PAGES_WAITED)
+    if (users_alive(h)) idle = 0;
+    else if (++idle >= ATTACH_PATIENCE_S) break;
+  if (r == PAGES_BAD_LOG) pages_unlock();
+  if (r < 0)
+    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is damaged (%s); it was not used: run shmheap-dump --check --shmid %d, then restore or remove the heap",
+           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key,
+           r == PAGES_WAITED ? "its lock has been held for " STR(ATTACH_PATIENCE_S) " s, and no process uses the heap"
+           : r == PAGES_BAD_LOCK ? "its lock word is not a lock"
+                                 : "its undo log holds entries, but no process died holding its lock",
+           G.shmid);
+  return (unsigned)r;
+}
+
 enum recover_verdict recover_attach(uint64_t t0) {
   struct shm_header *h = G.hdr;
   const char *exe = os_self_exe();
@@ -261,7 +308,7 @@ enum recover_verdict recover_attach(uint64_t t0) {
   memset(f, 0, sizeof *f);
   /* The first lock of the heap by this process: a dead owner's edit is
    * rolled back here, before anything reads what it guards. */
-  f->lock_recovered = (unsigned)pages_lock();
+  f->lock_recovered = SELF.reattached ? attach_lock() : (unsigned)pages_lock();
   if (!SELF.reattached) {
     size_t n = strlen(exe);
     memcpy(h->program, exe, n < SH_PROGRAM_MAX ? n + 1 : SH_PROGRAM_MAX);

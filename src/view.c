@@ -105,6 +105,14 @@ static void check_small(struct ck *k, uint32_t i, const struct span *s) {
         s->bsize, s->npages, s->capacity, s->reserved, s->used);
     return;
   }
+  /* Flags the library never sets together, or at all: the free path and
+   * the lists act on them (a span "full" on no full list would be unparked
+   * from the wrong list). */
+  if ((s->flags & ~(SPAN_FULL | SPAN_DAMAGED | SPAN_QUARANTINED)) ||
+      (s->flags & (SPAN_DAMAGED | SPAN_QUARANTINED)) == SPAN_QUARANTINED) {
+    bad_on(k, ON_SPAN, i, "span %u: flags 0x%x", i, s->flags);
+    return;
+  }
   if (s->owner >= SH_MAX_HEAPS || (h->max_heap && s->owner >= h->max_heap))
     bad_on(k, ON_SPAN, i, "span %u: owner heap %u does not exist", i, s->owner);
   for (uint32_t p = 0; p < s->npages; p++)
@@ -112,6 +120,17 @@ static void check_small(struct ck *k, uint32_t i, const struct span *s) {
       bad_on(k, ON_SPAN, i, "span %u: page map entry of its page %u points elsewhere", i, p);
       break;
     }
+  /* The list heads are metadata: what the next pop or collect follows
+   * first, so they are checked even when the blocks are not read.  The
+   * bound is the capacity, not the carved count: a carve links its blocks
+   * before it counts them (repair.c), and a kill may fall in between. */
+  uint64_t start = span_off(v, s), tf = s->thread_free & ~TF_NOTIFY;
+  int bad_local = s->free && small_index(s, s->free - start, s->capacity) < 0;
+  if (bad_local || (tf && small_index(s, tf - start, s->capacity) < 0)) {
+    bad_on(k, ON_SPAN, i, "span %u: its %s free list starts at 0x%llx, not a block of the span", i,
+           bad_local ? "local" : "remote", (unsigned long long)(bad_local ? s->free : tf));
+    return;
+  }
   if (k->flags & HV_META) return; /* the blocks are not read */
   struct small_marks seen;
   small_marks_clear(&seen, s->capacity);
