@@ -127,6 +127,7 @@ tests_heapfuzz_worker_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
 tests_heapfuzz_worker_CFLAGS = $(AM_CFLAGS) -pthread
 tests_heapfuzz_worker_LDADD = -ldl
 EXTRA_DIST += tests/heap_fuzz.py tests/real_heapfuzz.sh
+TESTS += tests/real_heapfuzz.sh
 
 FUZZ_COUNT = 5000
 FUZZ_JOBS = 2
