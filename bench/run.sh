@@ -4,7 +4,7 @@
 # ratio to glibc, and the geometric mean of the time ratios; then a second
 # table: libshmheap's shared heap against Boost.Interprocess, with processes
 # that free each other's blocks.
-#   bench/run.sh BUILDDIR [RUNS]
+#   bench/run.sh BUILDDIR [RUNS]   (BENCH_BASELINE=lib.so adds a column)
 #   bench/run.sh --install     install what is missing, and nothing else
 #                              (make bench runs it first, then builds
 #                              bench/shared_boost, which needs Boost)
@@ -47,6 +47,13 @@ builddir=${1:-.}
 runs=${2:-5}
 if ! [[ $runs =~ ^[1-9][0-9]*$ ]]; then echo "bench: the number of runs must be 1 or more, not '$runs'" >&2; exit 2; fi
 lib[libshmheap]=$builddir/src/.libs/libshmheap.so
+# BENCH_BASELINE=another/libshmheap.so (a build of an earlier commit) adds it
+# as a column, so a change's cost is measured against its parent in the same
+# run rather than against numbers from another day.
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  lib[baseline]=$BENCH_BASELINE
+  order+=(baseline)
+fi
 for f in "${lib[@]}" "$python" "$sortprog" "$gxx"; do
   if [ -n "$f" ] && [ ! -e "$f" ]; then echo "bench: $f is missing (bench/run.sh --install)" >&2; exit 1; fi
 done

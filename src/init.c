@@ -34,11 +34,12 @@ static void say_attached(void) {
          (unsigned)h->key, h->name[0] ? " name=" : "", h->name, G.shmid, (void *)G.base,
          (size_t)h->size, origin[rec->origin], (int)SELF.pid,
          SELF.keyed && image_reexecuted() ? " (re-executed without address randomization)" : "");
-  if (rec->origin == SHMHEAP_CRASHED)
-    os_say("libshmheap: recovery: %u dead process(es), %u thread heap(s) rebuilt, %u released, %llu span(s) returned, lock %s, %llu us",
+  if (rec->origin == SHMHEAP_CRASHED || rec->spans_quarantined)
+    os_say("libshmheap: recovery: %u dead process(es), %u thread heap(s) rebuilt, %u released, %llu span(s) returned, %llu quarantined (%llu blocks lost), lock %s, %llu us (check %llu us)",
            rec->dead_processes, rec->heaps_repaired, rec->heaps_released,
-           (unsigned long long)rec->spans_returned, rec->lock_recovered ? "rolled back" : "clean",
-           (unsigned long long)(rec->recovery_ns / 1000));
+           (unsigned long long)rec->spans_returned, (unsigned long long)rec->spans_quarantined,
+           (unsigned long long)rec->blocks_lost, rec->lock_recovered ? "rolled back" : "clean",
+           (unsigned long long)(rec->recovery_ns / 1000), (unsigned long long)(rec->check_ns / 1000));
 }
 
 void start_up(void) {

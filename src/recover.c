@@ -254,6 +254,12 @@ static void vet_heap_metadata(struct shmheap_recovery *f) {
     }
   for (uint32_t i = 1; i < count; i++)
     if (G.spans[i].flags & SPAN_DAMAGED) G.spans[i].flags |= SPAN_QUARANTINED;
+  /* Said whatever SHMHEAP_VERBOSE is: the program's data in those blocks
+   * is gone from its reach, and the cause may be its own overflow. */
+  if (f->spans_quarantined)
+    os_say("libshmheap: SHMHEAP_KEY=%s%s0x%x: %llu corrupt span(s) of the heap taken out of use (%llu free blocks lost, the first: %s): run shmheap-dump --check --shmid %d",
+           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, (unsigned long long)f->spans_quarantined,
+           (unsigned long long)f->blocks_lost, hf.first[0] ? hf.first : "marked damaged by a process", G.shmid);
   /* Statistics that differ from the walk (hf.counters) are left as they
    * are: nothing follows them, and shmheap_check reports them. */
   f->check_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
