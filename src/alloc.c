@@ -80,7 +80,8 @@ static struct span *span_new_small(struct theap *h, unsigned c) {
 static int rescue_full(struct theap *h, unsigned c) {
   struct heap_class *hc = &h->cls[c];
   int found = 0;
-  for (uint32_t i = hc->full, nx; i; i = nx) {
+  for (uint32_t i = hc->full, nx, n = 0; i; i = nx) {
+    if (unlikely(!span_step_ok(i, &n))) pages_bad_list("full-span", c, i);
     struct span *s = &G.spans[i];
     nx = s->next;
     if (atomic_load_explicit(&s->thread_free, memory_order_relaxed) & ~TF_NOTIFY) {

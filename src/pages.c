@@ -28,6 +28,11 @@ int pages_lock(void) {
   return 1;
 }
 
+void pages_bad_list(const char *list, unsigned which, uint32_t at) {
+  os_abort("libshmheap: corrupted heap metadata: the %s list %u is broken at descriptor %u (it loops or leaves the descriptors in use): a stray write into the heap's metadata; run shmheap-dump --check --shmid %d",
+           list, which, at, G.shmid);
+}
+
 int pages_lock_found(uint64_t ns) {
   enum lock_result r = lock_acquire_within(&G.hdr->lock, LOCK_COUNT | LOCK_FOUND, ns);
   if (r == LOCK_BUSY) return PAGES_WAITED;
@@ -67,8 +72,10 @@ static inline struct shm_header *H(void) { return G.hdr; }
 static struct span *desc_new(void) {
   struct shm_header *h = H();
   uint32_t i = h->span_free;
-  if (i) JW(h->span_free) = G.spans[i].next;
-  else if (h->span_count < h->nspans) i = JW(h->span_count)++;
+  if (i) {
+    if (unlikely(i >= h->span_count || G.spans[i].state != SPAN_NONE)) pages_bad_list("descriptor free", 0, i);
+    JW(h->span_free) = G.spans[i].next;
+  } else if (h->span_count < h->nspans) i = JW(h->span_count)++;
   else return NULL;
   struct span *s = &G.spans[i];
   for (unsigned k = 0; k < sizeof *s / 8; k++) journal_touch((uint64_t *)s + k, 8);
@@ -162,7 +169,8 @@ static uint64_t purge_older(uint64_t when) {
   struct shm_header *h = H();
   uint64_t oldest = UINT64_MAX;
   for (int b = SH_NBINS - 1; b >= 0; b--)
-    for (uint32_t i = h->bins[b]; i; i = G.spans[i].next) {
+    for (uint32_t i = h->bins[b], n = 0; i; i = G.spans[i].next) {
+      if (unlikely(!span_step_ok(i, &n))) pages_bad_list("free-span bin", (unsigned)b, i);
       struct span *s = &G.spans[i];
       if (!s->ndirty) continue;
       if (s->dirty_ms <= when && h->dirty_pages > DIRTY_MIN_PAGES) purge(s);
@@ -194,7 +202,10 @@ size_t page_purge_all(void) {
   uint64_t before = h->purged_pages;
   journal_begin();
   for (int b = 0; b < SH_NBINS; b++)
-    for (uint32_t i = h->bins[b]; i; i = G.spans[i].next) purge(&G.spans[i]);
+    for (uint32_t i = h->bins[b], n = 0; i; i = G.spans[i].next) {
+      if (unlikely(!span_step_ok(i, &n))) pages_bad_list("free-span bin", (unsigned)b, i);
+      purge(&G.spans[i]);
+    }
   journal_end();
   return (size_t)(h->purged_pages - before) << SH_PAGE_SHIFT;
 }
@@ -242,7 +253,8 @@ static struct span *take_from_top(uint32_t n) {
  * fit in the logarithmic ones, then fresh pages from the top. */
 static struct span *find_free(uint32_t n) {
   for (int b = bin_next(fmt_bin_of(n)); b >= 0; b = bin_next((unsigned)b + 1)) {
-    for (uint32_t i = H()->bins[b]; i; i = G.spans[i].next) {
+    for (uint32_t i = H()->bins[b], k = 0; i; i = G.spans[i].next) {
+      if (unlikely(!span_step_ok(i, &k))) pages_bad_list("free-span bin", (unsigned)b, i);
       struct span *s = &G.spans[i];
       if (s->npages >= n) {
         bin_remove(s);

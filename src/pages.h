@@ -66,6 +66,15 @@ SH_HIDDEN int journal_rollback(void); /* returns the entries undone */
 
 /* hdr->lock; 1 if its owner had died and its edit was rolled back. */
 SH_HIDDEN int pages_lock(void);
+/* A list of span descriptors that leaves the descriptors in use or loops:
+ * the metadata was overwritten since attach checked it.  Says which list
+ * and stops (SIGABRT); the next start refuses or repairs the heap. */
+SH_HIDDEN void pages_bad_list(const char *list, unsigned which, uint32_t at) __attribute__((noreturn, cold));
+/* Is step n (from 1) of a walk of descriptor lists at i still inside them? */
+static inline int span_step_ok(uint32_t i, uint32_t *n) {
+  uint32_t count = G.hdr->span_count;
+  return i < count && ++*n <= count;
+}
 /* The first pages_lock of a heap found in the segment (recover.c), whose
  * lock and log are untrusted: waits at most ns.  Returns as pages_lock, or
  * PAGES_WAITED (not taken), PAGES_BAD_LOCK (not taken: pthread rejects the
