@@ -119,7 +119,11 @@ static inline void *alloc_small(struct theap *h, unsigned c) {
 static inline struct span *alloc_block(const void *p) {
   uintptr_t off = (uintptr_t)p - G.heap_lo;
   if (unlikely(off >= G.heap_len)) return NULL;
-  struct span *s = &G.spans[G.pagemap[off >> SH_PAGE_SHIFT]];
+  /* Only the entries of pages in use are kept exact (I3): the others hold
+   * what was there, and a stray store may have put anything. */
+  uint32_t si = G.pagemap[off >> SH_PAGE_SHIFT];
+  if (unlikely(si >= G.nspans)) return NULL;
+  struct span *s = &G.spans[si];
   uint64_t rel = off - ((uint64_t)s->first << SH_PAGE_SHIFT);
   if (likely(s->state == SPAN_SMALL)) return small_index_fast(s, rel) >= 0 ? s : NULL;
   if (s->state == SPAN_LARGE && rel == 0) return s;

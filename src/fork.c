@@ -91,6 +91,7 @@ static int copy_segment(struct fork_state *f) {
   uint64_t run_off = 0, run_len = 0;
   for (uint32_t pg = 0; pg < h->top;) {
     uint32_t i = G.pagemap[pg];
+    if (i >= h->span_count) break;
     struct span *s = &G.spans[i];
     if (s->first != pg || s->npages == 0) break; /* broken tiling: copy no further */
     uint64_t off = h->heap_off + ((uint64_t)pg << SH_PAGE_SHIFT), len = 0;

@@ -20,6 +20,7 @@ void map_set(char *base, int shmid) {
   G.heap_off = h->heap_off;
   G.secret = h->link_secret;
   G.heap_len = (size_t)h->npages << SH_PAGE_SHIFT;
+  G.nspans = h->nspans;
 }
 
 void map_clear(void) { memset(&G, 0, sizeof G); }

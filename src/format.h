@@ -288,6 +288,7 @@ struct sh_map {
   uint64_t heap_off; /* its offset */
   uint64_t secret;   /* hdr->link_secret, read once */
   size_t heap_len;
+  uint32_t nspans; /* descriptors reserved: a page map entry not below it is garbage */
   int shmid;
 };
 extern SH_HIDDEN struct sh_map G;

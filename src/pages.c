@@ -130,13 +130,14 @@ static inline void map_ends(struct span *s) {
 
 /* The free span whose first page is pg, if pg starts one. */
 static struct span *free_span_at(uint32_t pg) {
-  if (pg >= H()->top) return NULL;
+  if (pg >= H()->top || G.pagemap[pg] >= H()->span_count) return NULL;
   struct span *s = &G.spans[G.pagemap[pg]];
   return (s->state == SPAN_FREE && s->first == pg) ? s : NULL;
 }
 
 /* The free span whose last page is pg, if pg ends one. */
 static struct span *free_span_ending(uint32_t pg) {
+  if (G.pagemap[pg] >= H()->span_count) return NULL;
   struct span *s = &G.spans[G.pagemap[pg]];
   return (s->state == SPAN_FREE && s->first + s->npages - 1 == pg) ? s : NULL;
 }
