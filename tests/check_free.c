@@ -122,11 +122,38 @@ START_TEST(t_bad_free) {
 }
 END_TEST
 
+/* A write into a freed block (use after free) that overwrites its free-list
+ * link: the link is encoded and checked when followed, so a later malloc
+ * stops the process with a "libshmheap:" line naming the block (0x...) and
+ * SIGABRT, instead of handing out or writing through a wild pointer.  The
+ * heap is damaged by the program here, so only the stop is checked. */
+START_TEST(t_uaf_link) {
+  int key = tu_key(200);
+  tu_rm_key(key);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *env[] = {kv, "SHMHEAP_SIZE=64M", NULL};
+  int rc = run_prog("helper_free", "uaf", SMALL, env);
+  tu_rm_key(key);
+  ck_assert_msg(!R.timed_out, "uaf: did not finish in 20 s; stdout [%s] stderr [%s]", R.out, R.err);
+  ck_assert_msg(strstr(R.out, "ptr=0x") != NULL, "uaf: the helper did not get to the write: exit %d [%s] [%s]", rc,
+                R.out, R.err);
+  ck_assert_msg(!strstr(R.out, "survived"), "uaf: 16 mallocs went on over a corrupt free-list link; stderr [%s]",
+                R.err);
+  char line[4096];
+  ck_assert_msg(tu_find_line(R.err, "libshmheap:", line, sizeof line) && strstr(line, "0x") != NULL,
+                "uaf: no 'libshmheap: ...0x...' line naming the block: exit %d, stderr [%s]", rc, R.err);
+  ck_assert_msg(rc == 128 + SIGABRT, "uaf: not stopped with SIGABRT: exit %d, stderr [%s]", rc, R.err);
+}
+END_TEST
+
 int main(void) {
   tu_init();
   Suite *s = suite_create("free");
   TCase *tc;
   TU_TCASE(s, tc, "bad_free", 90);
   tcase_add_loop_test(tc, t_bad_free, 0, NCASES);
+  TU_TCASE(s, tc, "corrupt_link", 30);
+  tcase_add_test(tc, t_uaf_link);
   return tu_run_suite(s);
 }

@@ -606,8 +606,8 @@ static void parse_prog(const char *what, struct prog_line *l) {
 static void expect_no_segment(int key, const char *what) {
   int id = shmget(key, 0, 0);
   if (id >= 0) tu_rm_key(key);
-  ck_assert_msg(id < 0, "%s: a segment with SHMHEAP_KEY=0x%x exists (shmid %d): the variable was not ignored", what,
-                (unsigned)key, id);
+  ck_assert_msg(id < 0, "%s: a segment with SHMHEAP_KEY=0x%x exists (shmid %d, removed now)", what, (unsigned)key,
+                id);
 }
 
 /* A privileged copy ran and ignored SHMHEAP_*: the defaults, silently. */

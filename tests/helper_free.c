@@ -14,6 +14,10 @@
  *   helper_free realloc SIZE        free(p); realloc(p, 2 * SIZE)
  *   helper_free interior SIZE       free(p + 16) (SIZE < 1 MiB) or
  *                                   free(p + 4096): into the middle of a block
+ *   helper_free uaf SIZE            free(p), then overwrite the freed block
+ *                                   (its free-list link) with 0x41 bytes and
+ *                                   malloc(SIZE) 16 times: the corrupt link is
+ *                                   to stop the process when it is followed
  *
  * Before the bad call it prints "ptr=0x..." (flushed).  The library is to stop
  * the process there with SIGABRT; if the call returns, the helper says
@@ -125,6 +129,16 @@ int main(int argc, char **argv) {
     char *mid = p + (n < ((size_t)1 << 20) ? 16 : 4096);
     say_ptr(mid);
     free(launder(mid));
+    return survived();
+  }
+  if (strcmp(mode, "uaf") == 0) {
+    char *keep = malloc(n); /* the span stays in use */
+    if (!keep) return 3;
+    free(launder(p));
+    say_ptr(p);
+    memset(launder(p), 0x41, n);
+    for (int i = 0; i < 16; i++)
+      if (!malloc(n)) return 3;
     return survived();
   }
   return 2;
