@@ -19,6 +19,14 @@
  *                                   malloc(SIZE) 16 times: the corrupt link is
  *                                   to stop the process when it is followed
  *
+ * Nothing may allocate between the two frees of a block: a large block's
+ * pages go back to the page allocator at the first free, and a span made for
+ * any allocation in between (stdio's buffer, a new thread's first malloc) may
+ * start on the same page; the second free is then a valid free of that new
+ * block, which no allocator can tell from a double free.  So stdout has a
+ * static buffer, and the second thread exists (and waits on a pipe) before
+ * the first free.
+ *
  * Before the bad call it prints "ptr=0x..." (flushed).  The library is to stop
  * the process there with SIGABRT; if the call returns, the helper says
  * "survived" on stdout and exits 0, which check_free reports as a failure.
@@ -43,7 +51,12 @@ static __attribute__((noinline)) void *launder(void *p) {
   return p;
 }
 
+/* The thread of mode thread: waits until the owner has freed the block, then
+ * frees it again.  read() allocates nothing. */
+static int go[2];
 static void *second_free(void *p) {
+  char c;
+  if (read(go[0], &c, 1) != 1) return NULL;
   free(launder(p));
   return NULL;
 }
@@ -64,6 +77,8 @@ static int survived(void) {
 int main(int argc, char **argv) {
   if (argc < 2) return 2;
   const char *mode = argv[1];
+  static char outbuf[4096]; /* printf allocates nothing (see above) */
+  setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
 
   if (strcmp(mode, "ok") == 0) {
     void *b[64];
@@ -92,10 +107,11 @@ int main(int argc, char **argv) {
     return survived();
   }
   if (strcmp(mode, "thread") == 0) {
+    pthread_t t;
+    if (pipe(go) || pthread_create(&t, NULL, second_free, p)) return 3;
     free(launder(p));
     say_ptr(p);
-    pthread_t t;
-    if (pthread_create(&t, NULL, second_free, p)) return 3;
+    if (write(go[1], "g", 1) != 1) return 3;
     pthread_join(t, NULL);
     return survived();
   }
