@@ -31,9 +31,9 @@ static int segment_wanted(void) {
   int id = os_shm_find(opts.key);
   if (id < 0) return errno == ENOENT; /* we would create it */
   struct shmid_ds ds;
-  char why[200];
+  char why[SH_OWNED_WHY];
   /* Not ours: segment_open refuses it, and no exec should come first. */
-  if (os_shm_owned(id, opts.mode, -1, &ds, why, sizeof why) != 0) return 0;
+  if (os_shm_owned(id, opts.mode, -1, SH_OWN_USE, &ds, why, sizeof why) != 0) return 0;
   const struct shm_header *h = os_shm_attach(id, NULL, 1);
   if (h == (void *)-1) return 0;
   struct hv v;

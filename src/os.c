@@ -242,10 +242,11 @@ const char *os_errstr(int e) {
 
 /* ---- who may use a segment ---------------------------------------------------------- */
 
-/* The owner, creator and mode of segment id from /proc/sysvipc/shm, which
- * anyone may read, for a segment this user may not IPC_STAT.  Columns: key
- * shmid perms(octal) size cpid lpid nattch uid gid cuid cgid ... */
-static int sysvipc_shm(int id, unsigned *perm, unsigned *uid, unsigned *cuid) {
+/* The key, owner, creator and mode of segment id from /proc/sysvipc/shm,
+ * which anyone may read, for a segment this user may not IPC_STAT.  Columns:
+ * key shmid perms(octal) size cpid lpid nattch uid gid cuid cgid ...; the
+ * key is printed as a signed int, so keys from 0x80000000 up are negative. */
+static int sysvipc_shm(int id, int32_t *key, unsigned *perm, unsigned *uid, unsigned *cuid) {
   int fd = open("/proc/sysvipc/shm", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
   char buf[4096], line[512];
@@ -262,10 +263,14 @@ static int sysvipc_shm(int id, unsigned *perm, unsigned *uid, unsigned *cuid) {
       }
       line[ll] = 0;
       unsigned long long f[11];
-      int n = 0;
+      int n = 0, neg = 0;
       char *p = line;
       while (!skip && n < 11) {
         while (*p == ' ') p++;
+        if (n == 0 && *p == '-') {
+          neg = 1;
+          p++;
+        }
         if (*p < '0' || *p > '9') break;
         unsigned base = n == 2 ? 8 : 10;
         unsigned long long x = 0;
@@ -273,6 +278,7 @@ static int sysvipc_shm(int id, unsigned *perm, unsigned *uid, unsigned *cuid) {
         f[n++] = x;
       }
       if (n == 11 && f[1] == (unsigned long long)id) {
+        *key = (int32_t)(neg ? 0u - (uint32_t)f[0] : (uint32_t)f[0]);
         *perm = (unsigned)f[2] & 0777;
         *uid = (unsigned)f[7];
         *cuid = (unsigned)f[9];
@@ -286,10 +292,37 @@ static int sysvipc_shm(int id, unsigned *perm, unsigned *uid, unsigned *cuid) {
   return found;
 }
 
-int os_shm_owned(int id, unsigned mode, long header_uid, struct shmid_ds *out, char *why, size_t len) {
+/* The one refusal sentence, for every caller: what is wrong (lead,
+ * problem), the segment (shmid, key), its owner, creator and mode (and the
+ * heap's recorded creator if known), that it was left untouched, and what to
+ * do about it. */
+static int owned_say(char *why, size_t len, int verdict, int purpose, const char *lead, const char *problem, int id,
+                     int32_t key, unsigned uid, unsigned cuid, unsigned perm, long header_uid, unsigned me,
+                     unsigned mode) {
+  char hdr[48] = "";
+  if (header_uid >= 0) os_fmt(hdr, sizeof hdr, ", heap formed by uid %ld", header_uid);
+  const char *other = purpose == SH_OWN_USE ? "use another SHMHEAP_KEY (shmheap(7), SECURITY); " : "";
+  char fix[240];
+  if (verdict == SH_OWNED_MODE)
+    os_fmt(fix, sizeof fix, "remove it (ipcrm -m %d), take group and others' access away (at most 0%o), or accept that mode with SHMHEAP_MODE=0%o",
+           id, (mode & 0077) | 0600, (perm | 0600) & 0777);
+  else if (uid != me || cuid != me)
+    os_fmt(fix, sizeof fix, "%sonly uid %u (its owner) or uid %u (its creator) may remove it (ipcrm -m %d)", other, uid,
+           cuid, id);
+  else
+    os_fmt(fix, sizeof fix, "%sif that heap is not needed, remove the segment by hand (ipcrm -m %d)", other, id);
+  os_fmt(why, len, "%s: segment shmid %d belongs to uid %u (key 0x%x, created by uid %u, mode 0%o%s): %s; it was left untouched: %s",
+         lead, id, uid, (unsigned)key, cuid, perm, hdr, problem, fix);
+  return verdict;
+}
+
+int os_shm_owned(int id, unsigned mode, long header_uid, int purpose, struct shmid_ds *out, char *why, size_t len) {
   unsigned me = (unsigned)geteuid(), uid, cuid, perm;
+  int32_t key;
   struct shmid_ds ds;
+  char problem[120];
   if (shmctl(id, IPC_STAT, &ds) == 0) {
+    key = (int32_t)ds.shm_perm.__key;
     uid = (unsigned)ds.shm_perm.uid;
     cuid = (unsigned)ds.shm_perm.cuid;
     perm = (unsigned)ds.shm_perm.mode & 0777;
@@ -298,37 +331,41 @@ int os_shm_owned(int id, unsigned mode, long header_uid, struct shmid_ds *out, c
     int e = errno;
     if (e == EIDRM || e == EINVAL) return 1;
     if (e != EACCES) {
-      os_fmt(why, len, "cannot inspect segment shmid %d: %s", id, os_errstr(e));
+      os_fmt(why, len, "cannot inspect segment shmid %d: %s; it was left untouched", id, os_errstr(e));
       return SH_OWNED_OTHER;
     }
-    if (!sysvipc_shm(id, &perm, &uid, &cuid)) {
-      os_fmt(why, len, "permission denied: segment shmid %d is not this user's (uid %u), and /proc/sysvipc/shm does not say whose it is",
-             id, me);
+    if (!sysvipc_shm(id, &key, &perm, &uid, &cuid)) {
+      os_fmt(why, len, "permission denied: segment shmid %d is not this user's (uid %u), and /proc/sysvipc/shm does not say whose it is; it was left untouched%s",
+             id, me, purpose == SH_OWN_USE ? ": use another SHMHEAP_KEY (shmheap(7), SECURITY)" : "");
       return SH_OWNED_OTHER;
     }
-    os_fmt(why, len, "permission denied: segment shmid %d belongs to uid %u (created by uid %u, mode 0%o), not to this user (uid %u)",
-           id, uid, cuid, perm, me);
-    return SH_OWNED_OTHER;
+    /* IPC_STAT needs read permission: it was denied, so the segment is
+     * another user's. */
+    os_fmt(problem, sizeof problem, "this user (uid %u) may not even read it", me);
+    return owned_say(why, len, SH_OWNED_OTHER, purpose, "permission denied", problem, id, key, uid, cuid, perm,
+                     header_uid, me, mode);
   }
+  const char *lead = purpose == SH_OWN_USE ? "not this user's heap" : "not this user's to remove";
   /* The kernel gives the creator (cuid) the owner's rights too, so a
    * segment made by another user and handed over with IPC_SET is still
    * theirs to write. */
   if (uid != me || cuid != me) {
-    os_fmt(why, len, "segment shmid %d belongs to uid %u and was created by uid %u (mode 0%o), not by this user (uid %u)", id,
-           uid, cuid, perm, me);
-    return SH_OWNED_OTHER;
+    if (uid != me) os_fmt(problem, sizeof problem, "not to this user (uid %u)", me);
+    else os_fmt(problem, sizeof problem, "another user created it and keeps the owner's rights, although it was given to this user (uid %u)", me);
+    return owned_say(why, len, SH_OWNED_OTHER, purpose, lead, problem, id, key, uid, cuid, perm, header_uid, me, mode);
   }
   /* The header's creator is the uid of the process that formed the heap;
    * one that differs was formed by someone else and copied or handed in. */
   if (header_uid >= 0 && (unsigned long)header_uid != me) {
-    os_fmt(why, len, "segment shmid %d holds a heap formed by uid %ld, not by this user (uid %u)", id, header_uid, me);
-    return SH_OWNED_OTHER;
+    os_fmt(problem, sizeof problem, "the heap in it was formed by uid %ld, not by this user (uid %u)", header_uid, me);
+    return owned_say(why, len, SH_OWNED_OTHER, purpose, lead, problem, id, key, uid, cuid, perm, header_uid, me, mode);
   }
   /* Anyone who may read the heap reads the program's data, and anyone who
    * may write it can plant pointers the allocator follows. */
   if (perm & 0077 & ~mode) {
-    os_fmt(why, len, "segment shmid %d gives other users access (mode 0%o) beyond SHMHEAP_MODE=0%o", id, perm, mode & 0777);
-    return SH_OWNED_MODE;
+    os_fmt(problem, sizeof problem, "its mode gives group or others access beyond SHMHEAP_MODE=0%o", mode & 0777);
+    return owned_say(why, len, SH_OWNED_MODE, purpose, "too open", problem, id, key, uid, cuid, perm, header_uid, me,
+                     mode);
   }
   return 0;
 }

@@ -90,17 +90,24 @@ SH_HIDDEN int os_shm_detach(const void *p);
 SH_HIDDEN int os_shm_stat(int id, struct shmid_ds *ds);
 SH_HIDDEN int os_shm_remove(int id);
 
-/* May this user attach segment id as its heap?  The one ownership rule,
- * used by every path that attaches, re-forms or removes a keyed segment:
- * the owner (shm_perm.uid), the creator (shm_perm.cuid) and, if known
- * (header_uid >= 0), the uid recorded in the heap's header are all this
- * process's effective uid, and the mode gives group and others nothing
+/* May this user attach segment id as its heap (purpose SH_OWN_USE), or
+ * remove it (SH_OWN_REMOVE: SHMHEAP_FRESH, shmheap-dump --remove)?  The one
+ * ownership rule, used by every path that attaches, re-forms or removes a
+ * keyed segment: the owner (shm_perm.uid), the creator (shm_perm.cuid) and,
+ * if known (header_uid >= 0), the uid recorded in the heap's header are all
+ * this process's effective uid, and the mode gives group and others nothing
  * beyond mode.  0: yes (*out filled if out); 1: the segment is gone (try
- * again); SH_OWNED_OTHER or SH_OWNED_MODE: no, and why holds a sentence
- * naming the shmid, the owner, creator and mode. */
+ * again); SH_OWNED_OTHER or SH_OWNED_MODE: no, and why holds the whole
+ * refusal, for the caller to print after its own prefix: the shmid and key,
+ * the owner, creator and mode (and the header's uid), what is wrong, "it was
+ * left untouched" and what to do. */
 #define SH_OWNED_OTHER (-1)
 #define SH_OWNED_MODE (-2)
-SH_HIDDEN int os_shm_owned(int id, unsigned mode, long header_uid, struct shmid_ds *out, char *why, size_t len);
+#define SH_OWN_USE 0
+#define SH_OWN_REMOVE 1
+#define SH_OWNED_WHY 640 /* room for why */
+SH_HIDDEN int os_shm_owned(int id, unsigned mode, long header_uid, int purpose, struct shmid_ds *out, char *why,
+                           size_t len);
 SH_HIDDEN const char *os_errstr(int e); /* an errno in words, without allocating */
 /* Set-user-ID, set-group-ID or with file capabilities: SHMHEAP_* is ignored. */
 SH_HIDDEN int os_secure_exec(void);

@@ -345,11 +345,12 @@ enum recover_verdict recover_attach(uint64_t t0) {
   if (opts.fresh) {
     /* Nobody uses it: discard it as asked.  Removal frees the key now; the
      * memory goes when the last attach (ours, a dump tool's) goes. */
-    char why[200];
-    int verdict = os_shm_owned(G.shmid, opts.mode, (long)h->creator_uid, NULL, why, sizeof why);
+    char why[SH_OWNED_WHY];
+    int verdict = os_shm_owned(G.shmid, opts.mode, (long)h->creator_uid, SH_OWN_REMOVE, NULL, why, sizeof why);
     pages_unlock();
     if (verdict < 0)
-      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_FRESH=1: %s; it was left untouched: unset SHMHEAP_FRESH, or let its owner remove it", why);
+      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: SHMHEAP_FRESH=1: %s; or unset SHMHEAP_FRESH",
+             opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, why);
     if (verdict == 0) os_shm_remove(G.shmid);
     return RECOVER_REMOVED;
   }

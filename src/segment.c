@@ -78,15 +78,11 @@ static int create_segment(key_t key, const struct options *o) {
   os_die(SH_EXIT_OSERR, "libshmheap: shmget failed for SHMHEAP_KEY=0x%x: %s", (unsigned)key, os_errstr(e));
 }
 
-/* A segment this user may not trust (os_shm_owned said why): never used,
- * never changed. */
-static void refuse(const struct options *o, int id, int verdict, const char *why) {
+/* A segment this user may not trust: never used, never changed.  why, from
+ * os_shm_owned, says all of it (segment, uids, mode, the fix). */
+static void refuse(const struct options *o, const char *why) {
   const char *what = o->name;
-  if (verdict == SH_OWNED_MODE)
-    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: %s; it was left untouched: remove it (ipcrm -m %d), or accept that mode with SHMHEAP_MODE",
-           what, *what ? " -> " : "", (unsigned)o->key, why, id);
-  os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: %s; it was left untouched: use another SHMHEAP_KEY (shmheap(7), SECURITY)",
-         what, *what ? " -> " : "", (unsigned)o->key, why);
+  os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: %s", what, *what ? " -> " : "", (unsigned)o->key, why);
 }
 
 /* Reads the header of an existing segment without trusting it: attached
@@ -126,11 +122,11 @@ static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
     why = buf;
   }
   int verdict = 0;
-  char owhy[200];
-  if (!why) verdict = os_shm_owned(id, o->mode, (long)h->creator_uid, NULL, owhy, sizeof owhy);
+  char owhy[SH_OWNED_WHY];
+  if (!why) verdict = os_shm_owned(id, o->mode, (long)h->creator_uid, SH_OWN_USE, NULL, owhy, sizeof owhy);
   uintptr_t base = (uintptr_t)h->base;
   os_shm_detach(h);
-  if (verdict < 0) refuse(o, id, verdict, owhy);
+  if (verdict < 0) refuse(o, owhy);
   if (verdict == 1) return 0; /* removed meanwhile */
   if (why)
     os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: segment shmid %d exists, but %s; it was left untouched: use another SHMHEAP_KEY, or remove it with ipcrm -m %d",
@@ -173,10 +169,10 @@ void segment_open(void) {
       os_die(SH_EXIT_OSERR, "libshmheap: shmget(SHMHEAP_KEY=0x%x) failed: %s", (unsigned)o->key, os_errstr(errno));
     }
     struct shmid_ds ds;
-    char why[200];
-    int verdict = os_shm_owned(id, o->mode, -1, &ds, why, sizeof why);
+    char why[SH_OWNED_WHY];
+    int verdict = os_shm_owned(id, o->mode, -1, SH_OWN_USE, &ds, why, sizeof why);
     if (verdict == 1) continue; /* removed meanwhile */
-    if (verdict < 0) refuse(o, id, verdict, why);
+    if (verdict < 0) refuse(o, why);
     if (o->size_given && ds.shm_segsz != o->size)
       os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_SIZE=%zu, but the segment of SHMHEAP_KEY=0x%x has %zu bytes; it was left untouched: set SHMHEAP_SIZE=%zu or unset it",
              o->size, (unsigned)o->key, (size_t)ds.shm_segsz, (size_t)ds.shm_segsz);
@@ -186,12 +182,13 @@ void segment_open(void) {
     attach_at(id, base, o, 0);
     /* Owner, creator or mode may have changed between the look and the
      * attach: decided again on what is now mapped, before any use. */
-    verdict = os_shm_owned(id, o->mode, (long)((const struct shm_header *)seg_base)->creator_uid, NULL, why, sizeof why);
+    verdict = os_shm_owned(id, o->mode, (long)((const struct shm_header *)seg_base)->creator_uid, SH_OWN_USE, NULL, why,
+                           sizeof why);
     if (verdict != 0) {
       os_shm_detach(seg_base);
       seg_base = NULL;
       if (verdict == 1) continue;
-      refuse(o, id, verdict, why);
+      refuse(o, why);
     }
     map_set(seg_base, seg_id);
     SELF.reattached = 1;

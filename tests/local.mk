@@ -7,6 +7,14 @@
 #              the tests run them with LD_PRELOAD=$SHMHEAP_LIB
 #   check_crash                                   Check suite NOT linked with the
 #              library either: it only runs crash_worker and shmheap-dump
+#   check_secure                                  Check suite NOT linked with the
+#              library: ownership of keyed segments (as root also with a
+#              second user it creates and deletes), set-user-ID programs
+#              (secure_prog, LINKED with the library, -no-install), the
+#              re-exec mark SHMHEAP_REEXEC
+#   check_free                                    Check suite NOT linked with the
+#              library: double and invalid frees (helper_free, helper_free_cxx,
+#              run with LD_PRELOAD)
 #   real_*.sh                                     real programs under the preload
 #   layers.sh                                     the library's files call only
 #              downwards (read from the objects' symbols)
@@ -137,3 +145,30 @@ fuzz: tests/heapfuzz_worker tests/crash_worker tools/shmheap-dump src/libshmheap
 	python3 $(abs_top_srcdir)/tests/heap_fuzz.py --count $(FUZZ_COUNT) --jobs $(FUZZ_JOBS) \
 		$${seed:+--seed "$$seed"} --list-failures
 .PHONY: fuzz
+
+# shmheap(7), SECURITY.  check_secure runs helper_env, shmheap-dump and copies
+# of secure_prog (set-user-ID, set-group-ID, with a file capability) made in
+# a temporary directory: secure_prog is a real executable (-no-install) that
+# finds the build's library through its rpath from wherever it is copied.
+check_PROGRAMS += tests/check_secure tests/secure_prog
+TESTS += tests/check_secure
+tests_check_secure_SOURCES = tests/check_secure.c $(TESTUTIL)
+tests_check_secure_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_check_secure_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_check_secure_LDADD = $(CHECK_LIBS)
+tests_secure_prog_SOURCES = tests/secure_prog.c
+tests_secure_prog_LDADD = src/libshmheap.la
+tests_secure_prog_LDFLAGS = -no-install -Wl,-rpath,$(abs_top_builddir)/src/.libs
+
+# Double and invalid frees: check_free runs helper_free (C) and helper_free_cxx
+# (C++ operators) under LD_PRELOAD, each case on a keyed heap of its own.
+check_PROGRAMS += tests/check_free tests/helper_free tests/helper_free_cxx
+TESTS += tests/check_free
+tests_check_free_SOURCES = tests/check_free.c $(TESTUTIL)
+tests_check_free_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_check_free_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_check_free_LDADD = $(CHECK_LIBS)
+tests_helper_free_SOURCES = tests/helper_free.c
+tests_helper_free_CFLAGS = $(AM_CFLAGS) -pthread
+tests_helper_free_cxx_SOURCES = tests/helper_free_cxx.cc
+tests_helper_free_cxx_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17 -fsized-deallocation

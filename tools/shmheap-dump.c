@@ -259,25 +259,28 @@ static void blocks(const struct hv *v, uint64_t limit) {
            (unsigned long long)total);
 }
 
+/* --remove: the library's ownership rule (os_shm_owned), mode aside (its
+ * owner may remove a heap of any mode); a heap of another user, or one
+ * handed over to this one, is theirs.  header_uid: the heap's recorded
+ * creator, or -1 before the header was read.  0 if this user may remove it;
+ * otherwise the refusal is printed. */
+static int may_remove(int shmid, long header_uid, const char *label, struct shmid_ds *ds) {
+  char why[SH_OWNED_WHY];
+  int verdict = os_shm_owned(shmid, 0777, header_uid, SH_OWN_REMOVE, ds, why, sizeof why);
+  if (verdict == 1) fprintf(stderr, "shmheap-dump: %s: it was removed meanwhile\n", label);
+  else if (verdict < 0) fprintf(stderr, "shmheap-dump: %s: %s\n", label, why);
+  return verdict;
+}
+
 /* Removes the segment only if it is a heap (checked through the read-only
- * attach s, which the caller has already validated) and, without --force,
- * only if nobody else has it attached. */
+ * attach s, which the caller has already validated), only if it is this
+ * user's (checked again, now with the header's creator) and, without
+ * --force, only if nobody else has it attached. */
 static int remove_heap(struct seg *s, const char *label, int force) {
   long creator = (long)((const struct shm_header *)s->map)->creator_uid;
   shmdt(s->map);
   struct shmid_ds ds;
-  char why[200];
-  /* The library's rule, mode aside (any mode may be removed by its owner):
-   * a heap of another user, or one handed over to this one, is theirs. */
-  int verdict = os_shm_owned(s->shmid, 0777, creator, &ds, why, sizeof why);
-  if (verdict == 1) {
-    fprintf(stderr, "shmheap-dump: %s: it was removed meanwhile\n", label);
-    return EXIT_ERROR;
-  }
-  if (verdict < 0) {
-    fprintf(stderr, "shmheap-dump: %s: %s; not removed: its owner may remove it\n", label, why);
-    return EXIT_ERROR;
-  }
+  if (may_remove(s->shmid, creator, label, &ds) != 0) return EXIT_ERROR;
   if (ds.shm_nattch > 0 && !force) {
     fprintf(stderr, "shmheap-dump: %s: %lu process%s still attached (last: pid %d); not removed: stop them or use --force\n",
             label, (unsigned long)ds.shm_nattch, ds.shm_nattch == 1 ? " is" : "es are", (int)ds.shm_lpid);
@@ -408,6 +411,12 @@ int main(int argc, char **argv) {
     }
   } else {
     snprintf(label, sizeof label, "segment shmid %d", shmid);
+  }
+  /* Another user's segment is refused by the ownership rule, with its
+   * owner named, before the read-only attach (which it may not allow). */
+  if (remove) {
+    struct shmid_ds ds;
+    if (may_remove(shmid, -1, label, &ds) != 0) return EXIT_ERROR;
   }
   struct seg s;
   if (attach(shmid, &s) < 0) {
