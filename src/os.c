@@ -306,6 +306,8 @@ static int owned_say(char *why, size_t len, int verdict, int purpose, const char
   if (verdict == SH_OWNED_MODE)
     os_fmt(fix, sizeof fix, "remove it (ipcrm -m %d), take group and others' access away (at most 0%o), or accept that mode with SHMHEAP_MODE=0%o",
            id, (mode & 0077) | 0600, (perm | 0600) & 0777);
+  else if ((uid != me || cuid != me) && uid == cuid)
+    os_fmt(fix, sizeof fix, "%sonly uid %u (its owner and creator) may remove it (ipcrm -m %d)", other, uid, id);
   else if (uid != me || cuid != me)
     os_fmt(fix, sizeof fix, "%sonly uid %u (its owner) or uid %u (its creator) may remove it (ipcrm -m %d)", other, uid,
            cuid, id);
