@@ -21,7 +21,10 @@ for h in json.load(sys.stdin):
   [ -z "${NOTHEAP:-}" ] || ipcrm -m "$NOTHEAP" 2>/dev/null || :
   rm -rf "$TMP"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+# A signal must end the script too (the EXIT trap then cleans up), not only
+# run the cleanup and carry on.
+trap 'exit 1' HUP INT TERM
 fail() { echo "FAIL: real_dump.sh: $*" >&2; exit 1; }
 
 # A heap left behind: python builds objects in it and exits.

@@ -24,9 +24,22 @@ extern char **environ;
 static pid_t runner_pid;
 static char name_prefix[64];
 
+/* A runner ended by SIGTERM (timeout(1), a CI job cancelled), SIGINT or
+ * SIGHUP removes its segments first; only SIGKILL leaves them behind.  The
+ * cleanup is not async-signal-safe, but the process is ending anyway: at
+ * worst a segment stays, as it would without the handler.  Test processes
+ * forked from the runner inherit the handler and just die. */
+static void on_term(int sig) {
+  signal(sig, SIG_DFL);
+  if (getpid() == runner_pid) tu_cleanup();
+  raise(sig);
+}
+
 void tu_init(void) {
   runner_pid = getpid();
   snprintf(name_prefix, sizeof name_prefix, "shmheap-test-%d", (int)runner_pid);
+  static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+  for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], on_term);
 }
 
 static pid_t runner(void) {
