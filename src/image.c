@@ -64,8 +64,8 @@ void image_reexec(void) {
   /* Re-executed, and randomized all the same: the kernel drops the flag
    * for set-user-ID and file-capability executables.  Once, never again. */
   if (marked)
-    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: this process re-executed itself to turn address randomization off, but it is still on (the kernel clears ADDR_NO_RANDOMIZE for privileged executables); not re-executing again: set SHMHEAP_IMAGE=any if the heap holds no code pointers",
-           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key);
+    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s: this process re-executed itself to turn address randomization off, but it is still on (the kernel clears ADDR_NO_RANDOMIZE for privileged executables); not re-executing again: set SHMHEAP_IMAGE=any if the heap holds no code pointers",
+           options_key_label());
   if (!segment_wanted()) return;
   char **argv, **envp;
   if (!os_self_args(&argv, &envp)) return;
@@ -184,6 +184,6 @@ void image_check(void) {
   if (!why[0]) return;
   /* Refused before main: leave the heap as we found it (not a crash). */
   recover_leave();
-  os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: %s; vtables and function pointers stored in the heap would be wrong: run the same build, or set SHMHEAP_IMAGE=any if the heap holds no code pointers",
-         opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, why);
+  os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s: %s; vtables and function pointers stored in the heap would be wrong: run the same build, or set SHMHEAP_IMAGE=any if the heap holds no code pointers",
+         options_key_label(), why);
 }

@@ -17,8 +17,8 @@ _Atomic int start_state;
  * heap as if SHMHEAP_KEY were unset, silently (SHMHEAP_VERBOSE says why). */
 static void use_private_segment(const char *why) {
   if (opts.verbose)
-    os_say("libshmheap: pid %d (%s): not using the heap of SHMHEAP_KEY=%s%s0x%x: %s; using a private heap",
-           (int)SELF.pid, os_self_exe(), opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, why);
+    os_say("libshmheap: pid %d (%s): not using the heap of SHMHEAP_KEY=%s: %s; using a private heap",
+           (int)SELF.pid, os_self_exe(), options_key_label(), why);
   opts.have_key = 0;
   opts.fresh = 0;
   if (!opts.size_given) opts.size = SH_DEFAULT_SIZE;

@@ -225,3 +225,9 @@ void options_parse(struct options *o) {
     else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_VERBOSE=%s is not 0 or 1: use SHMHEAP_VERBOSE=1 to print what was attached", v);
   }
 }
+
+const char *options_key_label(void) {
+  static char label[SH_NAME_MAX + 16];
+  os_fmt(label, sizeof label, "%s%s0x%x", opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key);
+  return label;
+}

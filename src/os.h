@@ -157,6 +157,8 @@ struct options {
 extern SH_HIDDEN struct options opts;
 SH_HIDDEN void options_parse(struct options *o);
 SH_HIDDEN void options_strip_reexec(void); /* SHMHEAP_REEXEC out of environ */
+/* How messages name the heap of SHMHEAP_KEY: "NAME -> 0xKEY" or "0xKEY". */
+SH_HIDDEN const char *options_key_label(void);
 SH_HIDDEN int options_parse_size(const char *s, size_t *out);
 /* 0, or 1 out of range, 2 zero (IPC_PRIVATE), 3 name too long */
 SH_HIDDEN int options_parse_key(const char *v, int32_t *key, char name[SH_NAME_MAX]);

@@ -186,16 +186,16 @@ static unsigned reap(struct shmheap_recovery *f, int attaching) {
 
 /* ---- what the next allocations will trust ------------------------------------------------ */
 
+/* The thread heaps whose span lists are rebuilt. */
 struct vet {
-  struct shmheap_recovery *f;
   uint8_t rebuild[SH_MAX_HEAPS];
 };
 
+/* Only a span already quarantined stays so (it was counted then); any
+ * other bit a corruption set goes, and its heap is rebuilt without it. */
 static void vet_span(void *ctx, uint32_t i) {
   struct vet *x = ctx;
   struct span *s = &G.spans[i];
-  /* Only a span already quarantined stays so (it was counted then); any
-   * other bit a corruption set goes, the lists are rebuilt without it. */
   s->flags = (uint8_t)(SPAN_DAMAGED | ((s->flags & SPAN_DAMAGED) ? s->flags & SPAN_QUARANTINED : 0));
   if (s->owner < SH_MAX_HEAPS) x->rebuild[s->owner] = 1;
 }
@@ -221,12 +221,11 @@ static void vet_heap_metadata(struct shmheap_recovery *f) {
   char why[160];
   if (fmt_open(&v, G.base, h->size, why, sizeof why) < 0) {
     pages_unlock();
-    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is damaged (%s): run shmheap-dump --check --shmid %d",
-           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, why, G.shmid);
+    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s: the heap is damaged (%s): run shmheap-dump --check --shmid %d",
+           options_key_label(), why, G.shmid);
   }
   static struct vet x; /* 1 KiB: not on the stack of the first malloc */
   memset(&x, 0, sizeof x);
-  x.f = f;
   struct hv_faults hf;
   memset(&hf, 0, sizeof hf);
   hf.span = vet_span;
@@ -234,15 +233,17 @@ static void vet_heap_metadata(struct shmheap_recovery *f) {
   long n = hv_check_ex(&v, HV_META, NULL, &x, &hf);
   if (n < 0 || hf.whole) {
     pages_unlock();
-    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is damaged (%s%s), beyond what a restart repairs; it was not used: run shmheap-dump --check --shmid %d for all of it, then restore or remove the heap",
-           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, n < 0 ? "no memory to check it" : hf.first,
+    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s: the heap is damaged (%s%s), beyond what a restart repairs; it was not used: run shmheap-dump --check --shmid %d for all of it, then restore or remove the heap",
+           options_key_label(), n < 0 ? "no memory to check it" : hf.first,
            hf.whole > 1 ? ", and more" : "", G.shmid);
   }
-  /* Spans found damaged now or by a process before (small_bad_link). */
+  /* Spans found damaged now or by a process before (small_bad_link): taken
+   * out of use once, counted once.  repair_heap skips damaged spans. */
   const uint32_t count = h->span_count;
   for (uint32_t i = 1; i < count; i++) {
     struct span *s = &G.spans[i];
     if ((s->flags & (SPAN_DAMAGED | SPAN_QUARANTINED)) != SPAN_DAMAGED) continue;
+    s->flags |= SPAN_QUARANTINED;
     if (s->owner < SH_MAX_HEAPS) x.rebuild[s->owner] = 1;
     f->spans_quarantined++;
     f->blocks_lost += s->capacity > s->used ? (uint64_t)(s->capacity - s->used) : 0;
@@ -252,13 +253,11 @@ static void vet_heap_metadata(struct shmheap_recovery *f) {
       repair_heap(&G.heaps[hi]);
       f->heaps_repaired++;
     }
-  for (uint32_t i = 1; i < count; i++)
-    if (G.spans[i].flags & SPAN_DAMAGED) G.spans[i].flags |= SPAN_QUARANTINED;
   /* Said whatever SHMHEAP_VERBOSE is: the program's data in those blocks
    * is gone from its reach, and the cause may be its own overflow. */
   if (f->spans_quarantined)
-    os_say("libshmheap: SHMHEAP_KEY=%s%s0x%x: %llu corrupt span(s) of the heap taken out of use (%llu free blocks lost, the first: %s): run shmheap-dump --check --shmid %d",
-           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, (unsigned long long)f->spans_quarantined,
+    os_say("libshmheap: SHMHEAP_KEY=%s: %llu corrupt span(s) of the heap taken out of use (%llu free blocks lost, the first: %s): run shmheap-dump --check --shmid %d",
+           options_key_label(), (unsigned long long)f->spans_quarantined,
            (unsigned long long)f->blocks_lost, hf.first[0] ? hf.first : "marked damaged by a process", G.shmid);
   /* Statistics that differ from the walk (hf.counters) are left as they
    * are: nothing follows them, and shmheap_check reports them. */
@@ -298,8 +297,8 @@ static unsigned attach_lock(void) {
     else if (++idle >= ATTACH_PATIENCE_S) break;
   if (r == PAGES_BAD_LOG) pages_unlock();
   if (r < 0)
-    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is damaged (%s); it was not used: run shmheap-dump --check --shmid %d, then restore or remove the heap",
-           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key,
+    os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s: the heap is damaged (%s); it was not used: run shmheap-dump --check --shmid %d, then restore or remove the heap",
+           options_key_label(),
            r == PAGES_WAITED ? "its lock has been held for " STR(ATTACH_PATIENCE_S) " s, and no process uses the heap"
            : r == PAGES_BAD_LOCK ? "its lock word is not a lock"
                                  : "its undo log holds entries, but no process died holding its lock",
@@ -339,8 +338,8 @@ enum recover_verdict recover_attach(uint64_t t0) {
     if (!pid || !proc_alive(h, e, pid, 1)) continue;
     pages_unlock();
     if (ancestor_of_self(pid)) return RECOVER_PRIVATE;
-    os_die(SH_EXIT_INUSE, "libshmheap: SHMHEAP_KEY=%s%s0x%x: the heap is in use by pid %d (%s); one process uses a keyed heap at a time: stop that process first, or use another SHMHEAP_KEY",
-           opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, (int)pid, h->program);
+    os_die(SH_EXIT_INUSE, "libshmheap: SHMHEAP_KEY=%s: the heap is in use by pid %d (%s); one process uses a keyed heap at a time: stop that process first, or use another SHMHEAP_KEY",
+           options_key_label(), (int)pid, h->program);
   }
   if (opts.fresh) {
     /* Nobody uses it: discard it as asked.  Removal frees the key now; the
@@ -349,8 +348,8 @@ enum recover_verdict recover_attach(uint64_t t0) {
     int verdict = os_shm_owned(G.shmid, opts.mode, (long)h->creator_uid, SH_OWN_REMOVE, NULL, why, sizeof why);
     pages_unlock();
     if (verdict < 0)
-      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s%s0x%x: SHMHEAP_FRESH=1: %s; or unset SHMHEAP_FRESH",
-             opts.name, opts.name[0] ? " -> " : "", (unsigned)opts.key, why);
+      os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=%s: SHMHEAP_FRESH=1: %s; or unset SHMHEAP_FRESH",
+             options_key_label(), why);
     if (verdict == 0) os_shm_remove(G.shmid);
     return RECOVER_REMOVED;
   }
