@@ -18,6 +18,11 @@
 #   real_*.sh                                     real programs under the preload
 #   layers.sh                                     the library's files call only
 #              downwards (read from the objects' symbols)
+#
+# --enable-sanitizers: everything here is built with UBSan (AM_CFLAGS), and
+# only check_crash adds ASan (with tools/shmheap-dump and examples/kvcli,
+# Makefile.am): every other program runs on the library, linked or preloaded,
+# and ASan would put its own malloc in place of the one under test.
 
 TEST_EXTENSIONS = .sh
 SH_LOG_COMPILER = $(SHELL)
@@ -27,8 +32,16 @@ AM_TESTS_ENVIRONMENT = \
 	top_builddir='$(abs_top_builddir)'; export top_builddir; \
 	top_srcdir='$(abs_top_srcdir)'; export top_srcdir; \
 	CXX='$(CXX)'; export CXX; \
+	$(SAN_TESTS_ENVIRONMENT) \
 	unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERBOSE \
 		SHMHEAP_PROGRAM SHMHEAP_IMAGE SHMHEAP_MODE SHMHEAP_FRESH SHMHEAP_REEXEC;
+
+# Any sanitizer finding fails the test (and prints where): with
+# -fno-sanitize-recover a UBSan finding already stops the program; these make
+# sure of it, and keep LeakSanitizer on in the ASan programs.
+SAN_TESTS_ENVIRONMENT = \
+	UBSAN_OPTIONS='halt_on_error=1:print_stacktrace=1'; export UBSAN_OPTIONS; \
+	ASAN_OPTIONS='halt_on_error=1:detect_leaks=1:abort_on_error=0'; export ASAN_OPTIONS;
 
 # format.h: the suites read the segment header (struct shm_header) to find
 # and remove the named heaps they create, and damage heaps on purpose.
@@ -113,7 +126,9 @@ check_PROGRAMS += tests/check_crash tests/crash_worker
 TESTS += tests/check_crash
 tests_check_crash_SOURCES = tests/check_crash.c $(TESTUTIL)
 tests_check_crash_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
-tests_check_crash_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+# check_crash runs the worker and the dump tool but not on the library: it
+# is the one suite that gets ASan with --enable-sanitizers.
+tests_check_crash_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(SAN_ASAN_CFLAGS)
 tests_check_crash_LDADD = $(CHECK_LIBS)
 tests_crash_worker_SOURCES = tests/crash_worker.c
 tests_crash_worker_CFLAGS = $(AM_CFLAGS) -pthread
