@@ -42,13 +42,25 @@ static void say_attached(void) {
            (unsigned long long)(rec->recovery_ns / 1000), (unsigned long long)(rec->check_ns / 1000));
 }
 
-void start_up(void) {
+/* The thread that is setting the heap up: waiting for itself would never
+ * end. */
+static _Thread_local int starting;
+
+int start_up(void) {
+  if (starting) {
+    static _Atomic int said;
+    if (!atomic_exchange(&said, 1))
+      os_say("libshmheap: pid %d: an allocation while the heap was being set up, from the thread setting it up (a signal handler, or the dynamic loader reporting an error): it fails with ENOMEM",
+             (int)os_getpid());
+    return 0;
+  }
   int expect = START_NONE;
   if (!atomic_compare_exchange_strong(&start_state, &expect, START_ATTACHING)) {
     /* Another thread is setting up: wait for it. */
     while (!started()) sched_yield();
-    return;
+    return 1;
   }
+  starting = 1;
   self_identify();
   unsigned long pg = getauxval(AT_PAGESZ);
   if (pg && pg != SH_PAGE)
@@ -74,9 +86,17 @@ void start_up(void) {
   alloc_gate_register();
   thread_key_init();
   atomic_store_explicit(&start_state, START_READY, memory_order_release);
+  starting = 0;
   if (opts.verbose) say_attached();
   /* pthread_atfork may allocate: only now that the heap works. */
   fork_init(opts.fork_share);
+  return 1;
+}
+
+void start_up_or_die(void) {
+  if (!start_up())
+    os_die(SH_EXIT_OSERR, "libshmheap: pid %d: the libshmheap API was called while the heap was being set up, from the thread setting it up (a signal handler?)",
+           (int)os_getpid());
 }
 
 __attribute__((constructor)) static void shmheap_ctor(void) {

@@ -13,7 +13,14 @@ enum start_state {
 };
 extern SH_HIDDEN _Atomic int start_state;
 
-SH_HIDDEN void start_up(void);
+/* Sets the heap up, or waits for the thread that is doing so.  Returns 0,
+ * having done nothing, when the calling thread is that one, re-entered: a
+ * signal handler, or the dynamic loader allocating for an error it reports
+ * (an unresolvable symbol) while the heap is being set up. */
+SH_HIDDEN int start_up(void);
+/* start_up for the public API, which has nothing to answer with then: the
+ * process stops with a message. */
+SH_HIDDEN void start_up_or_die(void);
 /* segment.c: the heap's segment, created or found, attached and checked. */
 SH_HIDDEN void segment_open(void);
 SH_HIDDEN void segment_close(void);
@@ -29,7 +36,11 @@ static inline int started(void) {
 }
 
 static inline void ensure_init(void) {
-  if (unlikely(!started())) start_up();
+  if (unlikely(!started())) start_up_or_die();
 }
+
+/* For the malloc family: 0 where start_up returns 0, and the call fails
+ * with ENOMEM (there is no heap to allocate from yet). */
+static inline int heap_ready(void) { return likely(started()) || start_up(); }
 
 #endif

@@ -18,14 +18,18 @@
 #   real_*.sh                                     real programs under the preload
 #   layers.sh                                     the library's files call only
 #              downwards (read from the objects' symbols)
+#   linkage.sh                                    the built library resolves
+#              every symbol it uses (ldd -r)
 #
 # --enable-sanitizers: everything here is built with UBSan (AM_CFLAGS), and
-# only check_crash adds ASan (with tools/shmheap-dump and examples/kvcli,
+# the suites that do not run on the library add ASan (check_crash,
+# check_secure, check_free; with tools/shmheap-dump and examples/kvcli,
 # Makefile.am): every other program runs on the library, linked or preloaded,
 # and ASan would put its own malloc in place of the one under test.
 
 TEST_EXTENSIONS = .sh
-SH_LOG_COMPILER = $(SHELL)
+LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/sanrun.sh
+SH_LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/sanrun.sh $(SHELL)
 
 AM_TESTS_ENVIRONMENT = \
 	SHMHEAP_LIB='$(abs_top_builddir)/src/.libs/libshmheap.so'; export SHMHEAP_LIB; \
@@ -36,12 +40,14 @@ AM_TESTS_ENVIRONMENT = \
 	unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERBOSE \
 		SHMHEAP_PROGRAM SHMHEAP_IMAGE SHMHEAP_MODE SHMHEAP_FRESH SHMHEAP_REEXEC;
 
-# Any sanitizer finding fails the test (and prints where): with
-# -fno-sanitize-recover a UBSan finding already stops the program; these make
-# sure of it, and keep LeakSanitizer on in the ASan programs.
+# Any sanitizer finding fails its test: with -fno-sanitize-recover it
+# already stops the program, these make sure of it (and keep LeakSanitizer
+# on in the ASan programs), and tests/sanrun.sh, which runs every test, fails
+# the test on any report its programs wrote.  The exit status 86 keeps a
+# finding apart from the programs' own statuses.
 SAN_TESTS_ENVIRONMENT = \
-	UBSAN_OPTIONS='halt_on_error=1:print_stacktrace=1'; export UBSAN_OPTIONS; \
-	ASAN_OPTIONS='halt_on_error=1:detect_leaks=1:abort_on_error=0'; export ASAN_OPTIONS;
+	UBSAN_OPTIONS='halt_on_error=1:print_stacktrace=1:exitcode=86'; export UBSAN_OPTIONS; \
+	ASAN_OPTIONS='halt_on_error=1:detect_leaks=1:abort_on_error=0:exitcode=86'; export ASAN_OPTIONS;
 
 # format.h: the suites read the segment header (struct shm_header) to find
 # and remove the named heaps they create, and damage heaps on purpose.
@@ -115,8 +121,8 @@ REAL_TESTS = \
 	tests/real_gxx.sh \
 	tests/real_dump.sh \
 	tests/real_kvstore.sh
-TESTS += $(REAL_TESTS) tests/layers.sh
-EXTRA_DIST += tests/layers.sh
+TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh
+EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
@@ -126,8 +132,8 @@ check_PROGRAMS += tests/check_crash tests/crash_worker
 TESTS += tests/check_crash
 tests_check_crash_SOURCES = tests/check_crash.c $(TESTUTIL)
 tests_check_crash_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
-# check_crash runs the worker and the dump tool but not on the library: it
-# is the one suite that gets ASan with --enable-sanitizers.
+# check_crash runs the worker and the dump tool but not on the library, so
+# it gets ASan with --enable-sanitizers (as do check_secure and check_free).
 tests_check_crash_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(SAN_ASAN_CFLAGS)
 tests_check_crash_LDADD = $(CHECK_LIBS)
 tests_crash_worker_SOURCES = tests/crash_worker.c
@@ -169,7 +175,7 @@ check_PROGRAMS += tests/check_secure tests/secure_prog
 TESTS += tests/check_secure
 tests_check_secure_SOURCES = tests/check_secure.c $(TESTUTIL)
 tests_check_secure_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
-tests_check_secure_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_check_secure_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(SAN_ASAN_CFLAGS)
 tests_check_secure_LDADD = $(CHECK_LIBS)
 tests_secure_prog_SOURCES = tests/secure_prog.c
 tests_secure_prog_LDADD = src/libshmheap.la
@@ -181,7 +187,7 @@ check_PROGRAMS += tests/check_free tests/helper_free tests/helper_free_cxx
 TESTS += tests/check_free
 tests_check_free_SOURCES = tests/check_free.c $(TESTUTIL)
 tests_check_free_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
-tests_check_free_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_check_free_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(SAN_ASAN_CFLAGS)
 tests_check_free_LDADD = $(CHECK_LIBS)
 tests_helper_free_SOURCES = tests/helper_free.c
 tests_helper_free_CFLAGS = $(AM_CFLAGS) -pthread
