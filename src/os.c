@@ -143,13 +143,43 @@ void os_populate(void *p, size_t len, int write) {
   madvise(p, len, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
 }
 
+#ifndef MADV_HUGEPAGE
+#define MADV_HUGEPAGE 14
+#endif
+#define SCRATCH_HUGE ((size_t)2 << 20)
+
+/* What a scratch request of len bytes maps: from one huge page up, whole
+ * huge pages, so that os_scratch_free unmaps what os_scratch mapped. */
+static size_t scratch_len(size_t len) {
+  return len < SCRATCH_HUGE ? len : (len + SCRATCH_HUGE - 1) & ~(SCRATCH_HUGE - 1);
+}
+
+/* Megabytes of scratch (the reader's, one entry per span descriptor) are
+ * asked for as transparent huge pages, populated in one call: the check
+ * that runs in the first malloc after an attach would otherwise fault each
+ * 4 KiB page in, and then miss the TLB on every random step through them
+ * (the class lists' order); on a VM each first touch of a page also costs
+ * the hypervisor's shadow fill.  Without THP (disabled, or "never") the
+ * advice fails and the pages are small, populated all the same. */
 void *os_scratch(size_t len) {
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
+  size_t n = scratch_len(len);
+  if (n < SCRATCH_HUGE) {
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+  }
+  /* A huge page must be aligned: map one more and trim both ends. */
+  char *m = mmap(NULL, n + SCRATCH_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return NULL;
+  char *p = (char *)(((uintptr_t)m + SCRATCH_HUGE - 1) & ~(uintptr_t)(SCRATCH_HUGE - 1));
+  if (p > m) munmap(m, (size_t)(p - m));
+  munmap(p + n, (size_t)(m + SCRATCH_HUGE - p));
+  madvise(p, n, MADV_HUGEPAGE);
+  madvise(p, n, MADV_POPULATE_WRITE);
+  return p;
 }
 
 void os_scratch_free(void *p, size_t len) {
-  if (p) munmap(p, len);
+  if (p) munmap(p, scratch_len(len));
 }
 
 void os_futex_wait(_Atomic int *w, int val) {

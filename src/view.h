@@ -18,7 +18,7 @@ struct hv_usage {
 
 typedef void (*hv_report)(void *ctx, const char *problem);
 /* Checks every invariant of format.h; calls rep for each problem found and
- * returns their number (0: consistent), or -1 if its scratch memory (one byte
+ * returns their number (0: consistent), or -1 if its scratch memory (12 bytes
  * per span descriptor, mapped from the system, not the heap) could not be had.  Meaningful on a quiet heap: threads
  * allocating while it runs can make it see a list mid-edit. */
 SH_HIDDEN long hv_check(const struct hv *v, hv_report rep, void *ctx);
