@@ -509,6 +509,28 @@ START_TEST(t_other_user_on_mine) {
 }
 END_TEST
 
+/* A heap at a key >= 0x80000000, which /proc/sysvipc/shm prints as a
+ * negative number, met by the second user: not allowed to IPC_STAT root's
+ * 0600 segment, the library and shmheap-dump learn its owner from that file,
+ * and still name it (uid 0, shmid, the key as given) rather than calling it
+ * unknown. */
+START_TEST(t_high_key_other) {
+  if (!need_b("another user with root's heap at a key >= 0x80000000")) return;
+  int key = tu_key_high(6);
+  int id = form_heap(0, key);
+  struct refusal f = {key, id, {0}, 1, 0600, "permission denied"};
+  const char *more[] = {"SHMHEAP_SIZE=16M", NULL};
+  expect_refusal(1, &f, more, 1, "the second user on root's heap at a high key");
+  char label[40];
+  snprintf(label, sizeof label, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  ck_assert_msg(strstr(R.err, label) != NULL, "the refusal does not name %s: [%s]", label, R.err);
+  ck_assert_msg(strstr(R.err, "does not say whose") == NULL, "the owner was not found in /proc/sysvipc/shm: [%s]",
+                R.err);
+  expect_remove_refused(1, &f, 0, "the second user's shmheap-dump --remove of root's heap at a high key");
+  tu_rm_key(key);
+}
+END_TEST
+
 /* ---- secure execution ---------------------------------------------------------------- */
 
 struct copy {
@@ -842,6 +864,7 @@ int main(void) {
   tcase_add_test(tc, t_mode_wider);
   tcase_add_test(tc, t_header_uid_other);
   tcase_add_test(tc, t_other_user_on_mine);
+  tcase_add_test(tc, t_high_key_other);
   tc = sec_tcase(s, "secure_exec", 120);
   tcase_add_test(tc, t_privileged_run_by_other_user);
   tcase_add_test(tc, t_privileged_run_by_self);

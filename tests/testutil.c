@@ -51,6 +51,8 @@ int tu_key(int n) {
   return (int)(TU_KEY_PREFIX | (((unsigned)runner() & 0xffffu) << 8) | ((unsigned)n & 0xffu));
 }
 
+int tu_key_high(int n) { return (int)((unsigned)tu_key(n) | 0x80000000u); }
+
 const char *tu_name_prefix(void) {
   runner();
   return name_prefix;
@@ -98,7 +100,8 @@ static int each_segment(int (*fn)(const struct segment *seg, void *arg), void *a
 
 static int is_ours(int shmid, long long key, size_t size) {
   unsigned k = (unsigned)key;
-  if ((k & 0xff000000u) == TU_KEY_PREFIX && ((k >> 8) & 0xffffu) == ((unsigned)runner() & 0xffffu))
+  /* bit 31 aside: tu_key_high's keys are ours too */
+  if ((k & 0x7f000000u) == TU_KEY_PREFIX && ((k >> 8) & 0xffffu) == ((unsigned)runner() & 0xffffu))
     return 1;
   if (size < sizeof(struct shm_header)) return 0;
   void *p = shmat(shmid, NULL, SHM_RDONLY);
@@ -132,7 +135,7 @@ int tu_run_suite(void *s) {
 
 int tu_cleanup(void) {
   int n = 0;
-  for (int i = 0; i < 256; i++) n += tu_rm_key(tu_key(i));
+  for (int i = 0; i < 256; i++) n += tu_rm_key(tu_key(i)) + tu_rm_key(tu_key_high(i));
   n += each_segment(rm_if_ours, NULL);
   return n;
 }

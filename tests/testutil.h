@@ -2,7 +2,9 @@
  *
  * Keys: every SysV key a test uses comes from tu_key(n): 0x5e000000 with the
  * low 16 bits of the suite runner's pid in bits 8..23 and n (0..255) in the
- * low byte, so suites running in parallel never share a key.  tu_cleanup()
+ * low byte, so suites running in parallel never share a key; tu_key_high(n)
+ * is the same with the top bit set (0xde...), a key that /proc/sysvipc/shm
+ * prints negative.  tu_cleanup()
  * removes every key of this runner (and every named heap whose name starts
  * with tu_name_prefix()); the suites call it from an unchecked teardown (runs
  * in the runner, so also after a failed test) and again at the end of main.
@@ -28,6 +30,8 @@ extern "C" {
 void tu_init(void);
 /* The unique key number n (0..255) of this suite run. */
 int tu_key(int n);
+/* tu_key(n) with bit 31 set: a key >= 0x80000000, also removed by tu_cleanup. */
+int tu_key_high(int n);
 /* A name for SHMHEAP_KEY unique to this suite run: "<prefix>-<n>". */
 const char *tu_name(int n, char *buf, size_t len);
 const char *tu_name_prefix(void);
