@@ -146,12 +146,8 @@ static inline int pow2(size_t a) { return a && !(a & (a - 1)); }
 
 SH_API int posix_memalign(void **out, size_t align, size_t n) {
   if (!pow2(align) || align % sizeof(void *)) return EINVAL;
-  int saved = errno;
   void *p = do_memalign(align, n);
-  if (!p) {
-    errno = saved; /* POSIX: the error is the return value */
-    return ENOMEM;
-  }
+  if (!p) return ENOMEM; /* errno is ENOMEM too, as glibc leaves it: programs test it */
   *out = p;
   return 0;
 }
@@ -165,9 +161,11 @@ SH_API void *aligned_alloc(size_t align, size_t n) {
   return do_memalign(align, n);
 }
 
-/* glibc's memalign rounds a non-power-of-two alignment up. */
+/* glibc's memalign rounds a non-power-of-two alignment up, to at most 2^63:
+ * only a larger one is invalid.  2^63 itself is valid, and as impossible to
+ * meet as a huge size, so ENOMEM. */
 SH_API void *memalign(size_t align, size_t n) {
-  if (align > ((size_t)1 << 62)) {
+  if (align > SIZE_MAX / 2 + 1) {
     errno = EINVAL;
     return NULL;
   }

@@ -20,6 +20,8 @@
 #              downwards (read from the objects' symbols)
 #   linkage.sh                                    the built library resolves
 #              every symbol it uses (ldd -r)
+#   errno.sh (errno_sweep)                        errno after every failed
+#              allocation, under glibc and the preload
 #
 # --enable-sanitizers: everything here is built with UBSan (AM_CFLAGS), and
 # the suites that do not run on the library add ASan (check_crash,
@@ -97,6 +99,11 @@ tests_check_cxx_CXXFLAGS = $(AM_CXXFLAGS) $(CHECK_CFLAGS) -std=gnu++17 -fsized-d
 tests_check_cxx_LDADD = src/libshmheap.la $(CHECK_LIBS)
 
 # helpers that are not linked with the library
+# errno_sweep: not linked with the library; errno.sh runs it under
+# glibc and under the preload.
+check_PROGRAMS += tests/errno_sweep
+tests_errno_sweep_SOURCES = tests/errno_sweep.c
+
 check_PROGRAMS += tests/helper_env tests/helper_recover tests/cxx_prog tests/cxx_restart tests/cxx_restart_b
 tests_helper_env_SOURCES = tests/helper_env.c
 tests_helper_recover_SOURCES = tests/helper_recover.c
@@ -121,8 +128,8 @@ REAL_TESTS = \
 	tests/real_gxx.sh \
 	tests/real_dump.sh \
 	tests/real_kvstore.sh
-TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh
-EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh
+TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh
+EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
