@@ -46,6 +46,33 @@ void alloc_gate_wait(struct theap *h) {
   }
 }
 
+/* ---- a full heap --------------------------------------------------------------------- */
+
+/* The heap could not give n bytes.  Said once per process (a forked child
+ * is another one), without allocating: the program's own message, if any,
+ * says only "out of memory" (Python's MemoryError, redis's "Out Of Memory
+ * allocating 23 bytes"), and nothing else would tell that the limit is
+ * SHMHEAP_SIZE and not the machine's memory.  Sizes that no allocator can
+ * meet (above PTRDIFF_MAX: glibc fails them too) are not the heap's fault. */
+static void out_of_heap(size_t n) {
+  static _Atomic pid_t said;
+  if (n > PTRDIFF_MAX) return;
+  pid_t self = os_getpid();
+  if (atomic_exchange(&said, self) == self) return;
+  int saved = errno;
+  const uint64_t mib = 1 << 20;
+  const struct shm_header *h = G.hdr;
+  if (opts.have_key)
+    os_say("libshmheap: pid %d: the heap of SHMHEAP_KEY=%s is full: %llu MiB of its %llu MiB in use, and %zu bytes more do not fit: the program gets ENOMEM (or std::bad_alloc); a keyed heap keeps its size: a larger one is a new heap, formed with a larger SHMHEAP_SIZE once this one is removed (shmheap-dump --remove, or SHMHEAP_FRESH=1, which discards its data)",
+           (int)self, options_key_label(), (unsigned long long)((h->live_pages << SH_PAGE_SHIFT) / mib),
+           (unsigned long long)(G.heap_len / mib), n);
+  else
+    os_say("libshmheap: pid %d: the heap is full: %llu MiB of its %llu MiB in use, and %zu bytes more do not fit: the program gets ENOMEM (or std::bad_alloc); set SHMHEAP_SIZE larger (now %llu MiB)",
+           (int)self, (unsigned long long)((h->live_pages << SH_PAGE_SHIFT) / mib),
+           (unsigned long long)(G.heap_len / mib), n, (unsigned long long)(opts.size / mib));
+  errno = saved;
+}
+
 /* ---- small blocks ---------------------------------------------------------------- */
 
 static struct span *span_new_small(struct theap *h, unsigned c) {
@@ -114,7 +141,10 @@ __attribute__((noinline)) void *heap_alloc_refill(struct theap *h, unsigned c) {
       if (hc->avail) continue;
     }
     struct span *s = span_new_small(h, c);
-    if (!s) return NULL;
+    if (!s) {
+      out_of_heap(small_class_size[c]);
+      return NULL;
+    }
     small_list_push(&hc->avail, s);
   }
 }
@@ -137,6 +167,7 @@ __attribute__((noinline)) void heap_retire(struct theap *h, struct span *s) {
 
 void *alloc_large(size_t n, size_t align, int zero) {
   if (n > G.heap_len) {
+    out_of_heap(n);
     errno = ENOMEM;
     return NULL;
   }
@@ -156,6 +187,7 @@ void *alloc_large(size_t n, size_t align, int zero) {
   page_purge_due();
   pages_unlock();
   if (!s) {
+    out_of_heap(n);
     errno = ENOMEM;
     return NULL;
   }

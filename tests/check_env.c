@@ -400,13 +400,23 @@ START_TEST(t_size_ok) {
 }
 END_TEST
 
+/* Filled twice by one process: ENOMEM each time, and the first failure says
+ * on stderr, once, that the heap is full and SHMHEAP_SIZE is the limit. */
 START_TEST(t_small_heap_exhausted) {
   static const char *sizes[] = {"SHMHEAP_SIZE=4M", "SHMHEAP_SIZE=8M"};
+  static const char *now[] = {"(now 4 MiB)", "(now 8 MiB)"};
   for (int i = 0; i < 2; i++) {
     const char *env[] = {sizes[i], NULL};
     int rc = run_helper("exhaust", NULL, env);
     ck_assert_msg(rc == 0, "%s: filling the heap: exit %d%s, stderr [%s] stdout [%s]", sizes[i], rc,
                   R.timed_out ? " (hung)" : "", R.err, R.out);
+    int full = 0;
+    for (const char *p = R.err; (p = strstr(p, "the heap is full")) != NULL; p++) full++;
+    char line[1024];
+    ck_assert_msg(full == 1 && tu_find_line(R.err, "libshmheap: pid ", line, sizeof line),
+                  "%s: not one 'libshmheap: pid ...: the heap is full' line for two fills: [%s]", sizes[i], R.err);
+    ck_assert_msg(strstr(line, "the heap is full") && strstr(line, "SHMHEAP_SIZE") && strstr(line, now[i]),
+                  "%s: the line does not say the heap is full and name SHMHEAP_SIZE %s: [%s]", sizes[i], now[i], line);
   }
 }
 END_TEST
