@@ -66,6 +66,9 @@ static inline void *heap_alloc(struct theap *h, unsigned c) {
 }
 
 SH_HIDDEN void heap_retire(struct theap *h, struct span *s);
+/* A parked span of h with blocks free again becomes its class's current one
+ * (alloc.c). */
+SH_HIDDEN void heap_unpark(struct theap *h, struct span *s);
 
 /* Free by the owner (I4).  A span whose last block comes back goes back to
  * the page allocator unless it is the class's current span (a malloc/free
@@ -83,7 +86,7 @@ static inline void heap_free_local(struct theap *h, struct span *s, void *p) {
      * first free: otherwise a span of long-lived blocks ping-pongs between
      * the lists (park, one free, unpark, one malloc, park: two atomics and
      * a refill per block).  Blocks freed meanwhile wait at most an eighth. */
-    if ((s->flags & SPAN_FULL) && s->used <= s->capacity - s->capacity / 8) small_unpark(&h->cls[s->cls], s);
+    if ((s->flags & SPAN_FULL) && s->used <= s->capacity - s->capacity / 8) heap_unpark(h, s);
   } else if (unlikely(s->used == 0) && h->cls[s->cls].avail != span_index(s)) {
     heap_retire(h, s);
   }

@@ -421,6 +421,24 @@ START_TEST(t_small_heap_exhausted) {
 }
 END_TEST
 
+/* Memory freed in one size serves every other: an 8 MiB heap filled with
+ * 64-byte blocks and emptied (in order, reversed, shuffled) gives a 1 MiB
+ * block and as many bytes of 100-byte blocks (less what one span of each
+ * class kept, and the large block's pages). */
+static const char *const reuse_orders[] = {"fwd", "rev", "random"};
+START_TEST(t_freed_reusable) {
+  const char *env[] = {"SHMHEAP_SIZE=8M", NULL};
+  int rc = run_helper("reuse", reuse_orders[_i], env);
+  ck_assert_msg(rc == 0, "reuse %s: exit %d%s, stderr [%s] stdout [%s]", reuse_orders[_i], rc,
+                R.timed_out ? " (hung)" : "", R.err, R.out);
+  unsigned long long b64 = 0, b100 = 0;
+  const char *at = strstr(R.out, "bytes64=");
+  ck_assert_msg(at && sscanf(at, "bytes64=%llu bytes100=%llu", &b64, &b100) == 2, "reuse: output [%s]", R.out);
+  ck_assert_msg(b64 > 6ull << 20 && b100 >= b64 * 9 / 10, "reuse %s: %llu bytes of 64-byte blocks, then only %llu of 100-byte ones",
+                reuse_orders[_i], b64, b100);
+}
+END_TEST
+
 START_TEST(t_default_size) {
   int rc = run_helper("info", NULL, NULL);
   ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
@@ -692,6 +710,7 @@ static Suite *env_suite(void) {
   tcase_add_loop_test(tc, t_size_ok, 0, (int)(sizeof good_sizes / sizeof good_sizes[0]));
   tcase_add_test(tc, t_default_size);
   tcase_add_test(tc, t_small_heap_exhausted);
+  tcase_add_loop_test(tc, t_freed_reusable, 0, 3);
   tcase_add_test(tc, t_addr_ok);
   tcase_add_test(tc, t_addr_taken);
   tcase_add_test(tc, t_addr_taken_keyed);

@@ -10,6 +10,10 @@
  *   helper_env churn MS       2 threads malloc/free/verify for MS milliseconds
  *   helper_env exhaust        allocate until malloc fails with ENOMEM, free all,
  *                             allocate again (for a small SHMHEAP_SIZE)
+ *   helper_env reuse ORDER    fill the heap with 64-byte blocks, free them all
+ *                             (ORDER fwd, rev or random), then malloc(100),
+ *                             malloc(1 MiB), and fill with 100-byte blocks:
+ *                             prints bytes64= bytes100= (exit 3 if any failed)
  *   helper_env exeaddr        print the executable's address rounded down to 2 MiB
  *   helper_env norand ARGS    re-exec with ADDR_NO_RANDOMIZE and
  *                             LD_PRELOAD=$HELPER_PRELOAD (if set): helper_env ARGS
@@ -20,6 +24,7 @@
 #include <pthread.h>
 #include <time.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,6 +204,45 @@ int main(int argc, char **argv) {
     void *p = malloc(100000);
     if (!p) return 3;
     free(p);
+    return 0;
+  }
+
+  if (strcmp(mode, "reuse") == 0 && argc > 2) {
+    enum { MAXB = 1 << 21 };
+    void **b = mmap(NULL, MAXB * sizeof *b, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (b == MAP_FAILED) return 3;
+    size_t n = 0;
+    while (n < MAXB && (b[n] = malloc(64)) != NULL) n++;
+    if (n == MAXB || n == 0) return 3;
+    size_t u64 = malloc_usable_size(b[0]);
+    if (strcmp(argv[2], "rev") == 0) {
+      for (size_t i = n; i-- > 0;) free(b[i]);
+    } else {
+      if (strcmp(argv[2], "random") == 0) {
+        uint64_t x = 88172645463325252ull;
+        for (size_t i = n - 1; i > 0; i--) {
+          x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+          size_t j = (size_t)(x % (i + 1));
+          void *t = b[i];
+          b[i] = b[j], b[j] = t;
+        }
+      }
+      for (size_t i = 0; i < n; i++) free(b[i]);
+    }
+    malloc_trim(0);
+    void *p = malloc(100), *q = malloc(1 << 20);
+    if (!p || !q) {
+      fprintf(stderr, "helper_env: reuse %s: after freeing %zu blocks of 64: malloc(100) = %p, malloc(1 MiB) = %p\n",
+              argv[2], n, p, q);
+      return 3;
+    }
+    free(p);
+    free(q);
+    size_t m = 0;
+    while (m < MAXB && (b[m] = malloc(100)) != NULL) m++;
+    size_t u100 = m ? malloc_usable_size(b[0]) : 0;
+    printf("bytes64=%zu bytes100=%zu\n", n * u64, m * u100);
+    for (size_t i = 0; i < m; i++) free(b[i]);
     return 0;
   }
 
