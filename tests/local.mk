@@ -22,6 +22,8 @@
 #              every symbol it uses (ldd -r)
 #   errno.sh (errno_sweep)                        errno after every failed
 #              allocation, under glibc and the preload
+#   rss.sh (rss_free)                             resident memory after a mass
+#              free, against glibc's
 #
 # --enable-sanitizers: everything here is built with UBSan (AM_CFLAGS), and
 # the suites that do not run on the library add ASan (check_crash,
@@ -103,6 +105,9 @@ tests_check_cxx_LDADD = src/libshmheap.la $(CHECK_LIBS)
 # glibc and under the preload.
 check_PROGRAMS += tests/errno_sweep
 tests_errno_sweep_SOURCES = tests/errno_sweep.c
+# rss_free: the same, for rss.sh.
+check_PROGRAMS += tests/rss_free
+tests_rss_free_SOURCES = tests/rss_free.c
 
 check_PROGRAMS += tests/helper_env tests/helper_recover tests/cxx_prog tests/cxx_restart tests/cxx_restart_b
 tests_helper_env_SOURCES = tests/helper_env.c
@@ -128,8 +133,8 @@ REAL_TESTS = \
 	tests/real_gxx.sh \
 	tests/real_dump.sh \
 	tests/real_kvstore.sh
-TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh
-EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh
+TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss.sh
+EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
