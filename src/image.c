@@ -56,6 +56,7 @@ void image_reexec(void) {
     if (marked) {
       reexecuted = 1;
       personality((unsigned long)persona & ~(unsigned long)ADDR_NO_RANDOMIZE);
+      if (opts.reexec_name[0]) os_set_self_name(opts.reexec_name);
     }
     return;
   }
@@ -69,8 +70,9 @@ void image_reexec(void) {
   if (!segment_wanted()) return;
   char **argv, **envp;
   if (!os_self_args(&argv, &envp)) return;
-  char mark[40];
-  os_fmt(mark, sizeof mark, "SHMHEAP_REEXEC=%d", (int)SELF.pid);
+  char mark[64], name[16];
+  os_self_name(name, sizeof name);
+  os_fmt(mark, sizeof mark, "SHMHEAP_REEXEC=%d:%s", (int)SELF.pid, name);
   if (personality((unsigned long)persona | ADDR_NO_RANDOMIZE) == -1) return;
   os_exec_self(argv, envp, mark);
   /* Not possible (no /proc, a deleted executable, too many variables): go

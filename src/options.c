@@ -132,7 +132,15 @@ void options_parse(struct options *o) {
   if ((v = env_get("SHMHEAP_REEXEC")) && *v) {
     unsigned long long pid;
     const char *e;
-    if (!parse_u64(v, &pid, &e) && !*e && pid <= 0x7fffffff) o->reexec_pid = (long)pid;
+    /* <pid>, or <pid>:<the process's name before the exec> */
+    if (!parse_u64(v, &pid, &e) && (!*e || *e == ':') && pid <= 0x7fffffff) {
+      o->reexec_pid = (long)pid;
+      if (*e == ':') {
+        size_t n = strnlen(e + 1, sizeof o->reexec_name - 1);
+        memcpy(o->reexec_name, e + 1, n);
+        o->reexec_name[n] = 0;
+      }
+    }
   }
   options_strip_reexec();
 

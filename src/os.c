@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
+#include <sys/prctl.h>
 #include <sys/auxv.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
@@ -249,6 +250,16 @@ void os_exec_self(char **argv, char **envp, const char *mark) {
   exec_env[k] = NULL;
   execve("/proc/self/exe", argv, exec_env);
 }
+
+void os_self_name(char *buf, size_t len) {
+  size_t n = os_read_file("/proc/self/comm", buf, len);
+  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == 0)) n--;
+  buf[n < len ? n : 0] = 0;
+}
+
+/* An exec names the process after the file it ran: "exe", for the re-exec
+ * through /proc/self/exe, where it was "memcached". */
+void os_set_self_name(const char *name) { prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
 
 /* ---- errno in words -------------------------------------------------------------- */
 

@@ -77,6 +77,10 @@ SH_HIDDEN int os_self_args(char ***argv, char ***envp);
 /* Executes /proc/self/exe with envp plus the entry mark (replacing any
  * entry with the same name); returns only on failure. */
 SH_HIDDEN void os_exec_self(char **argv, char **envp, const char *mark);
+/* The process's name (/proc/self/comm, what ps, top and pgrep show): read
+ * into buf ("" if unknown), and set. */
+SH_HIDDEN void os_self_name(char *buf, size_t len);
+SH_HIDDEN void os_set_self_name(const char *name);
 
 /* ---- System V shared memory ------------------------------------------------------ */
 
@@ -151,6 +155,7 @@ struct options {
   int image_any;       /* SHMHEAP_IMAGE=any */
   int secure;          /* set-user-ID or the like: SHMHEAP_* ignored */
   long reexec_pid;     /* SHMHEAP_REEXEC: the pid image_reexec exec'd, or 0 */
+  char reexec_name[16]; /* SHMHEAP_REEXEC: the process's name before that exec, or "" */
 };
 
 /* The process's options, parsed once at start-up (init.c). */

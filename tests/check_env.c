@@ -439,6 +439,26 @@ START_TEST(t_freed_reusable) {
 }
 END_TEST
 
+/* The start-up re-exec (through /proc/self/exe, without address
+ * randomization) keeps the process's name: ps, top, pgrep -x and pidof
+ * show helper_env, not "exe". */
+START_TEST(t_reexec_keeps_name) {
+  int key = tu_key(30);
+  char kv[64];
+  snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+  const char *env[] = {kv, "SHMHEAP_SIZE=16M", NULL};
+  tu_rm_key(key);
+  int rc = run_helper("name", NULL, env);
+  tu_rm_key(key);
+  ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
+  if (!strstr(R.out, "execfn=/proc/self/exe")) {
+    printf("check_env: re-exec keeps the name: not re-executed here (address randomization off?): [%s]\n", R.out);
+    return;
+  }
+  ck_assert_msg(strstr(R.out, "name=helper_env ") != NULL, "re-executed, the process is named otherwise: [%s]", R.out);
+}
+END_TEST
+
 START_TEST(t_default_size) {
   int rc = run_helper("info", NULL, NULL);
   ck_assert_msg(rc == 0, "exit %d, stderr [%s]", rc, R.err);
@@ -711,6 +731,7 @@ static Suite *env_suite(void) {
   tcase_add_test(tc, t_default_size);
   tcase_add_test(tc, t_small_heap_exhausted);
   tcase_add_loop_test(tc, t_freed_reusable, 0, 3);
+  tcase_add_test(tc, t_reexec_keeps_name);
   tcase_add_test(tc, t_addr_ok);
   tcase_add_test(tc, t_addr_taken);
   tcase_add_test(tc, t_addr_taken_keyed);

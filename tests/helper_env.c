@@ -14,6 +14,8 @@
  *                             (ORDER fwd, rev or random), then malloc(100),
  *                             malloc(1 MiB), and fill with 100-byte blocks:
  *                             prints bytes64= bytes100= (exit 3 if any failed)
+ *   helper_env name           print name= (/proc/self/comm) and execfn=
+ *                             (AT_EXECFN: /proc/self/exe after the re-exec)
  *   helper_env exeaddr        print the executable's address rounded down to 2 MiB
  *   helper_env norand ARGS    re-exec with ADDR_NO_RANDOMIZE and
  *                             LD_PRELOAD=$HELPER_PRELOAD (if set): helper_env ARGS
@@ -30,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/auxv.h>
 #include <sys/personality.h>
 #include <sys/shm.h>
 #include <sys/wait.h>
@@ -204,6 +207,17 @@ int main(int argc, char **argv) {
     void *p = malloc(100000);
     if (!p) return 3;
     free(p);
+    return 0;
+  }
+
+  if (strcmp(mode, "name") == 0) {
+    char comm[64] = "";
+    FILE *f = fopen("/proc/self/comm", "re");
+    if (!f || !fgets(comm, sizeof comm, f)) return 3;
+    fclose(f);
+    comm[strcspn(comm, "\n")] = 0;
+    const char *fn = (const char *)getauxval(AT_EXECFN);
+    printf("name=%s execfn=%s\n", comm, fn ? fn : "");
     return 0;
   }
 
