@@ -21,7 +21,7 @@ static void use_private_segment(const char *why) {
            (int)SELF.pid, os_self_exe(), options_key_label(), why);
   opts.have_key = 0;
   opts.fresh = 0;
-  if (!opts.size_given) opts.size = SH_DEFAULT_SIZE;
+  if (!opts.size_given) opts.size = options_default_size(&opts.size_fitted);
 }
 
 static void say_attached(void) {
@@ -87,7 +87,12 @@ int start_up(void) {
   thread_key_init();
   atomic_store_explicit(&start_state, START_READY, memory_order_release);
   starting = 0;
-  if (opts.verbose) say_attached();
+  if (opts.verbose) {
+    if (opts.size_fitted && !SELF.reattached)
+      os_say("libshmheap: pid %d: SHMHEAP_SIZE unset and ulimit -v (RLIMIT_AS) is %zu MiB: a heap of %zu MiB, a third of the address space left, instead of 64 GiB",
+             (int)SELF.pid, opts.size_fitted >> 20, opts.size >> 20);
+    say_attached();
+  }
   /* pthread_atfork may allocate: only now that the heap works. */
   fork_init(opts.fork_share);
   return 1;

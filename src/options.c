@@ -122,10 +122,24 @@ void options_strip_reexec(void) {
   *w = NULL;
 }
 
+/* SHMHEAP_SIZE unset: 64 GiB, or less where ulimit -v (RLIMIT_AS) would
+ * not leave room for it: a third of the address space the limit leaves
+ * now, because a copy-mode fork maps a copy of the heap beside it while it
+ * copies (python3 forks at start-up under half), and the program needs the
+ * last third for itself.  *fitted gets the limit when it decided, else 0. */
+size_t options_default_size(size_t *fitted) {
+  size_t limit, left = os_address_space_left(&limit);
+  *fitted = 0;
+  if (left / 3 >= SH_DEFAULT_SIZE) return SH_DEFAULT_SIZE;
+  *fitted = limit;
+  size_t sz = (left / 3) & ~(SH_ADDR_ALIGN - 1);
+  return sz < SH_MIN_SIZE ? SH_MIN_SIZE : sz;
+}
+
 void options_parse(struct options *o) {
   const char *v;
   memset(o, 0, sizeof *o);
-  o->size = SH_DEFAULT_SIZE;
+  o->size = options_default_size(&o->size_fitted);
   o->addr = SH_DEFAULT_ADDR;
   o->mode = 0600;
 
@@ -175,6 +189,11 @@ void options_parse(struct options *o) {
       os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_SIZE=%s is too large: the maximum is 16T", v);
     o->size = (sz + SH_ADDR_ALIGN - 1) & ~(SH_ADDR_ALIGN - 1);
     o->size_given = 1;
+    o->size_fitted = 0;
+    size_t limit, left = os_address_space_left(&limit);
+    if (o->size > left)
+      os_die(SH_EXIT_OSERR, "libshmheap: SHMHEAP_SIZE=%s does not fit: ulimit -v (RLIMIT_AS, %zu MiB) leaves this process %zu MiB of address space; lower SHMHEAP_SIZE, raise ulimit -v, or unset SHMHEAP_SIZE for a heap that fits",
+             v, limit >> 20, left >> 20);
   }
 
   if ((v = env_get("SHMHEAP_ADDR")) && *v) {

@@ -9,6 +9,7 @@
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/auxv.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
@@ -249,6 +250,21 @@ void os_exec_self(char **argv, char **envp, const char *mark) {
   exec_env[k++] = (char *)mark;
   exec_env[k] = NULL;
   execve("/proc/self/exe", argv, exec_env);
+}
+
+size_t os_address_space_left(size_t *limit) {
+  struct rlimit rl;
+  *limit = SIZE_MAX;
+  if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return SIZE_MAX;
+  *limit = (size_t)rl.rlim_cur;
+  /* In use now: the first field of statm, in pages. */
+  char buf[128];
+  size_t n = os_read_file("/proc/self/statm", buf, sizeof buf - 1);
+  buf[n] = 0;
+  size_t pages = 0;
+  for (const char *p = buf; *p >= '0' && *p <= '9'; p++) pages = pages * 10 + (size_t)(*p - '0');
+  size_t used = pages * (size_t)sysconf(_SC_PAGESIZE);
+  return used < *limit ? *limit - used : 0;
 }
 
 void os_self_name(char *buf, size_t len) {

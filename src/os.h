@@ -71,6 +71,9 @@ SH_HIDDEN int os_pid_gone(pid_t pid);
 /* ---- this process's image (for the re-exec without randomization) ----------- */
 
 SH_HIDDEN int os_aslr_on(void); /* kernel.randomize_va_space is not 0 */
+/* Bytes of address space RLIMIT_AS leaves this process now (SIZE_MAX if it
+ * sets no limit); *limit gets the limit (SIZE_MAX if none). */
+SH_HIDDEN size_t os_address_space_left(size_t *limit);
 /* This process's arguments and environment, as execve wants them; 0 if they
  * cannot be had without allocating (too long, no /proc). */
 SH_HIDDEN int os_self_args(char ***argv, char ***envp);
@@ -146,6 +149,7 @@ struct options {
   size_t size;
   int size_given;
   uintptr_t addr;
+  size_t size_fitted;  /* SHMHEAP_SIZE unset and the default cut to fit: the RLIMIT_AS, else 0 */
   int addr_given;
   int fork_share;
   int verbose;
@@ -162,6 +166,7 @@ struct options {
 extern SH_HIDDEN struct options opts;
 SH_HIDDEN void options_parse(struct options *o);
 SH_HIDDEN void options_strip_reexec(void); /* SHMHEAP_REEXEC out of environ */
+SH_HIDDEN size_t options_default_size(size_t *fitted); /* the size when SHMHEAP_SIZE is unset */
 /* How messages name the heap of SHMHEAP_KEY: "NAME -> 0xKEY" or "0xKEY". */
 SH_HIDDEN const char *options_key_label(void);
 SH_HIDDEN int options_parse_size(const char *s, size_t *out);

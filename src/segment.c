@@ -55,6 +55,11 @@ static void attach_at(int id, uintptr_t addr, const struct options *o, int creat
     if (e == EACCES)
       os_die(SH_EXIT_OSERR, "libshmheap: no permission to attach segment shmid %d (SHMHEAP_KEY=0x%x): it belongs to another user or is not writable; use another SHMHEAP_KEY",
              id, (unsigned)o->key);
+    size_t limit, left = os_address_space_left(&limit);
+    if (e == ENOMEM && left < o->size)
+      os_die(SH_EXIT_OSERR, "libshmheap: cannot attach the heap of %zu MiB (shmid %d): ulimit -v (RLIMIT_AS, %zu MiB) leaves this process %zu MiB of address space; raise ulimit -v%s",
+             o->size >> 20, id, limit >> 20, left >> 20,
+             o->key ? " (a keyed heap keeps the size it was formed with)" : " or lower SHMHEAP_SIZE");
     os_die(SH_EXIT_OSERR, "libshmheap: cannot attach segment shmid %d at %p: %s", id, (void *)addr, os_errstr(e));
   }
   seg_base = p;
