@@ -129,6 +129,7 @@ REAL_TESTS = \
 	tests/real_python.sh \
 	tests/real_bash.sh \
 	tests/real_sort.sh \
+	tests/real_ulimit.sh \
 	tests/real_cxx.sh \
 	tests/real_gxx.sh \
 	tests/real_dump.sh \

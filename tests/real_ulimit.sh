@@ -1,0 +1,37 @@
+#!/bin/sh
+# Under ulimit -v (RLIMIT_AS), as test drivers and servers set it: without
+# SHMHEAP_SIZE the heap is cut to fit (and SHMHEAP_VERBOSE says so), and
+# bash (with a subshell), python3 (with a subprocess, a copy-mode fork) and
+# sort run on it and print what they print without the library; an explicit
+# SHMHEAP_SIZE that cannot fit exits 71 naming ulimit -v.
+. "$(dirname "$0")/real_common.sh"
+
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+seq 200000 | awk '{ print ($1 * 7919) % 200003 }' >"$TMP/in.txt"
+
+for kib in 1000000 4000000; do
+  for prog in bash python sort; do
+    case $prog in
+      bash) set -- bash -c 'x=$(echo sub); for i in $(seq 2000); do y="$y$i"; done; echo "$x ${#y}"' ;;
+      python) set -- "$PY" -c 'import subprocess; d = {i: str(i) * 3 for i in range(200000)}; print(len(d), subprocess.run(["/bin/true"]).returncode)' ;;
+      sort) set -- sort -n "$TMP/in.txt" ;;
+    esac
+    n=$prog.$kib
+    run_ref "$n" sh -c 'ulimit -v "$0" && exec "$@"' "$kib" "$@"
+    [ "$status" -eq 0 ] || { show "$TMP/$n.ref.err"; fail "$n: fails under ulimit -v $kib without the library"; }
+    run_pre "$n" sh -c 'ulimit -v "$0" && exec "$@"' "$kib" "$@"
+    [ "$status" -eq 0 ] || { show "$TMP/$n.pre.err"; fail "$n: exits $status under ulimit -v $kib with the library"; }
+    same_stdout "$n"
+    grep -q '^libshmheap: attached' "$TMP/$n.pre.err" || { show "$TMP/$n.pre.err"; fail "$n: the library was not used"; }
+    grep -q '^libshmheap: pid [0-9]*: SHMHEAP_SIZE unset and ulimit -v (RLIMIT_AS) is' "$TMP/$n.pre.err" ||
+      { show "$TMP/$n.pre.err"; fail "$n: SHMHEAP_VERBOSE does not say the heap was cut to fit ulimit -v $kib"; }
+    echo "$n: ok ($(sed -n 's/^libshmheap: attached.* size=\([0-9]*\).*/\1/p' "$TMP/$n.pre.err" | tail -n 1) bytes, the last process)"
+  done
+done
+
+run_pre big sh -c 'ulimit -v 1000000 && exec env SHMHEAP_SIZE=8G /bin/true'
+[ "$status" -eq 71 ] || { show "$TMP/big.pre.err"; fail "SHMHEAP_SIZE=8G under ulimit -v 1000000: exit $status, not 71"; }
+grep -q '^libshmheap: SHMHEAP_SIZE=8G does not fit: ulimit -v' "$TMP/big.pre.err" ||
+  { show "$TMP/big.pre.err"; fail "SHMHEAP_SIZE=8G under ulimit -v 1000000: the message does not name ulimit -v"; }
+echo "SHMHEAP_SIZE=8G under ulimit -v 1000000: exit 71, names ulimit -v"
