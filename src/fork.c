@@ -43,6 +43,7 @@ static SH_TLS int next_mode = -1; /* set by shmheap_fork for one fork */
  * state is a stack: an inner fork works on its own entry and pops it last. */
 struct fork_state {
   int mode;
+  int copy_failed; /* the parent could not make the copy: copy_why says why */
   int pipe[2];     /* the child's word to the parent: copy made */
   int copy_id;     /* the child's segment, -1 if none */
   char *copy;      /* its temporary attach in the parent */
@@ -69,12 +70,37 @@ static void copy(char *dst, uint64_t off, uint64_t len) {
 
 /* Builds the child's heap in a new private segment: only what is in use is
  * copied; free spans stay zero in the new segment and are marked so. */
+/* Why a copy could not be made, and what to change: one sentence for the
+ * line the child exits with. */
+static void copy_failure(char *buf, size_t len, int attaching, int e) {
+  size_t size = (size_t)G.hdr->size, limit, left = os_address_space_left(&limit);
+  const char *fix = "use SHMHEAP_FORK=share if the program is written for it, or give the heap a smaller SHMHEAP_SIZE";
+  if (attaching && e == ENOMEM && left < size)
+    os_fmt(buf, len, "cannot map the child's copy of the heap (%zu MiB): ulimit -v (RLIMIT_AS, %zu MiB) leaves %zu MiB of address space; raise ulimit -v, or %s",
+           size >> 20, limit >> 20, left >> 20, fix);
+  else if (!attaching && e == ENOSPC)
+    os_fmt(buf, len, "cannot create the child's copy of the heap (%zu MiB): the system's shared memory limits (kernel.shmall, kernel.shmmni) are reached; raise them, or %s",
+           size >> 20, fix);
+  else if (!attaching && e == EINVAL)
+    os_fmt(buf, len, "cannot create the child's copy of the heap (%zu MiB): it is beyond kernel.shmmax; raise it, or %s", size >> 20, fix);
+  else
+    os_fmt(buf, len, "cannot %s the child's copy of the heap (%zu MiB): %s; %s", attaching ? "map" : "create",
+           size >> 20, os_errstr(e), fix);
+}
+
+static char copy_why[320];
+
+/* Returns 0, or -1 with copy_why saying why. */
 static int copy_segment(struct fork_state *f) {
   struct shm_header *h = G.hdr;
   int id = os_shm_create(0, h->size, 0600);
-  if (id < 0) return -1;
+  if (id < 0) {
+    copy_failure(copy_why, sizeof copy_why, 0, errno);
+    return -1;
+  }
   char *dst = os_shm_attach(id, NULL, 0);
   if (dst == (void *)-1) {
+    copy_failure(copy_why, sizeof copy_why, 1, errno);
     os_shm_remove(id);
     return -1;
   }
@@ -128,6 +154,7 @@ static void prepare(void) {
   f->copy_id = -1;
   f->copy = NULL;
   f->pipe[0] = f->pipe[1] = -1;
+  f->copy_failed = 0;
   f->took_global = f->took_heap0 = f->closed_gate = f->torn = f->h0_torn = 0;
   fork_depth++;
   /* A share-mode child would go on with an edit this thread was making when
@@ -167,9 +194,8 @@ static void prepare(void) {
   if (h0 == LOCK_OWNER_DIED) repair_heap(&G.heaps[0]); /* hdr->lock is ours: taken, or held */
   if (pipe2(f->pipe, O_CLOEXEC) == 0) return; /* the child copies */
   f->pipe[0] = f->pipe[1] = -1;
-  if (copy_segment(f) < 0)
-    os_say("libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): the child will exit with status %d; raise the shm limits or use SHMHEAP_FORK=share",
-           (size_t)G.hdr->size, errno, SH_EXIT_OSERR);
+  /* The child says it, when it finds no copy (copy_why is in its memory). */
+  if (copy_segment(f) < 0) f->copy_failed = 1;
 }
 
 static void release(struct fork_state *f) {
@@ -216,14 +242,15 @@ static void child(void) {
   }
   if (f->pipe[0] >= 0) {
     close(f->pipe[0]);
-    if (copy_segment(f) < 0)
-      os_die(SH_EXIT_OSERR, "libshmheap: fork: cannot create the child's copy of the heap (%zu bytes, errno %d): raise the shm limits, or use SHMHEAP_FORK=share",
-             (size_t)G.hdr->size, errno);
+    if (copy_segment(f) < 0) os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: %s", (int)SELF.pid, copy_why);
   } else if (!f->copy) {
-    os_die(SH_EXIT_OSERR, "libshmheap: fork: the child has no copy of the heap (see the message above)");
+    if (f->copy_failed) os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: %s", (int)SELF.pid, copy_why);
+    os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: the parent made no copy of the heap for this child, and gave no reason (a bug: please report it)",
+           (int)SELF.pid);
   }
   if (os_shm_remap(f->copy_id, G.base) == (void *)-1)
-    os_die(SH_EXIT_OSERR, "libshmheap: fork: cannot put the child's heap copy at %p (errno %d)", (void *)G.base, errno);
+    os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: cannot put the child's copy of the heap at %p: %s", (int)SELF.pid,
+           (void *)G.base, os_errstr(errno));
   os_shm_detach(f->copy);
   struct shm_header *h = G.hdr;
   G.shmid = f->copy_id;

@@ -35,3 +35,20 @@ run_pre big sh -c 'ulimit -v 1000000 && exec env SHMHEAP_SIZE=8G /bin/true'
 grep -q '^libshmheap: SHMHEAP_SIZE=8G does not fit: ulimit -v' "$TMP/big.pre.err" ||
   { show "$TMP/big.pre.err"; fail "SHMHEAP_SIZE=8G under ulimit -v 1000000: the message does not name ulimit -v"; }
 echo "SHMHEAP_SIZE=8G under ulimit -v 1000000: exit 71, names ulimit -v"
+
+# A program that lowers its own limit after start and then forks (copy
+# mode): the child cannot map its copy of the 64 GiB heap; it exits 71 with
+# a line that says so and names ulimit -v, rather than a bare errno.
+run_pre lowered "$PY" -c '
+import os, resource
+vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), resource.RLIM_INFINITY))
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+print("child", os.waitpid(pid, 0)[1] >> 8)'
+[ "$status" -eq 0 ] || { show "$TMP/lowered.pre.err"; fail "lowered: python3 exits $status"; }
+grep -q '^child 71$' "$TMP/lowered.pre.out" || { show "$TMP/lowered.pre.out"; fail "lowered: the child did not exit 71"; }
+grep -q '^libshmheap: fork: pid [0-9]*: cannot map the child.s copy of the heap .*ulimit -v' "$TMP/lowered.pre.err" ||
+  { show "$TMP/lowered.pre.err"; fail "lowered: the child's line does not say why (ulimit -v)"; }
+echo "lowered RLIMIT_AS, then fork: the child exits 71 naming ulimit -v"
