@@ -276,14 +276,24 @@ static int may_remove(int shmid, long header_uid, const char *label, struct shmi
  * attach s, which the caller has already validated), only if it is this
  * user's (checked again, now with the header's creator) and, without
  * --force, only if nobody else has it attached. */
-static int remove_heap(struct seg *s, const char *label, int force) {
+static int remove_heap(struct seg *s, const struct hv *v, const char *label, int force) {
   long creator = (long)((const struct shm_header *)s->map)->creator_uid;
+  /* A process can use the heap without having it attached for a moment:
+   * between the exec of its start-up re-exec and the attach after it.  Its
+   * entry in the heap's process table says it is there. */
+  struct hv_users u;
+  hv_users(v, &u);
   shmdt(s->map);
   struct shmid_ds ds;
   if (may_remove(s->shmid, creator, label, &ds) != 0) return EXIT_ERROR;
   if (ds.shm_nattch > 0 && !force) {
     fprintf(stderr, "shmheap-dump: %s: %lu process%s still attached (last: pid %d); not removed: stop them or use --force\n",
             label, (unsigned long)ds.shm_nattch, ds.shm_nattch == 1 ? " is" : "es are", (int)ds.shm_lpid);
+    return EXIT_ERROR;
+  }
+  if (u.alive > 0 && !force) {
+    fprintf(stderr, "shmheap-dump: %s: %u process%s still using it, not attached just now (pid %d); not removed: stop them or use --force\n",
+            label, u.alive, u.alive == 1 ? " is" : "es are", (int)u.pid);
     return EXIT_ERROR;
   }
   if (shmctl(s->shmid, IPC_RMID, NULL) < 0) {
@@ -436,7 +446,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "shmheap-dump: %s: the segment is heap \"%s\", whose name hashes to the same key\n", label, other);
     return EXIT_ERROR;
   }
-  if (remove) return remove_heap(&s, label, force);
+  if (remove) return remove_heap(&s, &v, label, force);
   if (show_blocks) {
     blocks(&v, limit);
     return EXIT_OK;
