@@ -669,6 +669,60 @@ START_TEST(t_damage_detected) {
 }
 END_TEST
 
+/* This process's start time (field 22 of /proc/self/stat), as the heap's
+ * process table records it. */
+static uint64_t self_start(void) {
+  char buf[1024];
+  FILE *f = fopen("/proc/self/stat", "re");
+  ck_assert_msg(f && fgets(buf, sizeof buf, f), "cannot read /proc/self/stat");
+  fclose(f);
+  const char *p = strrchr(buf, ')');
+  ck_assert_msg(p != NULL, "/proc/self/stat: [%s]", buf);
+  unsigned long long v = 0;
+  for (int field = 2; field < 22 && p; field++) p = strchr(p + 1, ' ');
+  ck_assert_msg(p && sscanf(p + 1, "%llu", &v) == 1, "/proc/self/stat: no start time");
+  return v;
+}
+
+static int dump_remove(int key, int force, char *err, size_t len) {
+  char keys[32];
+  snprintf(keys, sizeof keys, "0x%x", (unsigned)key);
+  const char *argv[] = {dump_tool(), "--remove", keys, force ? "--force" : NULL, NULL};
+  struct proc d;
+  spawn(argv, NULL, 0, 0, -1, &d);
+  finish(&d, 0, RUN_TIMEOUT_MS);
+  int code = d.status != -1 && WIFEXITED(d.status) ? WEXITSTATUS(d.status) : -1;
+  snprintf(err, len, "%s", d.errbuf ? d.errbuf : "");
+  proc_free(&d);
+  return code;
+}
+
+/* A process can be using a heap without having it attached for a moment
+ * (between its start-up re-exec and its attach): listed alive in the heap's
+ * process table, it keeps shmheap-dump --remove from removing the heap
+ * unless --force. */
+START_TEST(t_remove_listed_user) {
+  int key = tu_key(5);
+  fresh_heap(key);
+  char *m = attach_rw(key);
+  struct shm_header *h = (struct shm_header *)m;
+  struct shm_proc *e = &h->procs[SH_MAX_PROCS - 1];
+  ck_assert_msg(atomic_load(&e->pid) == 0, "the last process table entry is in use");
+  e->start = self_start();
+  atomic_store(&e->pid, (int32_t)getpid());
+  shmdt(m);
+  char err[4096];
+  int rc = dump_remove(key, 0, err, sizeof err);
+  int still = shmget(key, 0, 0) >= 0;
+  ck_assert_msg(rc == 2 && still && strstr(err, "still using it"),
+                "--remove of a heap listing a live process: exit %d, %s; stderr [%s]", rc,
+                still ? "still there" : "removed", err);
+  rc = dump_remove(key, 1, err, sizeof err);
+  ck_assert_msg(rc == 0 && shmget(key, 0, 0) < 0, "--remove --force: exit %d; stderr [%s]", rc, err);
+  tu_rm_key(key);
+}
+END_TEST
+
 static int env_int(const char *name, long lo, long hi, long dflt) {
   const char *s = getenv(name);
   if (!s || !*s) return (int)dflt;
@@ -693,6 +747,7 @@ int main(void) {
    * times as long, and the long run (crash-long) scales with its kills */
   TU_TCASE(s, tc, "damage_detected", 60);
   tcase_add_test(tc, t_damage_detected);
+  tcase_add_test(tc, t_remove_listed_user);
   TU_TCASE(s, tc, "kill9_loop", 600 + kills / 2);
   tcase_add_test(tc, t_kill9_loop);
   return tu_run_suite(s);
