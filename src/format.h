@@ -123,7 +123,10 @@ struct theap {
   int32_t owner_tid;
   _Atomic uint32_t full_remote; /* remote frees hit spans on the full list */
   uint32_t pend_span;           /* small_collect in progress: the span ... */
-  int64_t in_use;               /* bytes malloc'd minus bytes freed by this heap */
+  uint64_t in_use;              /* bytes malloc'd minus bytes freed by this heap, modulo
+                                 * 2^64 (below zero when it frees other heaps'
+                                 * blocks; unsigned, so that no value a crash
+                                 * leaves can overflow an update) */
   uint64_t nmalloc, nfree;
   uint16_t index;
   uint16_t pad0;

@@ -53,7 +53,9 @@ static void attach_at(int id, uintptr_t addr, const struct options *o, int creat
       os_die(SH_EXIT_OSERR, "libshmheap: cannot attach the heap at SHMHEAP_ADDR=%p (%zu bytes): the range overlaps a mapping of this process; choose another SHMHEAP_ADDR",
              (void *)addr, o->size);
     if (e == EACCES)
-      os_die(SH_EXIT_OSERR, "libshmheap: no permission to attach segment shmid %d (SHMHEAP_KEY=0x%x): it belongs to another user or is not writable; use another SHMHEAP_KEY",
+      /* Another user's segment was refused before this (65): here it is
+       * this user's, with a mode that does not let its owner write. */
+      os_die(SH_EXIT_OSERR, "libshmheap: permission denied: segment shmid %d (SHMHEAP_KEY=0x%x) is this user's, but its mode does not let its owner write it; give it mode 0600 again (IPC_SET) or use another SHMHEAP_KEY",
              id, (unsigned)o->key);
     size_t limit, left = os_address_space_left(&limit);
     if (e == ENOMEM && left < o->size)

@@ -4,8 +4,12 @@
 
 #include "stats.h"
 
+/* Summed modulo 2^64: the counters are the heap's, which a crash or a
+ * stray write may have left anything in, and a signed sum could overflow.
+ * A heap's in_use goes below zero when its thread frees other threads'
+ * blocks, so the total is read back as signed, and below zero is 0. */
 void stats_totals(struct stats_totals *t) {
-  int64_t use = 0;
+  uint64_t use = 0;
   memset(t, 0, sizeof *t);
   if (!G.hdr) return;
   for (uint32_t i = 0; i < G.hdr->max_heap; i++) {
@@ -13,8 +17,8 @@ void stats_totals(struct stats_totals *t) {
     t->nmalloc += G.heaps[i].nmalloc;
     t->nfree += G.heaps[i].nfree;
   }
-  use += (int64_t)G.hdr->large_in_use;
-  t->in_use = use > 0 ? (uint64_t)use : 0;
+  use += G.hdr->large_in_use;
+  t->in_use = use <= INT64_MAX ? use : 0;
   t->heap_bytes = (uint64_t)G.hdr->top << SH_PAGE_SHIFT;
 }
 

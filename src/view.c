@@ -456,13 +456,15 @@ void hv_usage(const struct hv *v, struct hv_usage *u) {
       u->large_pages += s->npages;
     }
   }
+  uint64_t in_use = 0; /* modulo 2^64, as the counters are */
   for (uint32_t hi = 0; hi < max_heap; hi++) {
-    u->in_use += v->heaps[hi].in_use;
+    in_use += v->heaps[hi].in_use;
     u->nmalloc += v->heaps[hi].nmalloc;
     u->nfree += v->heaps[hi].nfree;
     if (v->heaps[hi].owner_pid) u->heaps_owned++;
   }
-  u->in_use += (int64_t)h->large_in_use;
+  in_use += h->large_in_use;
+  u->in_use = (int64_t)in_use;
 }
 
 /* ---- the processes using a heap ----------------------------------------------- */

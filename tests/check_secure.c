@@ -531,6 +531,25 @@ START_TEST(t_high_key_other) {
 }
 END_TEST
 
+/* The second user's own heap, its mode cut to 0400 (by IPC_SET): the
+ * ownership rule passes (nothing for group or others), the attach for
+ * writing is denied: exit 71 and a line that says it is this user's segment
+ * and its mode (not "another user's", which would be exit 65).  Root is
+ * never denied an attach, so this needs the second user. */
+START_TEST(t_own_heap_not_writable) {
+  if (!need_b("the second user's own heap made read-only")) return;
+  int key = tu_key(7);
+  int id = form_heap(1, key);
+  set_perm(id, -1, -1, 0400);
+  const char *more[] = {"SHMHEAP_SIZE=16M", NULL};
+  int rc = run_helper(1, key, more);
+  tu_rm_key(key);
+  ck_assert_msg(rc == SH_EXIT_OSERR, "exit %d, not %d; stderr [%s]", rc, SH_EXIT_OSERR, R.err);
+  ck_assert_msg(strstr(R.err, "is this user's, but its mode does not let its owner write it") != NULL,
+                "the line does not say the segment is this user's and not writable: [%s]", R.err);
+}
+END_TEST
+
 /* ---- secure execution ---------------------------------------------------------------- */
 
 struct copy {
@@ -865,6 +884,7 @@ int main(void) {
   tcase_add_test(tc, t_header_uid_other);
   tcase_add_test(tc, t_other_user_on_mine);
   tcase_add_test(tc, t_high_key_other);
+  tcase_add_test(tc, t_own_heap_not_writable);
   tc = sec_tcase(s, "secure_exec", 120);
   tcase_add_test(tc, t_privileged_run_by_other_user);
   tcase_add_test(tc, t_privileged_run_by_self);
