@@ -25,14 +25,97 @@
  * the child rebuilds the thread heaps that were mid-edit in the copy, as if
  * their threads had died (repair.c).  The handlers are registered once the
  * heap is ready (init.c), so they never meet a heap being set up.  The error-checking lock tells it that
- * it already holds a lock (EDEADLK). */
+ * it already holds a lock (EDEADLK).  The child of such a fork may call only
+ * what is async-signal-safe until it execs or exits, as with glibc: its own
+ * heap is the interrupted edit, which the handler's return would finish.
+ *
+ * Forks from several threads at once take turns (fork_holder); a thread's
+ * signal handler may fork inside that thread's own fork.  In a
+ * multi-threaded process, a fork from a signal handler that interrupted a
+ * heap edit waits for any other thread's fork, which waits for that edit:
+ * glibc does not make such a fork safe either (its own locks). */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/single_threaded.h>
 #include <unistd.h>
 
 #include "proc.h"
+
+/* ---- stdio across fork ------------------------------------------------------ */
+
+/* glibc's fork, in the child of a multi-threaded process, resets the lock of
+ * every FILE on its list (fresetlockfiles) before any atfork child handler
+ * runs.  A FILE that fopen allocated is in the heap, which the child still
+ * shares with the parent at that moment (copy mode makes its copy in the
+ * child handler; share mode never does): the reset would unlock, in the
+ * parent, a FILE that one of its threads holds, and the next lock and unlock
+ * of it would leave it locked for good.  So the forking thread takes the
+ * list lock and takes the heap's FILEs off the list; both sides put them
+ * back in their handlers, and a copy-mode child resets their locks in its
+ * own copy, as glibc would have.  A single-threaded process is left alone:
+ * glibc resets nothing there.  These are glibc's exported libio symbols
+ * (GLIBC_2.2.5), not in its headers any more. */
+extern FILE *_IO_list_all;
+void _IO_list_lock(void);
+void _IO_list_unlock(void);
+
+/* glibc's _IO_lock_t (sysdeps/nptl/stdio-lock.h), which fresetlockfiles
+ * sets to all zeros. */
+struct io_lock {
+  int lock, cnt;
+  void *owner;
+};
+
+#define FILES_CUT 32 /* links changed per fork: runs of heap FILEs */
+struct files_cut {
+  int locked;                 /* this fork holds the list lock */
+  int n;
+  FILE **link[FILES_CUT];     /* &_IO_list_all or &prev->_chain ... */
+  FILE *was[FILES_CUT];       /* ... and the heap FILE it pointed to */
+};
+
+static int file_in_heap(const FILE *fp) {
+  return fp->_lock && (uintptr_t)fp->_lock - (uintptr_t)G.base < G.hdr->size;
+}
+
+static void files_detach(struct files_cut *c) {
+  c->n = 0;
+  c->locked = 0;
+  if (__libc_single_threaded) return;
+  _IO_list_lock();
+  c->locked = 1;
+  FILE **link = &_IO_list_all;
+  while (*link) {
+    FILE *fp = *link;
+    if (!file_in_heap(fp)) {
+      link = &fp->_chain;
+      continue;
+    }
+    if (c->n == FILES_CUT) break; /* the rest stay on the list, as without this */
+    FILE *next = fp->_chain;
+    while (next && file_in_heap(next)) next = next->_chain;
+    c->link[c->n] = link;
+    c->was[c->n++] = fp;
+    *link = next;
+    if (!next) break;
+    link = &next->_chain;
+  }
+}
+
+/* Puts the FILEs back, in the order they were; reset: a copy-mode child's,
+ * whose copy holds the parent's lock states. */
+static void files_attach(struct files_cut *c, int reset) {
+  for (int i = c->n; i-- > 0;) {
+    FILE *end = *c->link[i];
+    *c->link[i] = c->was[i];
+    if (reset)
+      for (FILE *fp = c->was[i]; fp != end; fp = fp->_chain) memset(fp->_lock, 0, sizeof(struct io_lock));
+  }
+  c->n = 0;
+}
 
 static _Atomic int default_mode; /* enum shmheap_fork_mode */
 static SH_TLS int next_mode = -1; /* set by shmheap_fork for one fork */
@@ -51,10 +134,35 @@ struct fork_state {
   int closed_gate; /* this fork closed the gate, so it opens it */
   int torn;        /* the copy may hold another thread's edit in progress */
   int h0_torn;     /* ... in heap 0, whose lock another thread held */
+  struct files_cut files;
 };
 #define FORK_NEST 8
 static struct fork_state fork_stack[FORK_NEST];
 static int fork_depth;
+
+/* One fork at a time in a process.  glibc runs the atfork handlers of
+ * concurrent forks at the same time (its own lock is dropped around each
+ * handler), and two forks' handlers would share fork_stack, the gate and
+ * the locks they take.  The word is the tid of the thread whose fork is in
+ * its handlers, 0 if none: that thread's signal handler may fork again
+ * (nested, a new fork_stack entry) while any other thread waits. */
+static _Atomic int fork_holder;
+
+static void fork_lock_take(void) {
+  int me = (int)os_gettid(), cur = 0;
+  while (!atomic_compare_exchange_strong(&fork_holder, &cur, me)) {
+    if (cur == me) return; /* nested: this thread's fork is in its handlers */
+    os_futex_wait(&fork_holder, cur);
+    cur = 0;
+  }
+}
+
+/* After the outermost fork's handler; a nested one keeps it. */
+static void fork_lock_drop(void) {
+  if (fork_depth) return;
+  atomic_store(&fork_holder, 0);
+  os_futex_wake_all(&fork_holder);
+}
 
 /* Copies [off, off+len) of the segment into dst.  Populating both ranges
  * first maps them in one call each instead of a page fault per page (Linux
@@ -147,6 +255,7 @@ static int copy_segment(struct fork_state *f) {
 }
 
 static void prepare(void) {
+  fork_lock_take();
   if (fork_depth >= FORK_NEST)
     os_die(SH_EXIT_OSERR, "libshmheap: fork nested %d deep in signal handlers", FORK_NEST);
   struct fork_state *f = &fork_stack[fork_depth];
@@ -157,6 +266,7 @@ static void prepare(void) {
   f->copy_failed = 0;
   f->took_global = f->took_heap0 = f->closed_gate = f->torn = f->h0_torn = 0;
   fork_depth++;
+  files_detach(&f->files);
   /* A share-mode child would go on with an edit this thread was making when
    * the signal came, in the heap the parent goes on editing too: such a
    * fork is made in copy mode instead (documented in shmheap_fork(3)). */
@@ -221,13 +331,29 @@ static void parent(void) {
     if (f->copy) os_shm_detach(f->copy);
     release(f);
   }
+  files_attach(&f->files, 0);
+  if (f->files.locked) _IO_list_unlock();
   fork_depth--; /* last: a fork from a signal handler above used the next entry */
+  fork_lock_drop();
+}
+
+/* In a child, every fork on the stack (a nested one's and the forks it
+ * interrupted) puts its FILEs back now: glibc reset the list lock here, so
+ * none of them holds it any more. */
+static void files_back_in_child(int reset) {
+  for (int d = fork_depth; d-- > 0;) {
+    files_attach(&fork_stack[d].files, reset);
+    fork_stack[d].files.locked = 0;
+  }
 }
 
 static void child(void) {
   if (fork_depth == 0) return;
   struct fork_state *f = &fork_stack[fork_depth - 1];
   pid_t parent_pid = SELF.pid;
+  /* Only this thread exists here: the fork lock is its own, under its new
+   * tid (a signal handler that forks below is nested in this fork). */
+  atomic_store(&fork_holder, (int)os_gettid());
   self_identify();
   next_mode = -1;
   alloc_gate_register();
@@ -237,7 +363,9 @@ static void child(void) {
      * of a keyed heap. */
     thread_forget();
     recover_register_self();
+    files_back_in_child(0);
     fork_depth--;
+    fork_lock_drop();
     return;
   }
   if (f->pipe[0] >= 0) {
@@ -300,8 +428,10 @@ static void child(void) {
     fork_stack[d].took_global = fork_stack[d].took_heap0 = 0;
     fork_stack[d].copy = NULL;
   }
+  files_back_in_child(1);
   atomic_store(&alloc_gate, 0);
   fork_depth--;
+  fork_lock_drop();
 }
 
 void fork_init(int share) {

@@ -24,6 +24,8 @@
 #              allocation, under glibc and the preload
 #   rss.sh (rss_free)                             resident memory after a mass
 #              free, against glibc's
+#   fork.sh (fork_stress)                         fork from threads at once,
+#              from signal handlers and nested, in both modes, under load
 #
 # --enable-sanitizers: everything here is built with UBSan (AM_CFLAGS), and
 # the suites that do not run on the library add ASan (check_crash,
@@ -108,6 +110,11 @@ tests_errno_sweep_SOURCES = tests/errno_sweep.c
 # rss_free: the same, for rss.sh.
 check_PROGRAMS += tests/rss_free
 tests_rss_free_SOURCES = tests/rss_free.c
+# fork_stress: the same, for fork.sh.
+check_PROGRAMS += tests/fork_stress
+tests_fork_stress_SOURCES = tests/fork_stress.c
+tests_fork_stress_CFLAGS = $(AM_CFLAGS) -pthread
+tests_fork_stress_LDADD = -lpthread
 
 check_PROGRAMS += tests/helper_env tests/helper_recover tests/cxx_prog tests/cxx_restart tests/cxx_restart_b
 tests_helper_env_SOURCES = tests/helper_env.c
@@ -134,8 +141,8 @@ REAL_TESTS = \
 	tests/real_gxx.sh \
 	tests/real_dump.sh \
 	tests/real_kvstore.sh
-TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss.sh
-EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh
+TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss.sh tests/fork.sh
+EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh tests/fork.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
