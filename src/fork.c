@@ -127,7 +127,9 @@ static SH_TLS int next_mode = -1; /* set by shmheap_fork for one fork */
 struct fork_state {
   int mode;
   int copy_failed; /* the parent could not make the copy: copy_why says why */
-  int pipe[2];     /* the child's word to the parent: copy made */
+  int pipe[2];     /* the child's word to the parent: copy made (or 'w': write it) */
+  int back[2];     /* the parent's answer to 'w' (copy_by_parent) */
+  int remapped;    /* the child's copy is at the heap's address already */
   int copy_id;     /* the child's segment, -1 if none */
   char *copy;      /* its temporary attach in the parent */
   int took_global, took_heap0;
@@ -164,20 +166,74 @@ static void fork_lock_drop(void) {
   os_futex_wake_all(&fork_holder);
 }
 
-/* Copies [off, off+len) of the segment into dst.  Populating both ranges
- * first maps them in one call each instead of a page fault per page (Linux
- * 5.14; older kernels take the faults). */
-static void copy(char *dst, uint64_t off, uint64_t len) {
-  if (!len) return;
+/* Where the used parts of the heap go: into dst, the copy attached in this
+ * process, or (to_pid) into the child's copy, already at the heap's
+ * address there, by a write into that process. */
+struct sink {
+  char *dst;
+  pid_t to_pid;
+  int err;
+};
+
+/* Copies [off, off+len) of the segment.  Populating both ranges first maps
+ * them in one call each instead of a page fault per page (Linux 5.14; older
+ * kernels take the faults). */
+static void copy(struct sink *k, uint64_t off, uint64_t len) {
+  if (!len || k->err) return;
+  if (k->to_pid) {
+    if (os_write_into(k->to_pid, G.base + off, len) < 0) k->err = errno;
+    return;
+  }
   if (len >= 4 * SH_PAGE) {
     os_populate(G.base + off, len, 0);
-    os_populate(dst + off, len, 1);
+    os_populate(k->dst + off, len, 1);
   }
-  memcpy(dst + off, G.base + off, len);
+  memcpy(k->dst + off, G.base + off, len);
 }
 
-/* Builds the child's heap in a new private segment: only what is in use is
- * copied; free spans stay zero in the new segment and are marked so. */
+/* Copies what is in use: the metadata, and the heap's used bytes walked in
+ * address order (spans tile it, I2), runs of adjacent used bytes in one go.
+ * Free spans stay zero in the new segment. */
+static void copy_used(struct sink *k) {
+  struct shm_header *h = G.hdr;
+  copy(k, 0, h->header_size);
+  copy(k, h->heaps_off, (uint64_t)h->max_heap * sizeof(struct theap));
+  copy(k, h->pagemap_off, (uint64_t)h->top * sizeof(uint32_t));
+  copy(k, h->spans_off, (uint64_t)h->span_count * sizeof(struct span));
+  uint64_t run_off = 0, run_len = 0;
+  for (uint32_t pg = 0; pg < h->top;) {
+    uint32_t i = G.pagemap[pg];
+    if (i >= h->span_count) break;
+    struct span *s = &G.spans[i];
+    if (s->first != pg || s->npages == 0) break; /* broken tiling: copy no further */
+    uint64_t off = h->heap_off + ((uint64_t)pg << SH_PAGE_SHIFT), len = 0;
+    if (s->state == SPAN_LARGE) len = (uint64_t)s->npages << SH_PAGE_SHIFT;
+    else if (s->state == SPAN_SMALL)
+      len = ((uint64_t)s->reserved * s->bsize + SH_PAGE - 1) & ~(uint64_t)(SH_PAGE - 1);
+    if (len && run_off + run_len == off) {
+      run_len += len;
+    } else {
+      copy(k, run_off, run_len);
+      run_off = off;
+      run_len = len;
+    }
+    if (len < ((uint64_t)s->npages << SH_PAGE_SHIFT)) {
+      copy(k, run_off, run_len);
+      run_len = 0;
+    }
+    pg += s->npages;
+  }
+  copy(k, run_off, run_len);
+}
+
+/* The copy's free pages are zero, none dirty: says so in its metadata. */
+static void copy_fix_dirty(struct shm_header *dh) {
+  struct span *ds = (struct span *)((char *)dh + dh->spans_off);
+  for (uint32_t i = 1; i < dh->span_count; i++)
+    if (ds[i].state == SPAN_FREE) ds[i].ndirty = 0;
+  dh->dirty_pages = 0;
+}
+
 /* Why a copy could not be made, and what to change: one sentence for the
  * line the child exits with. */
 static void copy_failure(char *buf, size_t len, int attaching, int e) {
@@ -198,8 +254,42 @@ static void copy_failure(char *buf, size_t len, int attaching, int e) {
 
 static char copy_why[320];
 
-/* Returns 0, or -1 with copy_why saying why. */
-static int copy_segment(struct fork_state *f) {
+/* In the child, when its copy cannot be mapped beside the heap (ulimit -v
+ * leaves no room for a second mapping of the heap's size): the new segment
+ * takes the heap's place at once, and the parent, which still has the heap,
+ * writes the used parts into this process.  Returns 0, or -1 (copy_why). */
+static int copy_by_parent(struct fork_state *f, int id, int attach_errno) {
+  /* Said now: after the remap the header is not there to say it from. */
+  copy_failure(copy_why, sizeof copy_why, 1, attach_errno);
+  if (f->back[0] < 0 || f->pipe[1] < 0) return -1;
+  if (os_shm_remap(id, G.base) == (void *)-1) return -1;
+  /* From here the heap at G.base is the new, empty segment: nothing may
+   * read it until the parent has written it. */
+  struct {
+    char tag;
+    int32_t pid;
+  } __attribute__((packed)) ask = {'w', (int32_t)os_getpid()};
+  ssize_t w;
+  do w = write(f->pipe[1], &ask, sizeof ask);
+  while (w < 0 && errno == EINTR);
+  char r = 0;
+  ssize_t n;
+  do n = read(f->back[0], &r, 1);
+  while (n < 0 && errno == EINTR);
+  if (w == (ssize_t)sizeof ask && n == 1 && r == 'd') {
+    f->remapped = 1;
+    return 0;
+  }
+  size_t l = strlen(copy_why);
+  os_fmt(copy_why + l, sizeof copy_why - l, " (the parent could not write the copy into this process either%s)",
+         n == 1 && r == 'p' ? ": it may not write into it, as for a process that is not dumpable" : "");
+  /* The heap here is the empty copy: nothing can go on. */
+  os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: %s", (int)SELF.pid, copy_why);
+}
+
+/* Returns 0, or -1 with copy_why saying why.  child: called in the child,
+ * which may fall back on copy_by_parent. */
+static int copy_segment(struct fork_state *f, int child) {
   struct shm_header *h = G.hdr;
   int id = os_shm_create(0, h->size, 0600);
   if (id < 0) {
@@ -208,50 +298,42 @@ static int copy_segment(struct fork_state *f) {
   }
   char *dst = os_shm_attach(id, NULL, 0);
   if (dst == (void *)-1) {
-    copy_failure(copy_why, sizeof copy_why, 1, errno);
+    int e = errno;
+    int r = child && e == ENOMEM ? copy_by_parent(f, id, e) : (copy_failure(copy_why, sizeof copy_why, 1, e), -1);
+    /* Marked for removal, attached or not (see below). */
     os_shm_remove(id);
-    return -1;
+    if (r < 0) return -1;
+    copy_fix_dirty(h); /* the heap's address is the copy now */
+    f->copy_id = id;
+    f->copy = NULL;
+    return 0;
   }
   /* Marked for removal at once (Linux keeps a removed segment attachable by
    * id while it is attached): whoever dies, nothing is left behind. */
   os_shm_remove(id);
-  copy(dst, 0, h->header_size);
-  copy(dst, h->heaps_off, (uint64_t)h->max_heap * sizeof(struct theap));
-  copy(dst, h->pagemap_off, (uint64_t)h->top * sizeof(uint32_t));
-  copy(dst, h->spans_off, (uint64_t)h->span_count * sizeof(struct span));
-  /* Walk the heap in address order (spans tile it, I2) and copy runs of
-   * adjacent used bytes in one go. */
-  struct span *ds = (struct span *)(dst + h->spans_off);
-  uint64_t run_off = 0, run_len = 0;
-  for (uint32_t pg = 0; pg < h->top;) {
-    uint32_t i = G.pagemap[pg];
-    if (i >= h->span_count) break;
-    struct span *s = &G.spans[i];
-    if (s->first != pg || s->npages == 0) break; /* broken tiling: copy no further */
-    uint64_t off = h->heap_off + ((uint64_t)pg << SH_PAGE_SHIFT), len = 0;
-    if (s->state == SPAN_LARGE) len = (uint64_t)s->npages << SH_PAGE_SHIFT;
-    else if (s->state == SPAN_SMALL)
-      len = ((uint64_t)s->reserved * s->bsize + SH_PAGE - 1) & ~(uint64_t)(SH_PAGE - 1);
-    else if (s->state == SPAN_FREE) ds[i].ndirty = 0;
-    if (len && run_off + run_len == off) {
-      run_len += len;
-    } else {
-      copy(dst, run_off, run_len);
-      run_off = off;
-      run_len = len;
-    }
-    if (len < ((uint64_t)s->npages << SH_PAGE_SHIFT)) {
-      copy(dst, run_off, run_len);
-      run_len = 0;
-    }
-    pg += s->npages;
-  }
-  copy(dst, run_off, run_len);
-  struct shm_header *dh = (struct shm_header *)dst;
-  dh->dirty_pages = 0;
+  struct sink k = {dst, 0, 0};
+  copy_used(&k);
+  copy_fix_dirty((struct shm_header *)dst);
   f->copy_id = id;
   f->copy = dst;
   return 0;
+}
+
+/* The parent's side of copy_by_parent: the child asked for its copy. */
+static void write_child_copy(struct fork_state *f) {
+  int32_t pid;
+  ssize_t n;
+  do n = read(f->pipe[0], &pid, sizeof pid);
+  while (n < 0 && errno == EINTR);
+  char r = 'f';
+  if (n == (ssize_t)sizeof pid && pid > 0) {
+    struct sink k = {NULL, (pid_t)pid, 0};
+    copy_used(&k);
+    r = k.err == 0 ? 'd' : k.err == EPERM ? 'p' : 'f';
+  }
+  ssize_t w;
+  do w = write(f->back[1], &r, 1);
+  while (w < 0 && errno == EINTR);
 }
 
 static void prepare(void) {
@@ -263,7 +345,8 @@ static void prepare(void) {
   f->copy_id = -1;
   f->copy = NULL;
   f->pipe[0] = f->pipe[1] = -1;
-  f->copy_failed = 0;
+  f->back[0] = f->back[1] = -1;
+  f->copy_failed = f->remapped = 0;
   f->took_global = f->took_heap0 = f->closed_gate = f->torn = f->h0_torn = 0;
   fork_depth++;
   files_detach(&f->files);
@@ -302,10 +385,13 @@ static void prepare(void) {
   f->took_global = gl == LOCK_TAKEN || gl == LOCK_OWNER_DIED;
   if (gl == LOCK_OWNER_DIED) journal_rollback();
   if (h0 == LOCK_OWNER_DIED) repair_heap(&G.heaps[0]); /* hdr->lock is ours: taken, or held */
-  if (pipe2(f->pipe, O_CLOEXEC) == 0) return; /* the child copies */
+  if (pipe2(f->pipe, O_CLOEXEC) == 0) { /* the child copies */
+    if (pipe2(f->back, O_CLOEXEC) < 0) f->back[0] = f->back[1] = -1; /* without copy_by_parent */
+    return;
+  }
   f->pipe[0] = f->pipe[1] = -1;
   /* The child says it, when it finds no copy (copy_why is in its memory). */
-  if (copy_segment(f) < 0) f->copy_failed = 1;
+  if (copy_segment(f, 0) < 0) f->copy_failed = 1;
 }
 
 static void release(struct fork_state *f) {
@@ -321,10 +407,15 @@ static void parent(void) {
   if (f->mode != SHMHEAP_FORK_SHARE) {
     if (f->pipe[1] >= 0) {
       close(f->pipe[1]);
+      if (f->back[0] >= 0) close(f->back[0]);
       char c;
-      while (read(f->pipe[0], &c, 1) < 0 && errno == EINTR) {
-      }
+      ssize_t n;
+      do {
+        n = read(f->pipe[0], &c, 1);
+        if (n == 1 && c == 'w' && f->back[1] >= 0) write_child_copy(f); /* then wait for 'c' */
+      } while ((n < 0 && errno == EINTR) || (n == 1 && c == 'w'));
       close(f->pipe[0]);
+      if (f->back[1] >= 0) close(f->back[1]);
     }
     /* A copy made here: the child has its own attach now (or fork failed),
      * so drop ours and the segment lives exactly as long as the child. */
@@ -370,16 +461,20 @@ static void child(void) {
   }
   if (f->pipe[0] >= 0) {
     close(f->pipe[0]);
-    if (copy_segment(f) < 0) os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: %s", (int)SELF.pid, copy_why);
+    if (f->back[1] >= 0) close(f->back[1]);
+    if (copy_segment(f, 1) < 0) os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: %s", (int)SELF.pid, copy_why);
   } else if (!f->copy) {
     if (f->copy_failed) os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: %s", (int)SELF.pid, copy_why);
     os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: the parent made no copy of the heap for this child, and gave no reason (a bug: please report it)",
            (int)SELF.pid);
   }
-  if (os_shm_remap(f->copy_id, G.base) == (void *)-1)
-    os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: cannot put the child's copy of the heap at %p: %s", (int)SELF.pid,
-           (void *)G.base, os_errstr(errno));
-  os_shm_detach(f->copy);
+  if (f->back[0] >= 0) close(f->back[0]);
+  if (!f->remapped) {
+    if (os_shm_remap(f->copy_id, G.base) == (void *)-1)
+      os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: cannot put the child's copy of the heap at %p: %s", (int)SELF.pid,
+             (void *)G.base, os_errstr(errno));
+    os_shm_detach(f->copy);
+  }
   struct shm_header *h = G.hdr;
   G.shmid = f->copy_id;
   h->key = 0;

@@ -16,6 +16,7 @@
 #include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 
 #include "os.h"
@@ -127,6 +128,25 @@ void *os_shm_attach(int id, void *addr, int readonly) {
 }
 
 void *os_shm_remap(int id, void *addr) { return shmat(id, addr, SHM_REMAP); }
+
+int os_write_into(pid_t pid, const void *p, size_t len) {
+  while (len) {
+    /* One call moves at most about 2 GiB (MAX_RW_COUNT): go on from there. */
+    struct iovec io = {(void *)p, len};
+    ssize_t n = process_vm_writev(pid, &io, 1, &io, 1, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (n == 0) {
+      errno = EFAULT;
+      return -1;
+    }
+    p = (const char *)p + n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
 
 int os_shm_detach(const void *p) { return shmdt(p); }
 

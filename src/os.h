@@ -123,6 +123,9 @@ SH_HIDDEN int os_secure_exec(void);
 
 SH_HIDDEN void os_release_pages(void *p, size_t len); /* MADV_REMOVE: shmem pages are freed */
 SH_HIDDEN void os_populate(void *p, size_t len, int write); /* MADV_POPULATE_*: one call, no faults */
+/* Writes [p, p+len) of this process to the same addresses in process pid
+ * (process_vm_writev).  0, or -1 with errno. */
+SH_HIDDEN int os_write_into(pid_t pid, const void *p, size_t len);
 /* Anonymous private memory for scratch, never from the heap: NULL on failure. */
 SH_HIDDEN void *os_scratch(size_t len);
 SH_HIDDEN void os_scratch_free(void *p, size_t len);
