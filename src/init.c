@@ -74,7 +74,11 @@ int start_up(void) {
   SELF.keyed = opts.have_key;
   image_reexec(); /* returns only if no re-exec is needed or possible */
   for (;;) {
-    segment_open();
+    if (segment_open() == SEGMENT_INHERITED) {
+      use_private_segment("it is another user's heap, and this process inherited the key from that heap's processes");
+      SELF.keyed = 0;
+      continue;
+    }
     if (!opts.have_key) break;
     enum recover_verdict r = recover_attach(t0);
     if (r == RECOVER_USE) break;

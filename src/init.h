@@ -22,7 +22,11 @@ SH_HIDDEN int start_up(void);
  * process stops with a message. */
 SH_HIDDEN void start_up_or_die(void);
 /* segment.c: the heap's segment, created or found, attached and checked. */
-SH_HIDDEN void segment_open(void);
+/* 0: the heap is attached; SEGMENT_INHERITED: the key names another
+ * user's heap that this process inherited from it (os_shm_key_from_ancestor),
+ * so it takes a private heap instead. */
+#define SEGMENT_INHERITED 1
+SH_HIDDEN int segment_open(void);
 SH_HIDDEN void segment_close(void);
 
 /* interpose.c's malloc, free and memalign (align a power of two), for the

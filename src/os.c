@@ -323,7 +323,16 @@ const char *os_errstr(int e) {
  * which anyone may read, for a segment this user may not IPC_STAT.  Columns:
  * key shmid perms(octal) size cpid lpid nattch uid gid cuid cgid ...; the
  * key is printed as a signed int, so keys from 0x80000000 up are negative. */
-static int sysvipc_shm(int id, int32_t *key, unsigned *perm, unsigned *uid, unsigned *cuid) {
+/* The row of /proc/sysvipc/shm whose shmid is id, or (id < 0) whose key is
+ * key.  Its columns: key shmid perms size cpid lpid nattch uid gid cuid ... */
+struct shm_row {
+  int32_t key;
+  int id;
+  unsigned perm, uid, cuid;
+  pid_t cpid, lpid;
+};
+
+static int sysvipc_row(int id, int32_t key, struct shm_row *out) {
   int fd = open("/proc/sysvipc/shm", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
   char buf[4096], line[512];
@@ -354,11 +363,15 @@ static int sysvipc_shm(int id, int32_t *key, unsigned *perm, unsigned *uid, unsi
         for (; *p >= '0' && *p <= '9'; p++) x = x * base + (unsigned long long)(*p - '0');
         f[n++] = x;
       }
-      if (n == 11 && f[1] == (unsigned long long)id) {
-        *key = (int32_t)(neg ? 0u - (uint32_t)f[0] : (uint32_t)f[0]);
-        *perm = (unsigned)f[2] & 0777;
-        *uid = (unsigned)f[7];
-        *cuid = (unsigned)f[9];
+      int32_t k = n == 11 ? (int32_t)(neg ? 0u - (uint32_t)f[0] : (uint32_t)f[0]) : 0;
+      if (n == 11 && (id >= 0 ? f[1] == (unsigned long long)id : k == key && key != 0)) {
+        out->key = k;
+        out->id = (int)f[1];
+        out->perm = (unsigned)f[2] & 0777;
+        out->cpid = (pid_t)f[4];
+        out->lpid = (pid_t)f[5];
+        out->uid = (unsigned)f[7];
+        out->cuid = (unsigned)f[9];
         found = 1;
       }
       ll = 0;
@@ -367,6 +380,21 @@ static int sysvipc_shm(int id, int32_t *key, unsigned *perm, unsigned *uid, unsi
   }
   close(fd);
   return found;
+}
+
+int os_shm_key_from_ancestor(int32_t key) {
+  struct shm_row row;
+  if (!sysvipc_row(-1, key, &row)) return 0;
+  /* Up the parent chain (bounded: a chain longer than this is no launcher
+   * chain), looking for the heap's creator or its last attacher. */
+  pid_t p = getpid();
+  for (int depth = 0; depth < 64 && p > 1; depth++) {
+    if (p == row.cpid || p == row.lpid) return 1;
+    pid_t pp;
+    if (!os_proc_stat(p, &pp, NULL)) return 0;
+    p = pp;
+  }
+  return 0;
 }
 
 /* The one refusal sentence, for every caller: what is wrong (lead,
@@ -413,11 +441,16 @@ int os_shm_owned(int id, unsigned mode, long header_uid, int purpose, struct shm
       os_fmt(why, len, "cannot inspect segment shmid %d: %s; it was left untouched", id, os_errstr(e));
       return SH_OWNED_OTHER;
     }
-    if (!sysvipc_shm(id, &key, &perm, &uid, &cuid)) {
+    struct shm_row row;
+    if (!sysvipc_row(id, 0, &row)) {
       os_fmt(why, len, "permission denied: segment shmid %d is not this user's (uid %u), and /proc/sysvipc/shm does not say whose it is; it was left untouched%s",
              id, me, purpose == SH_OWN_USE ? ": use another SHMHEAP_KEY (shmheap(7), SECURITY)" : "");
       return SH_OWNED_OTHER;
     }
+    key = row.key;
+    perm = row.perm;
+    uid = row.uid;
+    cuid = row.cuid;
     /* IPC_STAT needs read permission: it was denied, so the segment is
      * another user's. */
     os_fmt(problem, sizeof problem, "this user (uid %u) may not even read it", me);

@@ -113,6 +113,10 @@ SH_HIDDEN int os_shm_remove(int id);
 #define SH_OWN_USE 0
 #define SH_OWN_REMOVE 1
 #define SH_OWNED_WHY 640 /* room for why */
+/* 1 if the segment of key was created, or last attached or detached, by
+ * this process or one of its ancestors (/proc/sysvipc/shm's cpid and lpid):
+ * the key came down with the environment from the heap's own processes. */
+SH_HIDDEN int os_shm_key_from_ancestor(int32_t key);
 SH_HIDDEN int os_shm_owned(int id, unsigned mode, long header_uid, int purpose, struct shmid_ds *out, char *why,
                            size_t len);
 SH_HIDDEN const char *os_errstr(int e); /* an errno in words, without allocating */

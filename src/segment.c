@@ -150,7 +150,7 @@ void segment_close(void) {
   SELF.reattached = 0;
 }
 
-void segment_open(void) {
+int segment_open(void) {
   struct options *o = &opts;
   if (!o->have_key) {
     int id = create_segment(IPC_PRIVATE, o);
@@ -158,7 +158,7 @@ void segment_open(void) {
     /* Removed now, gone when the last process that has it attached is. */
     os_shm_remove(id);
     form_segment(o);
-    return;
+    return 0;
   }
   for (int tries = 0; tries < 100; tries++) {
     int id = os_shm_find(o->key);
@@ -167,9 +167,14 @@ void segment_open(void) {
       if (id < 0) continue; /* someone created it between the two calls */
       attach_at(id, o->addr, o, 1);
       form_segment(o);
-      return;
+      return 0;
     }
     if (id < 0) {
+      /* Another user's heap, whose key this process inherited from the
+       * heap's own processes (su, runuser, sudo -u from a keyed server):
+       * not meant for it, like another program's.  A key met otherwise
+       * is refused (shmheap(7), SECURITY). */
+      if (errno == EACCES && os_shm_key_from_ancestor((int32_t)o->key)) return SEGMENT_INHERITED;
       if (errno == EACCES)
         os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_KEY=0x%x: permission denied: the segment exists but this user may not use it; it was left untouched: use another SHMHEAP_KEY",
                (unsigned)o->key);
@@ -179,6 +184,7 @@ void segment_open(void) {
     char why[SH_OWNED_WHY];
     int verdict = os_shm_owned(id, o->mode, -1, SH_OWN_USE, &ds, why, sizeof why);
     if (verdict == 1) continue; /* removed meanwhile */
+    if (verdict == SH_OWNED_OTHER && os_shm_key_from_ancestor((int32_t)o->key)) return SEGMENT_INHERITED;
     if (verdict < 0) refuse(o, why);
     if (o->size_given && ds.shm_segsz != o->size)
       os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_SIZE=%zu, but the segment of SHMHEAP_KEY=0x%x has %zu bytes; it was left untouched: set SHMHEAP_SIZE=%zu or unset it",
@@ -199,7 +205,7 @@ void segment_open(void) {
     }
     map_set(seg_base, seg_id);
     SELF.reattached = 1;
-    return;
+    return 0;
   }
   os_die(SH_EXIT_OSERR, "libshmheap: SHMHEAP_KEY=0x%x: the segment kept appearing and disappearing while attaching; try again",
          (unsigned)o->key);

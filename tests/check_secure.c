@@ -531,6 +531,45 @@ START_TEST(t_high_key_other) {
 }
 END_TEST
 
+/* A keyed process (root's sh, which forms the heap) starts a program as the
+ * second user (setpriv, as su and runuser do), which inherits SHMHEAP_KEY
+ * and LD_PRELOAD: like another program, it runs on a private heap,
+ * silently (SHMHEAP_VERBOSE says why), and root's heap is left as it was.
+ * The same key met by the second user without that ancestry is refused
+ * (t_other_user_on_mine). */
+START_TEST(t_inherited_by_other_user) {
+  if (!need_b("the second user's child of root's keyed process")) return;
+  char tool[256];
+  if (!find_tool("setpriv", tool, sizeof tool)) {
+    printf("check_secure: the second user's child of a keyed process: skipped: no setpriv\n");
+    return;
+  }
+  int key = tu_key(7);
+  for (int verbose = 0; verbose < 2; verbose++) {
+    char script[9000];
+    snprintf(script, sizeof script,
+             "%s --reuid=%d --regid=%d --clear-groups -- %s info; echo \"child=$?\"", tool, (int)b_uid,
+             (int)b_gid, helper());
+    char kv[64];
+    snprintf(kv, sizeof kv, "SHMHEAP_KEY=0x%x", (unsigned)key);
+    const char *env[] = {kv, "SHMHEAP_SIZE=16M", verbose ? "SHMHEAP_VERBOSE=1" : "SHMHEAP_VERBOSE=0", NULL};
+    const char *cmd[] = {"/bin/sh", "-c", script, NULL};
+    int rc = run_cmd(0, cmd, env, 1, 20000);
+    int id = shmget(key, 0, 0);
+    ck_assert_msg(rc == 0, "root's sh with the second user's child: exit %d [%s] [%s]", rc, R.out, R.err);
+    ck_assert_msg(strstr(R.out, "child=0") != NULL, "the second user's child did not exit 0: [%s] [%s]", R.out, R.err);
+    ck_assert_msg(strstr(R.out, "key=0 ") != NULL && strstr(R.out, "inseg=1") != NULL,
+                  "the second user's child is not on a private heap of its own: [%s]", R.out);
+    ck_assert_msg(id >= 0, "root's keyed heap is gone");
+    if (!verbose)
+      ck_assert_msg(strstr(R.err, "libshmheap:") == NULL, "not silent: [%s]", R.err);
+    else
+      ck_assert_msg(strstr(R.err, "inherited the key") != NULL, "SHMHEAP_VERBOSE=1 does not say why: [%s]", R.err);
+  }
+  tu_rm_key(key);
+}
+END_TEST
+
 /* The second user's own heap, its mode cut to 0400 (by IPC_SET): the
  * ownership rule passes (nothing for group or others), the attach for
  * writing is denied: exit 71 and a line that says it is this user's segment
@@ -884,6 +923,7 @@ int main(void) {
   tcase_add_test(tc, t_header_uid_other);
   tcase_add_test(tc, t_other_user_on_mine);
   tcase_add_test(tc, t_high_key_other);
+  tcase_add_test(tc, t_inherited_by_other_user);
   tcase_add_test(tc, t_own_heap_not_writable);
   tc = sec_tcase(s, "secure_exec", 120);
   tcase_add_test(tc, t_privileged_run_by_other_user);

@@ -428,13 +428,31 @@ uint64_t tu_hash(const void *p, size_t n) {
   return h;
 }
 
+/* Hashed in a child: the segment's last attacher (lpid) is then a process
+ * that is gone, not the suite, which is an ancestor of the programs it runs
+ * next (the library takes a key inherited from another user's heap's
+ * processes as not meant for it: check_secure t_inherited_by_other_user). */
 uint64_t tu_shm_hash(int shmid, size_t *size) {
   struct shmid_ds ds;
   if (shmctl(shmid, IPC_STAT, &ds) < 0) return 0;
-  void *p = shmat(shmid, NULL, SHM_RDONLY);
-  if (p == (void *)-1) return 0;
-  uint64_t h = tu_hash(p, ds.shm_segsz);
-  shmdt(p);
-  if (size) *size = ds.shm_segsz;
+  int fd[2];
+  if (pipe(fd) < 0) return 0;
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fd[0]);
+    uint64_t h = 0;
+    void *p = shmat(shmid, NULL, SHM_RDONLY);
+    if (p != (void *)-1) {
+      h = tu_hash(p, ds.shm_segsz);
+      shmdt(p);
+    }
+    _exit(write(fd[1], &h, sizeof h) == (ssize_t)sizeof h ? 0 : 1);
+  }
+  close(fd[1]);
+  uint64_t h = 0;
+  if (pid < 0 || read(fd[0], &h, sizeof h) != (ssize_t)sizeof h) h = 0;
+  close(fd[0]);
+  if (pid > 0) waitpid(pid, NULL, 0);
+  if (h && size) *size = ds.shm_segsz;
   return h;
 }
