@@ -539,14 +539,32 @@ END_TEST
 
 /* ---- segments that are not ours: exit 65, left untouched ------------------------- */
 
+/* Made and filled by a child that is gone when the helper runs: the
+ * segment's creator and last attacher are then not the helper's ancestors
+ * (another user's segment from an ancestor means an inherited key, and a
+ * private heap: check_secure t_inherited_by_other_user). */
 static int make_foreign(int key, size_t size, unsigned char fillb) {
   tu_rm_key(key);
-  int id = shmget(key, size, IPC_CREAT | IPC_EXCL | 0600);
-  ck_assert_msg(id >= 0, "shmget: %s", strerror(errno));
-  unsigned char *p = shmat(id, NULL, 0);
-  ck_assert_ptr_ne(p, (void *)-1);
-  for (size_t i = 0; i < size; i++) p[i] = (unsigned char)(fillb + i % 251);
-  shmdt(p);
+  int fd[2];
+  ck_assert_int_eq(pipe(fd), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int id = shmget(key, size, IPC_CREAT | IPC_EXCL | 0600);
+    unsigned char *p = id >= 0 ? shmat(id, NULL, 0) : (void *)-1;
+    if (p != (void *)-1) {
+      for (size_t i = 0; i < size; i++) p[i] = (unsigned char)(fillb + i % 251);
+      shmdt(p);
+    } else {
+      id = -1;
+    }
+    _exit(write(fd[1], &id, sizeof id) == (ssize_t)sizeof id ? 0 : 1);
+  }
+  close(fd[1]);
+  int id = -1;
+  ck_assert_int_eq(read(fd[0], &id, sizeof id), (ssize_t)sizeof id);
+  close(fd[0]);
+  waitpid(pid, NULL, 0);
+  ck_assert_msg(id >= 0, "the child could not make and fill segment key 0x%x", (unsigned)key);
   return id;
 }
 
