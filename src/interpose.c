@@ -18,13 +18,18 @@
 
 /* ---- malloc and free ------------------------------------------------------------ */
 
+/* The heap is set up (or now is); if it cannot be (start_up said why, or
+ * this thread is inside its own start-up), errno is ENOMEM. */
+static inline int heap_usable(void) {
+  if (likely(heap_ready())) return 1;
+  errno = ENOMEM;
+  return 0;
+}
+
 /* A thread has a heap only after start-up, so a thread with one may use the
  * class tables without asking. */
 static __attribute__((noinline)) void *malloc_slow(size_t n) {
-  if (unlikely(!heap_ready())) {
-    errno = ENOMEM;
-    return NULL;
-  }
+  if (unlikely(!heap_usable())) return NULL;
   if (n > SH_SMALL_MAX) return alloc_large(n, 0, 0);
   return thread_alloc(size_class(n));
 }
@@ -71,10 +76,7 @@ static void *do_calloc(size_t n, size_t m) {
     if (p) memset(p, 0, total);
     return p;
   }
-  if (unlikely(!heap_ready())) {
-    errno = ENOMEM;
-    return NULL;
-  }
+  if (unlikely(!heap_usable())) return NULL;
   return alloc_large(total, 0, 1);
 }
 
@@ -108,10 +110,7 @@ static void *do_realloc(void *p, size_t n) {
 /* align is a power of two. */
 static void *do_memalign(size_t align, size_t n) {
   if (align <= SH_ALIGN) return do_malloc(n);
-  if (unlikely(!heap_ready())) {
-    errno = ENOMEM;
-    return NULL;
-  }
+  if (unlikely(!heap_usable())) return NULL;
   unsigned c = alloc_aligned_class(align, n);
   if (c) return thread_alloc(c);
   if (align > G.heap_len) {
