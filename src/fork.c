@@ -257,10 +257,10 @@ static char copy_why[320];
 /* In the child, when its copy cannot be mapped beside the heap (ulimit -v
  * leaves no room for a second mapping of the heap's size): the new segment
  * takes the heap's place at once, and the parent, which still has the heap,
- * writes the used parts into this process.  Returns 0, or -1 (copy_why). */
-static int copy_by_parent(struct fork_state *f, int id, int attach_errno) {
-  /* Said now: after the remap the header is not there to say it from. */
-  copy_failure(copy_why, sizeof copy_why, 1, attach_errno);
+ * writes the used parts into this process.  Returns 0, or -1: copy_why
+ * already says why the attach failed (said before the remap: after it, the
+ * header is not there to say it from). */
+static int copy_by_parent(struct fork_state *f, int id) {
   if (f->back[0] < 0 || f->pipe[1] < 0) return -1;
   if (os_shm_remap(id, G.base) == (void *)-1) return -1;
   /* From here the heap at G.base is the new, empty segment: nothing may
@@ -299,7 +299,8 @@ static int copy_segment(struct fork_state *f, int child) {
   char *dst = os_shm_attach(id, NULL, 0);
   if (dst == (void *)-1) {
     int e = errno;
-    int r = child && e == ENOMEM ? copy_by_parent(f, id, e) : (copy_failure(copy_why, sizeof copy_why, 1, e), -1);
+    copy_failure(copy_why, sizeof copy_why, 1, e);
+    int r = child && e == ENOMEM ? copy_by_parent(f, id) : -1;
     /* Marked for removal, attached or not (see below). */
     os_shm_remove(id);
     if (r < 0) return -1;
