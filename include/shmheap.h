@@ -115,7 +115,7 @@ enum shmheap_origin {
 struct shmheap_recovery {
   int origin;                /* enum shmheap_origin */
   pid_t previous_pid;        /* the last process that attached the heap before this one */
-  unsigned dead_processes;   /* users that ended without leaving (killed, _exit, exec) */
+  unsigned dead_processes;   /* users that ended without leaving (killed, _exit); not exec */
   unsigned heaps_repaired;   /* thread heaps rebuilt: their thread died inside malloc/free */
   unsigned heaps_released;   /* idle thread heaps of gone processes made free again */
   unsigned lock_recovered;   /* 1: a dead process held the heap's lock; its edit was undone */

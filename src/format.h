@@ -172,9 +172,16 @@ struct ulog {
 /* A process using a keyed heap: registered when it attaches (or is forked in
  * share mode), removed when it exits.  One that is still listed but gone (or
  * whose pid now names another process: start differs) ended without leaving. */
+/* shm_proc.flags: bit 0, the process is inside exec (set by its exec call,
+ * cleared if the exec fails): if its pid is gone later, it left by exec,
+ * not by a crash.  The other bits: a tag of the executable that registered
+ * (never 0), which tells an exec'd process from one still running it. */
+#define SH_PROC_EXEC 1u
+#define SH_PROC_TAG(flags) ((flags) & ~SH_PROC_EXEC)
+
 struct shm_proc {
   _Atomic int32_t pid; /* 0: entry free */
-  uint32_t pad;
+  _Atomic uint32_t flags; /* above; 0 in heaps of libraries before them */
   uint64_t start;      /* start time in clock ticks after boot (/proc/PID/stat) */
 };
 
@@ -244,7 +251,7 @@ struct shm_header {
   char program[SH_PROGRAM_MAX]; /* executable the heap belongs to */
   int32_t last_pid;      /* the process that attached last */
   uint32_t crashes;      /* statistics: attaches that found a crash */
-  uint64_t attaches;     /* statistics: re-attaches */
+  uint64_t attaches;     /* statistics: re-attaches (not by a process again after its exec) */
   struct shm_proc procs[SH_MAX_PROCS];
   struct image image;    /* recorded by the first process, checked by the others */
   struct ulog ulog;      /* the edit in progress under lock (I6) */

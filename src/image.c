@@ -48,7 +48,7 @@ void image_reexec(void) {
   if (!opts.have_key) return;
   int persona = personality(0xffffffff);
   if (persona == -1) return;
-  /* The exec below carries SHMHEAP_REEXEC=<pid>; exec keeps the pid. */
+  /* The exec below carries SHMHEAP_REEXEC=<pid>:...; exec keeps the pid. */
   int marked = opts.reexec_pid && opts.reexec_pid == (long)SELF.pid;
   if (persona & ADDR_NO_RANDOMIZE) {
     /* Set by us: our layout is fixed now, and the programs this one runs
@@ -70,9 +70,15 @@ void image_reexec(void) {
   if (!segment_wanted()) return;
   char **argv, **envp;
   if (!os_self_args(&argv, &envp)) return;
-  char mark[64], name[16];
+  /* The name and AT_EXECFN are the exec's, lost by this one through
+   * /proc/self/exe; the new image takes them back (SHMHEAP_PROGRAM may
+   * name a link the program was run by). */
+  static char mark[64 + SH_PROGRAM_MAX];
+  char name[16];
   os_self_name(name, sizeof name);
-  os_fmt(mark, sizeof mark, "SHMHEAP_REEXEC=%d:%s", (int)SELF.pid, name);
+  const char *fn = os_self_execfn();
+  if (!fn || strlen(fn) >= SH_PROGRAM_MAX) fn = "";
+  os_fmt(mark, sizeof mark, "SHMHEAP_REEXEC=%d:%d:%s%s", (int)SELF.pid, (int)strlen(name), name, fn);
   if (personality((unsigned long)persona | ADDR_NO_RANDOMIZE) == -1) return;
   os_exec_self(argv, envp, mark);
   /* Not possible (no /proc, a deleted executable, too many variables): go

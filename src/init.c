@@ -74,8 +74,11 @@ int start_up(void) {
   SELF.keyed = opts.have_key;
   image_reexec(); /* returns only if no re-exec is needed or possible */
   for (;;) {
-    if (segment_open() == SEGMENT_INHERITED) {
-      use_private_segment("it is another user's heap, and this process inherited the key from that heap's processes");
+    int seg = segment_open();
+    if (seg == SEGMENT_INHERITED || seg == SEGMENT_IN_USE_UNFIT) {
+      use_private_segment(seg == SEGMENT_INHERITED
+                              ? "it is another user's heap, and this process inherited the key from that heap's processes"
+                              : "the heap is in use by another process, and larger than the address space ulimit -v leaves this one");
       SELF.keyed = 0;
       continue;
     }
@@ -84,7 +87,7 @@ int start_up(void) {
     if (r == RECOVER_USE) break;
     segment_close();
     recover_forget();
-    if (r == RECOVER_PRIVATE) use_private_segment("the heap belongs to another program or to a process above this one");
+    if (r == RECOVER_PRIVATE) use_private_segment(recover_private_why());
     SELF.keyed = opts.have_key;
   }
   alloc_gate_register();

@@ -26,6 +26,10 @@ SH_HIDDEN void start_up_or_die(void);
  * user's heap that this process inherited from it (os_shm_key_from_ancestor),
  * so it takes a private heap instead. */
 #define SEGMENT_INHERITED 1
+/* SEGMENT_IN_USE_UNFIT: the heap is larger than the address space ulimit -v
+ * leaves this process, and attached by another process: this one could not
+ * use it even if it were the heap's program, so it takes a private heap. */
+#define SEGMENT_IN_USE_UNFIT 2
 SH_HIDDEN int segment_open(void);
 SH_HIDDEN void segment_close(void);
 

@@ -146,13 +146,18 @@ void options_parse(struct options *o) {
   if ((v = env_get("SHMHEAP_REEXEC")) && *v) {
     unsigned long long pid;
     const char *e;
-    /* <pid>, or <pid>:<the process's name before the exec> */
+    unsigned long long n;
+    /* <pid>, or <pid>:<n>:<the process's name before the exec, n bytes><its
+     * AT_EXECFN>: the name may hold any byte but NUL, ':' too. */
     if (!parse_u64(v, &pid, &e) && (!*e || *e == ':') && pid <= 0x7fffffff) {
       o->reexec_pid = (long)pid;
-      if (*e == ':') {
-        size_t n = strnlen(e + 1, sizeof o->reexec_name - 1);
+      if (*e == ':' && !parse_u64(e + 1, &n, &e) && *e == ':' && n < sizeof o->reexec_name &&
+          strnlen(e + 1, n) == n) {
         memcpy(o->reexec_name, e + 1, n);
         o->reexec_name[n] = 0;
+        e += 1 + n;
+        size_t k = strlen(e);
+        if (k < sizeof o->reexec_fn) memcpy(o->reexec_fn, e, k + 1);
       }
     }
   }

@@ -99,6 +99,10 @@ const char *os_exe_of(pid_t pid, char *buf, size_t len) {
   ssize_t r = readlink(path, buf, len - 1);
   if (r <= 0) return NULL;
   buf[r] = 0;
+  /* A program whose file was replaced (a package upgrade) while it runs is
+   * still that program. */
+  static const char deleted[] = " (deleted)";
+  if ((size_t)r >= sizeof deleted && !strcmp(buf + r - (sizeof deleted - 1), deleted)) buf[r - (sizeof deleted - 1)] = 0;
   return buf;
 }
 
@@ -107,6 +111,13 @@ static char self_exe[SH_PROGRAM_MAX];
 const char *os_self_exe(void) {
   if (!self_exe[0] && !os_exe_of(os_getpid(), self_exe, sizeof self_exe)) memcpy(self_exe, "?", 2);
   return self_exe;
+}
+
+const char *os_self_execfn(void) { return (const char *)getauxval(AT_EXECFN); }
+
+int os_same_file(const char *a, const char *b) {
+  struct stat sa, sb;
+  return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 int os_pid_gone(pid_t pid) { return kill(pid, 0) != 0 && errno == ESRCH; }
@@ -269,7 +280,9 @@ void os_exec_self(char **argv, char **envp, const char *mark) {
   }
   exec_env[k++] = (char *)mark;
   exec_env[k] = NULL;
-  execve("/proc/self/exe", argv, exec_env);
+  /* The system call, not execve: that is the library's own (exec.c), which
+   * marks a process leaving its heap, and this one is not leaving. */
+  syscall(SYS_execve, "/proc/self/exe", argv, exec_env);
 }
 
 size_t os_address_space_left(size_t *limit) {

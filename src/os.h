@@ -61,10 +61,16 @@ SH_HIDDEN size_t os_read_file(const char *path, char *buf, size_t len);
 /* Parent and start time of pid from /proc/PID/stat; 0 if there is no such
  * process, or only its corpse (a zombie has left every heap). */
 SH_HIDDEN int os_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start);
-/* The executable of pid (/proc/PID/exe), or NULL. */
+/* The executable of pid (/proc/PID/exe, without the " (deleted)" of a
+ * replaced file), or NULL. */
 SH_HIDDEN const char *os_exe_of(pid_t pid, char *buf, size_t len);
 /* This process's executable, read once ("?" if unreadable). */
 SH_HIDDEN const char *os_self_exe(void);
+/* The path this image was executed by (AT_EXECFN: "redis-server" where the
+ * executable is the link's target, redis-check-rdb), or NULL. */
+SH_HIDDEN const char *os_self_execfn(void);
+/* Do paths a and b name the same file (after links)? */
+SH_HIDDEN int os_same_file(const char *a, const char *b);
 /* Does pid name no process at all (kill(pid, 0) fails with ESRCH)? */
 SH_HIDDEN int os_pid_gone(pid_t pid);
 
@@ -167,6 +173,7 @@ struct options {
   int secure;          /* set-user-ID or the like: SHMHEAP_* ignored */
   long reexec_pid;     /* SHMHEAP_REEXEC: the pid image_reexec exec'd, or 0 */
   char reexec_name[16]; /* SHMHEAP_REEXEC: the process's name before that exec, or "" */
+  char reexec_fn[SH_PROGRAM_MAX]; /* SHMHEAP_REEXEC: AT_EXECFN before that exec, or "" */
 };
 
 /* The process's options, parsed once at start-up (init.c). */

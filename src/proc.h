@@ -56,6 +56,10 @@ SH_HIDDEN enum recover_verdict recover_attach(uint64_t t0);
 SH_HIDDEN const struct shmheap_recovery *recover_findings(void);
 SH_HIDDEN void recover_forget(void);
 SH_HIDDEN int recover_program_is_self(void);
+/* Why recover_attach said RECOVER_PRIVATE (for SHMHEAP_VERBOSE). */
+SH_HIDDEN const char *recover_private_why(void);
+/* The exec family: this process is inside exec (1), or its exec failed (0). */
+SH_HIDDEN void recover_exec(int inside);
 /* Read-only, at any address: would this process use heap h (the program's,
  * nobody alive using it)?  A guess for image.c; recover_attach decides. */
 SH_HIDDEN int recover_segment_is_for_self(const struct shm_header *h);

@@ -36,32 +36,70 @@ static const char *base_name(const char *p) {
   return b;
 }
 
-/* Is the executable at path the heap's program?  With SHMHEAP_PROGRAM, the
- * one it names (a path, or a file name to compare with the path's last part);
- * without, the one recorded when the heap was formed. */
-static int is_program_of(const char *path, const struct shm_header *h) {
-  const char *want = opts.program;
-  if (want) return !strcmp(path, want) || (!strchr(want, '/') && !strcmp(base_name(path), want));
+/* Is path the executable recorded in heap h, the one its users run? */
+static int runs_recorded(const char *path, const struct shm_header *h) {
   return !h || !h->program[0] || !strncmp(path, h->program, SH_PROGRAM_MAX);
 }
 
-static int is_program(const char *path) { return is_program_of(path, G.hdr); }
+static int path_is(const char *path, const char *want) {
+  return !strcmp(path, want) || (!strchr(want, '/') && !strcmp(base_name(path), want));
+}
 
-int recover_program_is_self(void) { return is_program(os_self_exe()); }
+/* The path this image was run by: the kernel's, or the one it had before
+ * the start-up re-exec, which runs /proc/self/exe (image.c). */
+static const char *self_execfn(void) {
+  if (opts.reexec_pid == (long)SELF.pid && opts.reexec_fn[0]) return opts.reexec_fn;
+  return os_self_execfn();
+}
+
+/* Is this process the heap's program?  With SHMHEAP_PROGRAM, the one it
+ * names: a path, or a file name to compare with the last part of the path,
+ * each matched against the executable and against the path the program was
+ * run by, so that a link's name works (redis-server, a link to
+ * redis-check-rdb).  Without, the executable recorded in the heap.  Only
+ * this process is judged so: whether another one still uses the heap is
+ * told by the tag of the executable it registered with (proc_state). */
+static int self_is_program(const struct shm_header *h) {
+  const char *exe = os_self_exe(), *want = opts.program;
+  if (!want) return runs_recorded(exe, h);
+  const char *fn = self_execfn();
+  return path_is(exe, want) || (fn && path_is(fn, want)) || (strchr(want, '/') && os_same_file(want, exe));
+}
+
+int recover_program_is_self(void) { return self_is_program(G.hdr); }
 
 /* ---- the process table ------------------------------------------------------- */
 
-/* Is the process of table entry e alive and still running the heap's
- * program?  One that exec'd something else has left the heap as surely as
- * one that died.  Our own pid is a previous image of this process while it
- * attaches, and this very process afterwards (the supervisor reaping its
- * worker, a process leaving). */
-static int proc_alive(const struct shm_header *h, const struct shm_proc *e, pid_t pid, int attaching) {
-  if (pid == SELF.pid) return !attaching;
-  if (!hv_proc_alive(e)) return 0;
+/* The tag of an executable in a table entry (format.h). */
+static uint32_t exe_tag(const char *path) {
+  uint32_t x = 2166136261u;
+  for (; *path; path++) x = (x ^ (unsigned char)*path) * 16777619u;
+  return (x | 0x80000000u) & ~SH_PROC_EXEC;
+}
+
+enum proc_is { PROC_USER, PROC_LEFT, PROC_DEAD };
+
+/* What became of the process of table entry e.  It still uses the heap
+ * while it is alive and runs the executable it registered with.  It left
+ * cleanly if it exec'd: it runs another executable now, or its pid is gone
+ * after it marked its exec (exec.c), or it is this process's earlier image
+ * while this one attaches (the exec kept the pid).  Gone without either,
+ * it crashed.  This process is a user once attached (the supervisor
+ * reaping its worker, a process leaving). */
+static enum proc_is proc_state(const struct shm_header *h, const struct shm_proc *e, pid_t pid, int attaching) {
+  if (pid == SELF.pid && (!e->start || e->start == SELF.start)) return attaching ? PROC_LEFT : PROC_USER;
+  uint32_t flags = atomic_load(&((struct shm_proc *)e)->flags);
+  if (!hv_proc_alive(e)) return flags & SH_PROC_EXEC ? PROC_LEFT : PROC_DEAD;
   char buf[SH_PROGRAM_MAX];
   const char *exe = os_exe_of(pid, buf, sizeof buf);
-  return !exe || is_program_of(exe, h); /* unreadable: assume it is */
+  if (!exe) return PROC_USER; /* unreadable: assume it is */
+  /* Untagged: registered by a library before tags; the recorded program. */
+  int same = SH_PROC_TAG(flags) ? exe_tag(exe) == SH_PROC_TAG(flags) : runs_recorded(exe, h);
+  return same ? PROC_USER : PROC_LEFT;
+}
+
+static int proc_alive(const struct shm_header *h, const struct shm_proc *e, pid_t pid, int attaching) {
+  return proc_state(h, e, pid, attaching) == PROC_USER;
 }
 
 /* Is a process listed that uses the heap, other than an earlier image of
@@ -74,8 +112,20 @@ static int users_alive(const struct shm_header *h) {
   return 0;
 }
 
-int recover_segment_is_for_self(const struct shm_header *h) {
-  return is_program_of(os_self_exe(), h) && !users_alive(h);
+/* This process's entry: its own, or its earlier image's (before an exec). */
+static struct shm_proc *own_entry(const struct shm_header *h) {
+  for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
+    const struct shm_proc *e = &h->procs[i];
+    if (atomic_load(&((struct shm_proc *)e)->pid) == SELF.pid && (!e->start || e->start == SELF.start))
+      return (struct shm_proc *)e;
+  }
+  return NULL;
+}
+
+static int has_roots(const struct shm_header *h) {
+  for (unsigned i = 0; i < SH_ROOT_MAX; i++)
+    if (atomic_load_explicit(&((struct shm_header *)h)->roots[i].name[0], memory_order_relaxed)) return 1;
+  return 0;
 }
 
 static int ancestor_of_self(pid_t pid) {
@@ -87,15 +137,51 @@ static int ancestor_of_self(pid_t pid) {
   return 0;
 }
 
-/* Inside an edit. */
-static int register_pid(pid_t pid) {
+/* A launcher's heap: formed by an executable that is not this program's,
+ * never re-attached by another process since (h->attaches), holding no
+ * root (so nothing in it can be found by a program), and made
+ *  - by this very process before it exec'd this program (env, nohup,
+ *    sh -c 'exec ...', a shim script ending in exec): its images are all
+ *    listed, each attached in turn;
+ *  - or, with SHMHEAP_PROGRAM naming this program, by this process or an
+ *    ancestor (a launcher that had the key but not SHMHEAP_PROGRAM, and
+ *    forked this one: timeout, a script).
+ * The program forms it anew and gets the restarts it would get started
+ * directly.  The callers make sure that nobody uses it. */
+static int launchers_heap(const struct shm_header *h) {
+  if (has_roots(h) || h->attaches || runs_recorded(os_self_exe(), h)) return 0;
+  if (opts.program) return self_is_program(h) && (h->creator_pid == SELF.pid || ancestor_of_self(h->creator_pid));
+  return h->creator_pid == SELF.pid && own_entry(h);
+}
+
+int recover_segment_is_for_self(const struct shm_header *h) {
+  return (self_is_program(h) || launchers_heap(h)) && !users_alive(h);
+}
+
+/* The exec family (exec.c): this process is about to exec (inside 1), or
+ * its exec failed (0).  Its entry says so, for whoever finds its pid gone
+ * later: an exec into a program without this library leaves nothing else
+ * behind to tell a clean exit from a crash.  Not in a vfork child, which
+ * shares its parent's memory but is not its parent. */
+void recover_exec(int inside) {
+  if (!SELF.keyed || !G.hdr || os_getpid() != SELF.pid) return;
+  struct shm_proc *e = own_entry(G.hdr);
+  if (!e) return;
+  if (inside) atomic_fetch_or(&e->flags, SH_PROC_EXEC);
+  else atomic_fetch_and(&e->flags, ~SH_PROC_EXEC);
+}
+
+/* This process into the table, with the tag of its executable.  Inside an
+ * edit. */
+static int register_self(void) {
   uint64_t start;
-  if (!os_proc_stat(pid, NULL, &start)) start = 0;
+  if (!os_proc_stat(SELF.pid, NULL, &start)) start = 0;
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     struct shm_proc *e = &G.hdr->procs[i];
     if (atomic_load(&e->pid) != 0) continue;
     JW(e->start) = start;
-    JW(e->pid) = pid; /* last: the entry exists */
+    JW(e->flags) = exe_tag(os_self_exe());
+    JW(e->pid) = SELF.pid; /* last: the entry exists */
     return 1;
   }
   return 0; /* full: this process is not tracked (documented limit) */
@@ -105,7 +191,7 @@ void recover_register_self(void) {
   if (!SELF.keyed) return;
   pages_lock();
   journal_begin();
-  register_pid(SELF.pid);
+  register_self();
   journal_end();
   page_purge_due();
   pages_unlock();
@@ -133,7 +219,7 @@ void recover_leave(void) {
 /* Frees what gone processes left: table entries, thread heaps (rebuilt if
  * busy, then trimmed), and heap 0 if its lock died with its owner.  Under
  * hdr->lock, outside an edit; adds what it did to *f.  Returns the table
- * entries of processes that never left. */
+ * entries of processes that crashed (that neither left nor exec'd). */
 static unsigned reap(struct shmheap_recovery *f, int attaching) {
   struct shm_header *h = G.hdr;
   unsigned dead = 0;
@@ -141,10 +227,11 @@ static unsigned reap(struct shmheap_recovery *f, int attaching) {
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     struct shm_proc *e = &h->procs[i];
     pid_t pid = atomic_load(&e->pid);
-    if (pid && !proc_alive(h, e, pid, attaching)) {
+    enum proc_is st = pid ? proc_state(h, e, pid, attaching) : PROC_USER;
+    if (st != PROC_USER) {
       JW(e->pid) = 0;
       journal_step(); /* one entry at a time: the table has SH_MAX_PROCS */
-      dead++;
+      dead += st == PROC_DEAD;
     }
   }
   journal_end();
@@ -306,6 +393,32 @@ static unsigned attach_lock(void) {
   return (unsigned)r;
 }
 
+static const char *private_why = "";
+static char private_why_buf[64 + SH_PROGRAM_MAX];
+
+const char *recover_private_why(void) { return private_why; }
+
+/* This process is not the heap's program, but its earlier image (before an
+ * exec) was: it leaves for it, as its exit would have.  Under hdr->lock. */
+static void leave_earlier_image(void) {
+  struct shm_proc *e = own_entry(G.hdr);
+  if (!e) return;
+  journal_begin();
+  JW(e->pid) = 0;
+  journal_end();
+  for (uint32_t i = 1; i < G.hdr->max_heap; i++) {
+    struct theap *t = &G.heaps[i];
+    if (atomic_load(&t->owner_pid) != SELF.pid) continue;
+    if (atomic_load(&t->busy)) repair_heap(t); /* a thread the exec stopped mid-edit */
+    repair_trim(t);
+    journal_begin();
+    JW(t->owner_pid) = 0;
+    journal_end();
+  }
+  if (users_alive(G.hdr)) page_purge_due();
+  else page_purge_all();
+}
+
 enum recover_verdict recover_attach(uint64_t t0) {
   struct shm_header *h = G.hdr;
   const char *exe = os_self_exe();
@@ -319,7 +432,7 @@ enum recover_verdict recover_attach(uint64_t t0) {
     memcpy(h->program, exe, n < SH_PROGRAM_MAX ? n + 1 : SH_PROGRAM_MAX);
     h->program[SH_PROGRAM_MAX - 1] = 0;
     journal_begin();
-    register_pid(SELF.pid);
+    register_self();
     journal_end();
     h->last_pid = SELF.pid;
     page_purge_due();
@@ -328,18 +441,41 @@ enum recover_verdict recover_attach(uint64_t t0) {
     f->recovery_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
     return RECOVER_USE;
   }
-  if (!is_program(exe)) {
+  pid_t user = 0;
+  for (unsigned i = 0; i < SH_MAX_PROCS && !user; i++) {
+    pid_t pid = atomic_load(&h->procs[i].pid);
+    if (pid && proc_alive(h, &h->procs[i], pid, 1)) user = pid;
+  }
+  if (!user && launchers_heap(h)) {
+    /* Ours, formed by the launcher this process was before its exec: gone,
+     * and formed anew by the loop in start_up for this program. */
+    if (opts.verbose)
+      os_say("libshmheap: pid %d (%s): SHMHEAP_KEY=%s: the heap holds no root and was formed by %s, a launcher of this program: formed anew for it",
+             (int)SELF.pid, exe, options_key_label(), h->program);
+    pages_unlock();
+    os_shm_remove(G.shmid);
+    return RECOVER_REMOVED;
+  }
+  if (!self_is_program(h)) {
+    private_why = "the heap belongs to another program";
+    leave_earlier_image();
     pages_unlock();
     return RECOVER_PRIVATE;
   }
-  for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
-    struct shm_proc *e = &h->procs[i];
-    pid_t pid = atomic_load(&e->pid);
-    if (!pid || !proc_alive(h, e, pid, 1)) continue;
+  if (user && opts.fresh) {
     pages_unlock();
-    if (ancestor_of_self(pid)) return RECOVER_PRIVATE;
-    os_die(SH_EXIT_INUSE, "libshmheap: SHMHEAP_KEY=%s: the heap is in use by pid %d (%s); one process uses a keyed heap at a time: stop that process first, or use another SHMHEAP_KEY",
-           options_key_label(), (int)pid, h->program);
+    os_die(SH_EXIT_INUSE, "libshmheap: SHMHEAP_KEY=%s: SHMHEAP_FRESH=1, but the heap is in use by pid %d (%s): stop that process first, or unset SHMHEAP_FRESH",
+           options_key_label(), (int)user, h->program);
+  }
+  if (user) {
+    /* A second instance of the program while the heap is in use: the
+     * server's own executable run as a command (nginx -s reload, nginx -t,
+     * a worker it execs) or a second server by mistake.  Either works on a
+     * private heap; a keyed heap has one user at a time (shmheap(7)). */
+    os_fmt(private_why_buf, sizeof private_why_buf, "the heap is in use by pid %d (%s)", (int)user, h->program);
+    private_why = private_why_buf;
+    pages_unlock();
+    return RECOVER_PRIVATE;
   }
   if (opts.fresh) {
     /* Nobody uses it: discard it as asked.  Removal frees the key now; the
@@ -354,16 +490,18 @@ enum recover_verdict recover_attach(uint64_t t0) {
     return RECOVER_REMOVED;
   }
   vet_heap_metadata(f);
+  /* This process again after an exec is no re-attach by another. */
+  int continued = own_entry(h) != NULL;
   unsigned dead = reap(f, 1);
   f->dead_processes = dead;
   f->previous_pid = h->last_pid;
   int crashed = dead || f->lock_recovered || f->heaps_repaired;
   f->origin = crashed ? SHMHEAP_CRASHED : SHMHEAP_CLEAN;
   journal_begin();
-  register_pid(SELF.pid);
+  register_self();
   journal_end();
   h->last_pid = SELF.pid;
-  h->attaches++;
+  if (!continued || crashed) h->attaches++;
   if (crashed) h->crashes++;
   /* What the dead left free and has lain unused long enough goes back now,
    * not at this process's first allocation. */

@@ -190,6 +190,16 @@ int segment_open(void) {
       os_die(SH_EXIT_FOREIGN, "libshmheap: SHMHEAP_SIZE=%zu, but the segment of SHMHEAP_KEY=0x%x has %zu bytes; it was left untouched: set SHMHEAP_SIZE=%zu or unset it",
              o->size, (unsigned)o->key, (size_t)ds.shm_segsz, (size_t)ds.shm_segsz);
     o->size = ds.shm_segsz; /* SHMHEAP_SIZE unset: the heap keeps its own size */
+    /* Its header cannot even be read (a SysV segment maps whole), so which
+     * program it is for is unknown.  In use, it cannot be this process's
+     * in any case; free, it may be, and a silent private heap would lose a
+     * restarting server's state. */
+    size_t limit, left = os_address_space_left(&limit);
+    if (ds.shm_segsz > left) {
+      if (ds.shm_nattch > 0) return SEGMENT_IN_USE_UNFIT;
+      os_die(SH_EXIT_OSERR, "libshmheap: SHMHEAP_KEY=%s: the heap is %zu MiB, and ulimit -v (RLIMIT_AS, %zu MiB) leaves this process %zu MiB of address space: raise ulimit -v (a keyed heap keeps the size it was formed with), or set SHMHEAP_PROGRAM to the heap's program if this is another one",
+             options_key_label(), (size_t)ds.shm_segsz >> 20, limit >> 20, left >> 20);
+    }
     uintptr_t base = validate_existing(id, o, ds.shm_segsz);
     if (!base) continue;
     attach_at(id, base, o, 0);

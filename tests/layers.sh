@@ -18,7 +18,7 @@ LAYERS=(
   "3 allocator: small alloc view stats"
   "4 processes: thread repair fork recover image"
   "5 start-up: init segment"
-  "6 exported: interpose cxx api roots supervise"
+  "6 exported: interpose cxx exec api roots supervise"
 )
 # Kernel interfaces only the OS layer may name (the rest go through os.h).
 OS_ONLY='^(shmget|shmat|shmdt|shmctl|madvise|mmap|munmap|syscall|clock_gettime|readlink|open|open64|execve)$'

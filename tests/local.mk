@@ -26,6 +26,12 @@
 #              free, against glibc's
 #   fork.sh (fork_stress)                         fork from threads at once,
 #              from signal handlers and nested, in both modes, under load
+#   exec.sh (exec_prog, LINKED with the library,  exec chains: env, sh -c
+#              -no-install)                       'exec', nohup, shims, and
+#              launchers with SHMHEAP_PROGRAM; a link's name; exec that
+#              leaves cleanly; a second instance
+#   real_nginx.sh                                 Debian's nginx on a keyed
+#              heap: nginx -t and nginx -s reload while it runs
 #
 # --enable-sanitizers: everything here is built with UBSan (AM_CFLAGS), and
 # the suites that do not run on the library add ASan (check_crash,
@@ -116,6 +122,13 @@ tests_fork_stress_SOURCES = tests/fork_stress.c
 tests_fork_stress_CFLAGS = $(AM_CFLAGS) -pthread
 tests_fork_stress_LDADD = -lpthread
 
+# exec_prog: the program at the end of exec chains (exec.sh); a real
+# executable (-no-install), so that /proc/PID/exe is the program itself.
+check_PROGRAMS += tests/exec_prog
+tests_exec_prog_SOURCES = tests/exec_prog.c
+tests_exec_prog_LDADD = src/libshmheap.la
+tests_exec_prog_LDFLAGS = -no-install -Wl,-rpath,$(abs_top_builddir)/src/.libs
+
 check_PROGRAMS += tests/helper_env tests/helper_recover tests/cxx_prog tests/cxx_restart tests/cxx_restart_b
 tests_helper_env_SOURCES = tests/helper_env.c
 tests_helper_recover_SOURCES = tests/helper_recover.c
@@ -140,9 +153,10 @@ REAL_TESTS = \
 	tests/real_cxx.sh \
 	tests/real_gxx.sh \
 	tests/real_dump.sh \
-	tests/real_kvstore.sh
-TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss.sh tests/fork.sh
-EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh tests/fork.sh
+	tests/real_kvstore.sh \
+	tests/real_nginx.sh
+TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh
+EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
