@@ -54,7 +54,7 @@ void alloc_gate_wait(struct theap *h) {
  * allocating 23 bytes"), and nothing else would tell that the limit is
  * SHMHEAP_SIZE and not the machine's memory.  Sizes that no allocator can
  * meet (above PTRDIFF_MAX: glibc fails them too) are not the heap's fault. */
-static void out_of_heap(size_t n) {
+void alloc_out_of_heap(size_t n) {
   static _Atomic pid_t said;
   if (n > PTRDIFF_MAX) return;
   pid_t self = os_getpid();
@@ -141,10 +141,7 @@ __attribute__((noinline)) void *heap_alloc_refill(struct theap *h, unsigned c) {
       if (hc->avail) continue;
     }
     struct span *s = span_new_small(h, c);
-    if (!s) {
-      out_of_heap(small_class_size[c]);
-      return NULL;
-    }
+    if (!s) return NULL; /* the caller reclaims what it can and tries again (thread.c) */
     small_list_push(&hc->avail, s);
   }
 }
@@ -178,11 +175,39 @@ __attribute__((noinline)) void heap_unpark(struct theap *h, struct span *s) {
   }
 }
 
+/* The page allocator is out of pages (or malloc_trim asks): every span of h
+ * that blocks freed by other threads have emptied goes back to it.  Those
+ * spans wait on their owner's lists until it allocates in their class again
+ * (the freeing thread may not touch another thread's lists), which a thread
+ * that now allocates only other sizes never does: without this, memory one
+ * thread made and others freed would serve no other size.  Parked spans with
+ * remote frees come back to the class list first.  Returns the number of
+ * spans retired.  The caller holds h (heap_enter, or heap 0's lock). */
+unsigned heap_reclaim(struct theap *h) {
+  unsigned retired = 0;
+  atomic_store_explicit(&h->full_remote, 0, memory_order_relaxed); /* every full list is looked at below */
+  for (unsigned c = 1; c <= SH_NCLASS; c++) {
+    struct heap_class *hc = &h->cls[c];
+    rescue_full(h, c);
+    for (uint32_t i = hc->avail, nx, n = 0; i; i = nx) {
+      if (unlikely(!span_step_ok(i, &n))) pages_bad_list("class", c, i);
+      struct span *s = &G.spans[i];
+      nx = s->next;
+      edit_mark(h, i);
+      small_collect(h, s);
+      if (s->used == 0 && !s->flags) {
+        heap_retire(h, s);
+        retired++;
+      }
+    }
+  }
+  return retired;
+}
+
 /* ---- large blocks -------------------------------------------------------------- */
 
 void *alloc_large(size_t n, size_t align, int zero) {
   if (n > G.heap_len) {
-    out_of_heap(n);
     errno = ENOMEM;
     return NULL;
   }
@@ -202,7 +227,6 @@ void *alloc_large(size_t n, size_t align, int zero) {
   page_purge_due();
   pages_unlock();
   if (!s) {
-    out_of_heap(n);
     errno = ENOMEM;
     return NULL;
   }

@@ -66,6 +66,7 @@ static inline void *heap_alloc(struct theap *h, unsigned c) {
 }
 
 SH_HIDDEN void heap_retire(struct theap *h, struct span *s);
+SH_HIDDEN unsigned heap_reclaim(struct theap *h);
 /* A parked span of h with blocks free again becomes its class's current one
  * (alloc.c). */
 SH_HIDDEN void heap_unpark(struct theap *h, struct span *s);
@@ -104,12 +105,13 @@ static inline void heap_free_remote(struct theap *h, struct span *s, void *p) {
   h->nfree++;
 }
 
-/* A small block from h, which the calling thread holds (not heap 0). */
+/* A small block from h, which the calling thread holds (not heap 0).  NULL
+ * when the page allocator has no span for it: the caller reclaims and
+ * tries again, and sets errno (thread_alloc_retry). */
 static inline void *alloc_small(struct theap *h, unsigned c) {
   heap_enter(h);
   void *p = heap_alloc(h, c);
   heap_leave(h);
-  if (unlikely(!p)) errno = ENOMEM;
   return p;
 }
 
@@ -152,7 +154,11 @@ static inline size_t alloc_usable(const struct span *s) {
 
 /* ---- large blocks and alignment (alloc.c) ------------------------------------------------ */
 
-SH_HIDDEN void *alloc_large(size_t n, size_t align, int zero); /* errno ENOMEM on failure */
+/* errno ENOMEM on failure, said by nobody: the caller reclaims and tries
+ * again (thread_alloc_large) */
+SH_HIDDEN void *alloc_large(size_t n, size_t align, int zero);
+/* The one line a process writes when the heap cannot give n bytes. */
+SH_HIDDEN void alloc_out_of_heap(size_t n);
 SH_HIDDEN void free_large(struct span *s);
 SH_HIDDEN int alloc_resize_large(struct span *s, size_t n); /* in place; 1 on success */
 /* The first class whose blocks are all aligned to align, for n bytes; 0 if none. */

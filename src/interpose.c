@@ -30,13 +30,17 @@ static inline int heap_usable(void) {
  * class tables without asking. */
 static __attribute__((noinline)) void *malloc_slow(size_t n) {
   if (unlikely(!heap_usable())) return NULL;
-  if (n > SH_SMALL_MAX) return alloc_large(n, 0, 0);
+  if (n > SH_SMALL_MAX) return thread_alloc_large(n, 0, 0);
   return thread_alloc(size_class(n));
 }
 
 static inline void *do_malloc(size_t n) {
   struct theap *h = tl_heap;
-  if (likely(h != NULL && n <= SH_SMALL_MAX)) return alloc_small(h, size_class(n));
+  if (likely(h != NULL && n <= SH_SMALL_MAX)) {
+    unsigned c = size_class(n);
+    void *p = alloc_small(h, c);
+    return likely(p != NULL) ? p : thread_alloc_retry(c);
+  }
   return malloc_slow(n);
 }
 
@@ -77,7 +81,7 @@ static void *do_calloc(size_t n, size_t m) {
     return p;
   }
   if (unlikely(!heap_usable())) return NULL;
-  return alloc_large(total, 0, 1);
+  return thread_alloc_large(total, 0, 1);
 }
 
 static void *do_realloc(void *p, size_t n) {
@@ -119,7 +123,7 @@ static void *do_memalign(size_t align, size_t n) {
   }
   /* At least 9 pages, so a large span is never smaller than a small block's
    * limit and the descriptor pool stays within one entry per page. */
-  return alloc_large(n > SH_SMALL_MAX ? n : SH_SMALL_MAX + 1, align, 0);
+  return thread_alloc_large(n > SH_SMALL_MAX ? n : SH_SMALL_MAX + 1, align, 0);
 }
 
 /* For the C++ operators (cxx.c). */
@@ -279,9 +283,15 @@ SH_API int mallopt(int param, int value) {
   return 1; /* accepted, as glibc's callers expect; the knobs do not apply */
 }
 
+/* glibc's trims every arena; here what other threads freed into this
+ * thread's spans, heap 0's and released slots' goes back too, then every
+ * free page is purged. */
 SH_API int malloc_trim(size_t pad) {
   (void)pad;
   if (!started()) return 0;
+  int saved = errno;
+  thread_reclaim();
+  errno = saved;
   pages_lock();
   size_t n = page_purge_all();
   pages_unlock();

@@ -35,7 +35,13 @@ SH_HIDDEN void heap0_lock(void);
 SH_HIDDEN void heap0_unlock(void);
 /* A small block of class c, or the free of small block p of s, for a thread
  * that has no heap yet (it claims one) or cannot have one (heap 0). */
+/* A small block of class c or a large block for the calling thread.  When
+ * the pages have run out they reclaim and try once more; then the heap is
+ * full: said once (alloc_out_of_heap), errno ENOMEM, NULL. */
 SH_HIDDEN void *thread_alloc(unsigned c);
+SH_HIDDEN void *thread_alloc_retry(unsigned c); /* after alloc_small gave NULL */
+SH_HIDDEN void *thread_alloc_large(size_t n, size_t align, int zero);
+SH_HIDDEN unsigned thread_reclaim(void);
 SH_HIDDEN void thread_free(struct span *s, void *p);
 
 /* ---- repair (repair.c), under hdr->lock ------------------------------------------------ */

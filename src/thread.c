@@ -56,6 +56,22 @@ void thread_key_init(void) {
   heap_key_ok = pthread_key_create(&heap_key, thread_exit) == 0;
 }
 
+/* Slot i, if it is free or its process is gone: claimed for this thread.
+ * Under the page lock, in a journal record. */
+static struct theap *slot_take(uint32_t i) {
+  struct theap *c = &G.heaps[i];
+  pid_t owner = atomic_load_explicit(&c->owner_pid, memory_order_acquire);
+  if (owner != 0 && (owner == SELF.pid || !thread_slot_gone(c))) return NULL;
+  /* Left busy: its thread died inside an edit (I7). */
+  if (atomic_load(&c->busy)) repair_heap(c);
+  JW(c->index) = (uint16_t)i;
+  JW(c->owner_tid) = (int32_t)os_gettid();
+  JW(c->owner_start) = SELF.start;
+  JW(c->owner_pid) = SELF.pid;
+  if (i >= G.hdr->max_heap) JW(G.hdr->max_heap) = i + 1;
+  return c;
+}
+
 struct theap *thread_heap_claim(void) {
   struct shm_header *hdr = G.hdr;
   struct theap *h = NULL;
@@ -70,20 +86,7 @@ struct theap *thread_heap_claim(void) {
    * Reusing such a slot reuses the spans and cached blocks it holds; only
    * when there is none does a never-used slot get opened. */
   uint32_t lim = hdr->max_heap < SH_MAX_HEAPS ? hdr->max_heap + 1 : SH_MAX_HEAPS;
-  for (uint32_t i = 1; i < lim; i++) {
-    struct theap *c = &G.heaps[i];
-    pid_t owner = atomic_load_explicit(&c->owner_pid, memory_order_acquire);
-    if (owner != 0 && (owner == SELF.pid || !thread_slot_gone(c))) continue;
-    /* Left busy: its thread died inside an edit (I7). */
-    if (atomic_load(&c->busy)) repair_heap(c);
-    h = c;
-    JW(h->index) = (uint16_t)i;
-    JW(h->owner_tid) = (int32_t)os_gettid();
-    JW(h->owner_start) = SELF.start;
-    JW(h->owner_pid) = SELF.pid;
-    if (i >= hdr->max_heap) JW(hdr->max_heap) = i + 1;
-    break;
-  }
+  for (uint32_t i = 1; i < lim && !h; i++) h = slot_take(i);
   journal_end();
   page_purge_due();
   pages_unlock();
@@ -150,14 +153,88 @@ void heap0_unlock(void) {
   lock_release(&G.heaps[0].lock, LOCK_COUNT);
 }
 
-void *thread_alloc(unsigned c) {
+/* ---- when the pages run out ---------------------------------------------------- */
+
+/* Spans that other threads' frees emptied go back to the page allocator
+ * only when their owner looks (heap_reclaim): this thread looks at its own
+ * heap, at heap 0, and at every slot whose thread has exited or whose
+ * process is gone, which nobody else would look at until a new thread
+ * claims it.  A slot is borrowed the way a thread claims one, so a kill
+ * meanwhile leaves it to be rebuilt like any other (I7), and it is this
+ * thread's heap meanwhile, so that a fork from a signal handler sees it as
+ * the edit in progress.  Slots of live threads are theirs: what other
+ * threads freed there waits until they allocate again.  Returns the number
+ * of spans given back. */
+unsigned thread_reclaim(void) {
+  struct theap *own = tl_heap;
+  unsigned got = 0;
+  if (own && !atomic_load_explicit(&own->busy, memory_order_relaxed)) {
+    heap_enter(own);
+    got += heap_reclaim(own);
+    heap_leave(own);
+  }
+  if (!tl_h0_held) {
+    heap0_lock();
+    got += heap_reclaim(&G.heaps[0]);
+    heap0_unlock();
+  }
+  if (own && atomic_load_explicit(&own->busy, memory_order_relaxed)) return got; /* inside an edit: no other heap */
+  for (uint32_t i = 1; i < G.hdr->max_heap && i < SH_MAX_HEAPS; i++) {
+    pages_lock();
+    journal_begin();
+    struct theap *c = slot_take(i);
+    journal_end();
+    pages_unlock();
+    if (!c) continue;
+    tl_heap = c;
+    heap_enter(c);
+    got += heap_reclaim(c);
+    heap_leave(c);
+    /* A fork from a signal handler meanwhile made this a child in which
+     * only the borrowed slot is this thread's (fork.c): own went back. */
+    if (own && atomic_load(&own->owner_pid) != SELF.pid) own = NULL;
+    tl_heap = own;
+    give_back(c);
+  }
+  return got;
+}
+
+static void *alloc_once(unsigned c) {
   struct theap *h = tl_heap ? tl_heap : thread_heap_claim();
   if (h) return alloc_small(h, c);
   heap0_lock();
   void *p = heap_alloc(&G.heaps[0], c);
   heap0_unlock();
-  if (unlikely(!p)) errno = ENOMEM;
   return p;
+}
+
+void *thread_alloc_retry(unsigned c) {
+  int saved = errno;
+  void *p = thread_reclaim() ? alloc_once(c) : NULL;
+  if (p) {
+    errno = saved;
+    return p;
+  }
+  alloc_out_of_heap(small_class_size[c]);
+  errno = ENOMEM;
+  return NULL;
+}
+
+void *thread_alloc(unsigned c) {
+  void *p = alloc_once(c);
+  return likely(p != NULL) ? p : thread_alloc_retry(c);
+}
+
+void *thread_alloc_large(size_t n, size_t align, int zero) {
+  void *p = alloc_large(n, align, zero);
+  if (likely(p != NULL)) return p;
+  if (n <= G.heap_len && thread_reclaim()) {
+    p = alloc_large(n, align, zero);
+    if (p) return p;
+  }
+  alloc_out_of_heap(n);
+  errno = ENOMEM;
+  return NULL;
 }
 
 void thread_free(struct span *s, void *p) {

@@ -446,6 +446,25 @@ START_TEST(t_freed_reusable) {
 }
 END_TEST
 
+/* The same when another thread frees the blocks: the spans it empties are
+ * the maker's, which it never allocates from again in that size.  "owner":
+ * the maker, still alive, then asks for other sizes; "exited": the maker
+ * has exited (its slot released) and the freeing thread asks. */
+static const char *const reuse_remote_who[] = {"owner", "exited"};
+START_TEST(t_freed_remote_reusable) {
+  const char *env[] = {"SHMHEAP_SIZE=8M", NULL};
+  int rc = run_helper("reuse-remote", reuse_remote_who[_i], env);
+  ck_assert_msg(rc == 0, "reuse-remote %s: exit %d%s, stderr [%s] stdout [%s]", reuse_remote_who[_i], rc,
+                R.timed_out ? " (hung)" : "", R.err, R.out);
+  unsigned long long b64 = 0, b100 = 0;
+  const char *at = strstr(R.out, "bytes64=");
+  ck_assert_msg(at && sscanf(at, "bytes64=%llu bytes100=%llu", &b64, &b100) == 2, "reuse-remote: output [%s]", R.out);
+  ck_assert_msg(b64 > 6ull << 20 && b100 >= b64 * 9 / 10,
+                "reuse-remote %s: %llu bytes of 64-byte blocks, then only %llu of 100-byte ones", reuse_remote_who[_i],
+                b64, b100);
+}
+END_TEST
+
 /* The start-up re-exec (through /proc/self/exe, without address
  * randomization) keeps the process's name: ps, top, pgrep -x and pidof
  * show helper_env, not "exe". */
@@ -756,6 +775,7 @@ static Suite *env_suite(void) {
   tcase_add_test(tc, t_default_size);
   tcase_add_test(tc, t_small_heap_exhausted);
   tcase_add_loop_test(tc, t_freed_reusable, 0, 3);
+  tcase_add_loop_test(tc, t_freed_remote_reusable, 0, 2);
   tcase_add_test(tc, t_reexec_keeps_name);
   tcase_add_test(tc, t_addr_ok);
   tcase_add_test(tc, t_addr_taken);

@@ -14,6 +14,10 @@
  *                             (ORDER fwd, rev or random), then malloc(100),
  *                             malloc(1 MiB), and fill with 100-byte blocks:
  *                             prints bytes64= bytes100= (exit 3 if any failed)
+ *   helper_env reuse-remote WHO  reuse, but another thread makes the blocks and
+ *                             the main thread frees them: WHO owner (the maker
+ *                             asks for the other sizes) or exited (it has exited,
+ *                             the main thread asks)
  *   helper_env name           print name= (/proc/self/comm) and execfn=
  *                             (AT_EXECFN: /proc/self/exe after the re-exec)
  *   helper_env exeaddr        print the executable's address rounded down to 2 MiB
@@ -110,6 +114,55 @@ static void *churn(void *arg) {
     }
   }
   for (int k = 0; k < N; k++) free(p[k]);
+  return NULL;
+}
+
+/* reuse, reuse-remote: the heap filled with 64-byte blocks (b[0..n)). */
+static struct {
+  void **b;
+  size_t n, u64;
+  int go[2], back[2], rc; /* go: maker to main; back: main to maker */
+} reuse;
+enum { REUSE_MAX = 1 << 21 };
+
+static int reuse_fill(void) {
+  reuse.b = mmap(NULL, REUSE_MAX * sizeof *reuse.b, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (reuse.b == MAP_FAILED) return 3;
+  size_t n = 0;
+  while (n < REUSE_MAX && (reuse.b[n] = malloc(64)) != NULL) n++;
+  if (n == REUSE_MAX || n == 0) return 3;
+  reuse.n = n;
+  reuse.u64 = malloc_usable_size(reuse.b[0]);
+  return 0;
+}
+
+/* After the 64-byte blocks are all freed (and malloc_trim, if trim):
+ * malloc(100), malloc(1 MiB), then as many 100-byte blocks as fit. */
+static int reuse_again(const char *how, int trim) {
+  if (trim) malloc_trim(0);
+  void *p = malloc(100), *q = malloc(1 << 20);
+  if (!p || !q) {
+    fprintf(stderr, "helper_env: reuse %s: after freeing %zu blocks of 64: malloc(100) = %p, malloc(1 MiB) = %p\n",
+            how, reuse.n, p, q);
+    return 3;
+  }
+  free(p);
+  free(q);
+  size_t m = 0;
+  while (m < REUSE_MAX && (reuse.b[m] = malloc(100)) != NULL) m++;
+  size_t u100 = m ? malloc_usable_size(reuse.b[0]) : 0;
+  printf("bytes64=%zu bytes100=%zu\n", reuse.n * reuse.u64, m * u100);
+  for (size_t i = 0; i < m; i++) free(reuse.b[i]);
+  return 0;
+}
+
+/* The thread that makes the blocks; arg: it stays to ask for other sizes
+ * once the main thread has freed them. */
+static void *reuse_maker(void *arg) {
+  char c = reuse_fill() == 0 ? 'f' : 'e';
+  if (write(reuse.go[1], &c, 1) != 1 || c != 'f' || !arg) return NULL;
+  if (read(reuse.back[0], &c, 1) != 1) reuse.rc = 3;
+  else reuse.rc = reuse_again("owner", 0);
   return NULL;
 }
 
@@ -222,42 +275,41 @@ int main(int argc, char **argv) {
   }
 
   if (strcmp(mode, "reuse") == 0 && argc > 2) {
-    enum { MAXB = 1 << 21 };
-    void **b = mmap(NULL, MAXB * sizeof *b, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (b == MAP_FAILED) return 3;
-    size_t n = 0;
-    while (n < MAXB && (b[n] = malloc(64)) != NULL) n++;
-    if (n == MAXB || n == 0) return 3;
-    size_t u64 = malloc_usable_size(b[0]);
+    if (reuse_fill() != 0) return 3;
     if (strcmp(argv[2], "rev") == 0) {
-      for (size_t i = n; i-- > 0;) free(b[i]);
+      for (size_t i = reuse.n; i-- > 0;) free(reuse.b[i]);
     } else {
       if (strcmp(argv[2], "random") == 0) {
         uint64_t x = 88172645463325252ull;
-        for (size_t i = n - 1; i > 0; i--) {
+        for (size_t i = reuse.n - 1; i > 0; i--) {
           x ^= x << 13, x ^= x >> 7, x ^= x << 17;
           size_t j = (size_t)(x % (i + 1));
-          void *t = b[i];
-          b[i] = b[j], b[j] = t;
+          void *t = reuse.b[i];
+          reuse.b[i] = reuse.b[j], reuse.b[j] = t;
         }
       }
-      for (size_t i = 0; i < n; i++) free(b[i]);
+      for (size_t i = 0; i < reuse.n; i++) free(reuse.b[i]);
     }
-    malloc_trim(0);
-    void *p = malloc(100), *q = malloc(1 << 20);
-    if (!p || !q) {
-      fprintf(stderr, "helper_env: reuse %s: after freeing %zu blocks of 64: malloc(100) = %p, malloc(1 MiB) = %p\n",
-              argv[2], n, p, q);
-      return 3;
-    }
-    free(p);
-    free(q);
-    size_t m = 0;
-    while (m < MAXB && (b[m] = malloc(100)) != NULL) m++;
-    size_t u100 = m ? malloc_usable_size(b[0]) : 0;
-    printf("bytes64=%zu bytes100=%zu\n", n * u64, m * u100);
-    for (size_t i = 0; i < m; i++) free(b[i]);
-    return 0;
+    return reuse_again(argv[2], 1);
+  }
+
+  /* The blocks are freed by another thread than the one that made them:
+   * "owner", the maker (alive and idle meanwhile) then asks for other
+   * sizes; "exited", the maker has exited and the freeing thread asks.
+   * Without malloc_trim: the failing allocation itself must find them. */
+  if (strcmp(mode, "reuse-remote") == 0 && argc > 2) {
+    int owner = strcmp(argv[2], "owner") == 0;
+    if (!owner && strcmp(argv[2], "exited") != 0) return 2;
+    free(malloc(1)); /* this thread has a heap of its own before the other one fills the heap */
+    pthread_t t;
+    if (pipe(reuse.go) || pipe(reuse.back) || pthread_create(&t, NULL, reuse_maker, (void *)(uintptr_t)owner)) return 3;
+    char c;
+    if (read(reuse.go[0], &c, 1) != 1 || c != 'f') return 3;
+    if (!owner && pthread_join(t, NULL)) return 3;
+    for (size_t i = 0; i < reuse.n; i++) free(reuse.b[i]);
+    if (!owner) return reuse_again(argv[2], 0);
+    if (write(reuse.back[1], "x", 1) != 1 || pthread_join(t, NULL)) return 3;
+    return reuse.rc;
   }
 
   if (strcmp(mode, "forkvis") == 0) {
