@@ -4,7 +4,7 @@
 # interrupted malloc, free, realloc, memalign or calloc of up to 70,000
 # bytes (five processes send the signal), from four threads at once while
 # two others malloc, getline and fflush(NULL), and with each child forking
-# again, three levels deep.  Every case must make at least 100 forks (a
+# again, three levels deep.  Every case must make at least 200 forks (a
 # nested one counts its three levels), all of whose children exit 0, and
 # finish: a hang is a failure after 60 s.  The
 # same program runs under glibc first, as a check of the test itself.
@@ -26,14 +26,14 @@ fail=0
 run() { # run NAME ENV... -- CASE
   local name=$1 out rc forks
   shift
-  local min=150
-  case $case in nested-*) min=50 ;; esac
+  local min=200
+  case $case in nested-*) min=70 ;; esac
   out=$(env "$@" timeout -s KILL 60 "$prog" "$case" "$secs" "$min" 2>&1)
   rc=$?
   forks=$(echo "$out" | sed -n 's/^\([0-9]*\) forks.*/\1/p' | tail -1)
   case $case in nested-*) forks=$((${forks:-0} * 3)) ;; esac
   echo "$name $case: exit $rc, ${forks:-no} forks"
-  if [ "$rc" -ne 0 ] || [ "${forks:-0}" -lt 100 ]; then
+  if [ "$rc" -ne 0 ] || [ "${forks:-0}" -lt 200 ]; then
     echo "$out" | head -20
     return 1
   fi
