@@ -97,47 +97,47 @@ static void take_args(char **argv, const char *first, size_t n, va_list *ap) {
   argv[n] = NULL;
 }
 
-static int too_many(void) {
-  errno = E2BIG;
-  return -1;
+enum list_form { LIST_PATH, LIST_FILE, LIST_ENV }; /* execl, execlp, execle */
+
+/* The arguments after arg, read twice (count, then take) through copies of
+ * ap; the array lives in this frame until the exec. */
+static int exec_list(enum list_form form, const char *target, const char *arg, va_list ap) {
+  va_list aq;
+  va_copy(aq, ap);
+  size_t n = count_args(arg, &aq);
+  va_end(aq);
+  if (n > ARGS_MAX) {
+    errno = E2BIG;
+    return -1;
+  }
+  char *argv[n + 1];
+  va_copy(aq, ap);
+  take_args(argv, arg, n, &aq);
+  char *const *envp = form == LIST_ENV ? va_arg(aq, char *const *) : environ;
+  va_end(aq);
+  return form == LIST_FILE ? execvp(target, argv) : execve(target, argv, envp);
 }
 
 SH_API int execl(const char *path, const char *arg, ...) {
   va_list ap;
   va_start(ap, arg);
-  size_t n = count_args(arg, &ap);
+  int r = exec_list(LIST_PATH, path, arg, ap);
   va_end(ap);
-  if (n > ARGS_MAX) return too_many();
-  char *argv[n + 1];
-  va_start(ap, arg);
-  take_args(argv, arg, n, &ap);
-  va_end(ap);
-  return execve(path, argv, environ);
+  return r;
 }
 
 SH_API int execlp(const char *file, const char *arg, ...) {
   va_list ap;
   va_start(ap, arg);
-  size_t n = count_args(arg, &ap);
+  int r = exec_list(LIST_FILE, file, arg, ap);
   va_end(ap);
-  if (n > ARGS_MAX) return too_many();
-  char *argv[n + 1];
-  va_start(ap, arg);
-  take_args(argv, arg, n, &ap);
-  va_end(ap);
-  return execvp(file, argv);
+  return r;
 }
 
 SH_API int execle(const char *path, const char *arg, ...) {
   va_list ap;
   va_start(ap, arg);
-  size_t n = count_args(arg, &ap);
+  int r = exec_list(LIST_ENV, path, arg, ap);
   va_end(ap);
-  if (n > ARGS_MAX) return too_many();
-  char *argv[n + 1];
-  va_start(ap, arg);
-  take_args(argv, arg, n, &ap);
-  char *const *envp = va_arg(ap, char *const *);
-  va_end(ap);
-  return execve(path, argv, envp);
+  return r;
 }

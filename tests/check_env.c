@@ -432,18 +432,20 @@ END_TEST
  * 64-byte blocks and emptied (in order, reversed, shuffled) gives a 1 MiB
  * block and as many bytes of 100-byte blocks (less what one span of each
  * class kept, and the large block's pages). */
-static const char *const reuse_orders[] = {"fwd", "rev", "random"};
-START_TEST(t_freed_reusable) {
+static void check_reuse(const char *mode, const char *arg) {
   const char *env[] = {"SHMHEAP_SIZE=8M", NULL};
-  int rc = run_helper("reuse", reuse_orders[_i], env);
-  ck_assert_msg(rc == 0, "reuse %s: exit %d%s, stderr [%s] stdout [%s]", reuse_orders[_i], rc,
-                R.timed_out ? " (hung)" : "", R.err, R.out);
+  int rc = run_helper(mode, arg, env);
+  ck_assert_msg(rc == 0, "%s %s: exit %d%s, stderr [%s] stdout [%s]", mode, arg, rc, R.timed_out ? " (hung)" : "", R.err,
+                R.out);
   unsigned long long b64 = 0, b100 = 0;
   const char *at = strstr(R.out, "bytes64=");
-  ck_assert_msg(at && sscanf(at, "bytes64=%llu bytes100=%llu", &b64, &b100) == 2, "reuse: output [%s]", R.out);
-  ck_assert_msg(b64 > 6ull << 20 && b100 >= b64 * 9 / 10, "reuse %s: %llu bytes of 64-byte blocks, then only %llu of 100-byte ones",
-                reuse_orders[_i], b64, b100);
+  ck_assert_msg(at && sscanf(at, "bytes64=%llu bytes100=%llu", &b64, &b100) == 2, "%s: output [%s]", mode, R.out);
+  ck_assert_msg(b64 > 6ull << 20 && b100 >= b64 * 9 / 10, "%s %s: %llu bytes of 64-byte blocks, then only %llu of 100-byte ones",
+                mode, arg, b64, b100);
 }
+
+static const char *const reuse_orders[] = {"fwd", "rev", "random"};
+START_TEST(t_freed_reusable) { check_reuse("reuse", reuse_orders[_i]); }
 END_TEST
 
 /* The same when another thread frees the blocks: the spans it empties are
@@ -451,18 +453,7 @@ END_TEST
  * the maker, still alive, then asks for other sizes; "exited": the maker
  * has exited (its slot released) and the freeing thread asks. */
 static const char *const reuse_remote_who[] = {"owner", "exited"};
-START_TEST(t_freed_remote_reusable) {
-  const char *env[] = {"SHMHEAP_SIZE=8M", NULL};
-  int rc = run_helper("reuse-remote", reuse_remote_who[_i], env);
-  ck_assert_msg(rc == 0, "reuse-remote %s: exit %d%s, stderr [%s] stdout [%s]", reuse_remote_who[_i], rc,
-                R.timed_out ? " (hung)" : "", R.err, R.out);
-  unsigned long long b64 = 0, b100 = 0;
-  const char *at = strstr(R.out, "bytes64=");
-  ck_assert_msg(at && sscanf(at, "bytes64=%llu bytes100=%llu", &b64, &b100) == 2, "reuse-remote: output [%s]", R.out);
-  ck_assert_msg(b64 > 6ull << 20 && b100 >= b64 * 9 / 10,
-                "reuse-remote %s: %llu bytes of 64-byte blocks, then only %llu of 100-byte ones", reuse_remote_who[_i],
-                b64, b100);
-}
+START_TEST(t_freed_remote_reusable) { check_reuse("reuse-remote", reuse_remote_who[_i]); }
 END_TEST
 
 /* The start-up re-exec (through /proc/self/exe, without address

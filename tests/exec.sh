@@ -100,6 +100,16 @@ for launcher in direct env sh-exec bash-exec nohup shim; do
   echo "$launcher: exec_prog has the heap, 11 runs, 1 crash counted ($history)"
 done
 
+# ---- the list forms (execlp, execle) exec the program into itself --------------
+H=$(heap_name lists)
+run lists.1 exec_prog execlp exec_prog exit
+remember_key lists.1
+expect lists.1 "origin=fresh keyed=1 count=1 dead=0" "origin=clean keyed=1 count=2 dead=0"
+run lists.2 exec_prog execle "$PROG" exit
+expect lists.2 "origin=clean keyed=1 count=3 dead=0" "origin=clean keyed=1 count=4 dead=0"
+"$DUMP" --remove "$H" >/dev/null
+echo "execlp, execle: the program exec'd into itself keeps the heap, cleanly"
+
 # ---- launchers that fork and wait: SHMHEAP_PROGRAM ----------------------------
 for launcher in timeout sh-wait; do
   H=$(heap_name "wait-$launcher")

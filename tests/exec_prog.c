@@ -9,6 +9,8 @@
  *   exec PROG ARG...     execvp, environment as it is (PROG runs the library)
  *   bare PROG ARG...     execve without LD_PRELOAD (PROG does not)
  *   execl PROG           execl
+ *   execlp PROG ARG      execlp (PATH search), PROG ARG
+ *   execle PROG ARG      execle, PROG ARG, the environment as it is
  *   fail                 execvp a program that does not exist, then exit 0 */
 #include <errno.h>
 #include <signal.h>
@@ -26,7 +28,7 @@ static void on_term(int sig) { (void)sig; stop = 1; }
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: exec_prog exit|crash|wait|fail|exec PROG...|bare PROG...|execl PROG\n");
+    fprintf(stderr, "usage: exec_prog exit|crash|wait|fail|exec PROG...|bare PROG...|execl PROG|execlp PROG ARG|execle PROG ARG\n");
     return 2;
   }
   struct shmheap_recovery r;
@@ -57,6 +59,8 @@ int main(int argc, char **argv) {
   if (argc < 3) return 2;
   if (!strcmp(a, "exec")) execvp(argv[2], argv + 2);
   else if (!strcmp(a, "execl")) execl(argv[2], argv[2], (char *)NULL);
+  else if (!strcmp(a, "execlp") && argc > 3) execlp(argv[2], argv[2], argv[3], (char *)NULL);
+  else if (!strcmp(a, "execle") && argc > 3) execle(argv[2], argv[2], argv[3], (char *)NULL, environ);
   else if (!strcmp(a, "bare")) {
     char **env = environ, **w = environ;
     for (; *env; env++)
