@@ -185,7 +185,9 @@ __attribute__((noinline)) void heap_unpark(struct theap *h, struct span *s) {
  * spans retired.  The caller holds h (heap_enter, or heap 0's lock). */
 unsigned heap_reclaim(struct theap *h) {
   unsigned retired = 0;
-  atomic_store_explicit(&h->full_remote, 0, memory_order_relaxed); /* every full list is looked at below */
+  /* Every full list is looked at below.  An exchange, as in the refill: a
+   * plain store could land after a look and wipe a notice given since. */
+  atomic_exchange_explicit(&h->full_remote, 0, memory_order_acq_rel);
   for (unsigned c = 1; c <= SH_NCLASS; c++) {
     struct heap_class *hc = &h->cls[c];
     rescue_full(h, c);

@@ -290,7 +290,7 @@ SH_API int malloc_trim(size_t pad) {
   (void)pad;
   if (!started()) return 0;
   int saved = errno;
-  thread_reclaim();
+  thread_reclaim(1);
   errno = saved;
   pages_lock();
   size_t n = page_purge_all();

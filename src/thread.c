@@ -163,12 +163,19 @@ void heap0_unlock(void) {
  * meanwhile leaves it to be rebuilt like any other (I7), and it is this
  * thread's heap meanwhile, so that a fork from a signal handler sees it as
  * the edit in progress.  Slots of live threads are theirs: what other
- * threads freed there waits until they allocate again.  Returns the number
- * of spans given back. */
-unsigned thread_reclaim(void) {
+ * threads freed there waits until they allocate again.  Called between heap
+ * edits (malloc from a signal handler that interrupted one is not
+ * supported, as in glibc).  The slots are looked at always when forced
+ * (malloc_trim), else at most every 10 ms in a thread whose last look
+ * found nothing: a program that retries a failing allocation (halving the
+ * size, a new_handler loop) would otherwise read /proc for every other
+ * process's slot at each try.  Returns the number of spans given back. */
+static SH_TLS uint64_t tl_fruitless_ns;
+
+unsigned thread_reclaim(int force) {
   struct theap *own = tl_heap;
-  unsigned got = 0;
-  if (own && !atomic_load_explicit(&own->busy, memory_order_relaxed)) {
+  unsigned got = 0, slots = 0;
+  if (own) {
     heap_enter(own);
     got += heap_reclaim(own);
     heap_leave(own);
@@ -178,7 +185,8 @@ unsigned thread_reclaim(void) {
     got += heap_reclaim(&G.heaps[0]);
     heap0_unlock();
   }
-  if (own && atomic_load_explicit(&own->busy, memory_order_relaxed)) return got; /* inside an edit: no other heap */
+  uint64_t now = os_clock_ns(CLOCK_MONOTONIC);
+  if (!force && tl_fruitless_ns && now - tl_fruitless_ns < 10000000) return got;
   for (uint32_t i = 1; i < G.hdr->max_heap && i < SH_MAX_HEAPS; i++) {
     pages_lock();
     journal_begin();
@@ -186,17 +194,22 @@ unsigned thread_reclaim(void) {
     journal_end();
     pages_unlock();
     if (!c) continue;
+    /* tl_heap names the slot before it is busy and until it is not: a fork
+     * from a signal handler must not wait for this thread's own edit. */
     tl_heap = c;
+    atomic_signal_fence(memory_order_seq_cst);
     heap_enter(c);
-    got += heap_reclaim(c);
+    slots += heap_reclaim(c);
     heap_leave(c);
+    atomic_signal_fence(memory_order_seq_cst);
     /* A fork from a signal handler meanwhile made this a child in which
      * only the borrowed slot is this thread's (fork.c): own went back. */
     if (own && atomic_load(&own->owner_pid) != SELF.pid) own = NULL;
     tl_heap = own;
     give_back(c);
   }
-  return got;
+  tl_fruitless_ns = slots ? 0 : now | 1;
+  return got + slots;
 }
 
 static void *alloc_once(unsigned c) {
@@ -208,9 +221,12 @@ static void *alloc_once(unsigned c) {
   return p;
 }
 
+/* The retry is made even if nothing was retired: blocks collected into the
+ * class, or pages another thread freed meanwhile, may serve it. */
 void *thread_alloc_retry(unsigned c) {
   int saved = errno;
-  void *p = thread_reclaim() ? alloc_once(c) : NULL;
+  thread_reclaim(0);
+  void *p = alloc_once(c);
   if (p) {
     errno = saved;
     return p;
@@ -226,11 +242,16 @@ void *thread_alloc(unsigned c) {
 }
 
 void *thread_alloc_large(size_t n, size_t align, int zero) {
+  int saved = errno;
   void *p = alloc_large(n, align, zero);
   if (likely(p != NULL)) return p;
-  if (n <= G.heap_len && thread_reclaim()) {
+  if (n <= G.heap_len) {
+    thread_reclaim(0);
     p = alloc_large(n, align, zero);
-    if (p) return p;
+    if (p) {
+      errno = saved;
+      return p;
+    }
   }
   alloc_out_of_heap(n);
   errno = ENOMEM;

@@ -140,7 +140,12 @@ static int reuse_fill(void) {
  * malloc(100), malloc(1 MiB), then as many 100-byte blocks as fit. */
 static int reuse_again(const char *how, int trim) {
   if (trim) malloc_trim(0);
+  errno = 1234; /* a success after reclaiming leaves errno as it was */
   void *p = malloc(100), *q = malloc(1 << 20);
+  if (p && q && errno != 1234) {
+    fprintf(stderr, "helper_env: reuse %s: malloc(100) and malloc(1 MiB) succeeded, but errno is %d\n", how, errno);
+    return 3;
+  }
   if (!p || !q) {
     fprintf(stderr, "helper_env: reuse %s: after freeing %zu blocks of 64: malloc(100) = %p, malloc(1 MiB) = %p\n",
             how, reuse.n, p, q);
