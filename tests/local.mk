@@ -66,10 +66,17 @@ SAN_TESTS_ENVIRONMENT = \
 SUITE_CPPFLAGS_ALL = $(AM_CPPFLAGS) -I$(top_srcdir)/src
 TESTUTIL = tests/testutil.c tests/testutil.h
 
-check_PROGRAMS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap tests/check_roots \
-	tests/check_recover
-TESTS += tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap tests/check_roots \
-	tests/check_recover
+# The Check suites (configure found Check: HAVE_CHECK).  Without it make
+# check runs the rest and then fails, saying what to install.
+CHECK_SUITES = tests/check_api tests/check_fork tests/check_env tests/check_cxx tests/check_heap tests/check_roots \
+	tests/check_recover tests/check_crash tests/check_secure tests/check_free
+if HAVE_CHECK
+check_PROGRAMS += $(CHECK_SUITES)
+TESTS += $(CHECK_SUITES)
+else
+check-local:
+	@echo "make check: the test suites in C need the Check library (check >= 0.10), which ./configure did not find: apt-get install check (Debian), then run ./configure again" >&2; exit 1
+endif
 
 tests_check_api_SOURCES = tests/check_api.c $(TESTUTIL)
 tests_check_api_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
@@ -162,8 +169,7 @@ EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
 # (SHMHEAP_CRASH_KILLS); crash-long is the same with CRASH_LONG_KILLS kills.
 # SHMHEAP_CRASH_SEED=<seed> replays the kill delays of a run.
-check_PROGRAMS += tests/check_crash tests/crash_worker
-TESTS += tests/check_crash
+check_PROGRAMS += tests/crash_worker
 tests_check_crash_SOURCES = tests/check_crash.c $(TESTUTIL)
 tests_check_crash_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
 # check_crash runs the worker and the dump tool but not on the library, so
@@ -205,8 +211,7 @@ fuzz: tests/heapfuzz_worker tests/crash_worker tools/shmheap-dump src/libshmheap
 # of secure_prog (set-user-ID, set-group-ID, with a file capability) made in
 # a temporary directory: secure_prog is a real executable (-no-install) that
 # finds the build's library through its rpath from wherever it is copied.
-check_PROGRAMS += tests/check_secure tests/secure_prog
-TESTS += tests/check_secure
+check_PROGRAMS += tests/secure_prog
 tests_check_secure_SOURCES = tests/check_secure.c $(TESTUTIL)
 tests_check_secure_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
 tests_check_secure_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(SAN_ASAN_CFLAGS)
@@ -217,8 +222,7 @@ tests_secure_prog_LDFLAGS = -no-install -Wl,-rpath,$(abs_top_builddir)/src/.libs
 
 # Double and invalid frees: check_free runs helper_free (C) and helper_free_cxx
 # (C++ operators) under LD_PRELOAD, each case on a keyed heap of its own.
-check_PROGRAMS += tests/check_free tests/helper_free tests/helper_free_cxx
-TESTS += tests/check_free
+check_PROGRAMS += tests/helper_free tests/helper_free_cxx
 tests_check_free_SOURCES = tests/check_free.c $(TESTUTIL)
 tests_check_free_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
 tests_check_free_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(SAN_ASAN_CFLAGS)
