@@ -480,7 +480,11 @@ static void child(void) {
   G.shmid = f->copy_id;
   h->key = 0;
   memset(h->name, 0, sizeof h->name);
+  /* The copy is this process's heap, formed now: who has it is told by its
+   * creator and when (shmheap-dump checks both against /proc). */
   h->creator_pid = SELF.pid;
+  h->created = os_clock_ns(CLOCK_REALTIME) / 1000000000u;
+  h->last_pid = SELF.pid;
   lock_init(&h->lock);
   lock_init(&G.heaps[0].lock);
   SELF.keyed = 0;

@@ -93,6 +93,18 @@ int os_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
   return 1;
 }
 
+uint64_t os_proc_started(pid_t pid) {
+  uint64_t ticks;
+  long hz = sysconf(_SC_CLK_TCK);
+  if (pid <= 0 || hz <= 0 || !os_proc_stat(pid, NULL, &ticks)) return 0;
+  /* starttime counts clock ticks since boot on the boot-time clock (which
+   * goes on during suspend); the boot's epoch time is the difference of
+   * the two clocks now. */
+  uint64_t now = os_clock_ns(CLOCK_REALTIME) / 1000000000u, up = os_clock_ns(CLOCK_BOOTTIME) / 1000000000u;
+  uint64_t since = ticks / (uint64_t)hz;
+  return now > up && up >= since ? now - up + since : 0;
+}
+
 const char *os_exe_of(pid_t pid, char *buf, size_t len) {
   char path[40];
   os_fmt(path, sizeof path, "/proc/%d/exe", (int)pid);

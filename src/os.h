@@ -61,6 +61,9 @@ SH_HIDDEN size_t os_read_file(const char *path, char *buf, size_t len);
 /* Parent and start time of pid from /proc/PID/stat; 0 if there is no such
  * process, or only its corpse (a zombie has left every heap). */
 SH_HIDDEN int os_proc_stat(pid_t pid, pid_t *ppid, uint64_t *start);
+/* When process pid started, in seconds since the epoch (to within a
+ * second); 0 if it is gone or a zombie, or /proc cannot say. */
+SH_HIDDEN uint64_t os_proc_started(pid_t pid);
 /* The executable of pid (/proc/PID/exe, without the " (deleted)" of a
  * replaced file), or NULL. */
 SH_HIDDEN const char *os_exe_of(pid_t pid, char *buf, size_t len);

@@ -32,6 +32,9 @@
 #              leaves cleanly; a second instance
 #   real_nginx.sh                                 Debian's nginx on a keyed
 #              heap: nginx -t and nginx -s reload while it runs
+#   dump_users.sh                                 shmheap-dump's users and
+#              states against /proc: private heaps, copy forks, zombies,
+#              reused pids
 #
 # --enable-sanitizers: everything here is built with UBSan (AM_CFLAGS), and
 # the suites that do not run on the library add ASan (check_crash,
@@ -162,8 +165,10 @@ REAL_TESTS = \
 	tests/real_dump.sh \
 	tests/real_kvstore.sh \
 	tests/real_nginx.sh
-TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh
-EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh
+TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh \
+	tests/dump_users.sh
+EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh \
+	tests/dump_users.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times

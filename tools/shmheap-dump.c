@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/ipc.h>
 #include <sys/shm.h>
+#include <time.h>
 
 #include "view.h"
 
@@ -67,20 +68,66 @@ static void safe_name(const char *s, char *out) {
   out[i] = 0;
 }
 
-static int pid_alive(int32_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+struct seg {
+  int shmid;
+  struct shmid_ds ds;
+  const void *map;
+};
 
-/* Who uses the heap, in one word: "in-use" (a listed process is alive),
- * "crashed" (processes are listed but gone: they never left), "clean". */
-static const char *heap_state(const struct hv *v, struct hv_users *u) {
-  hv_users(v, u);
-  return u->alive ? "in-use" : u->dead ? "crashed" : "clean";
+/* A process that is alive and not a zombie, and that started by when (in
+ * seconds since the epoch, to within the clocks' rounding): a pid reused
+ * by a process started later is not the one the heap recorded. */
+static int pid_is(int32_t pid, uint64_t when) {
+  uint64_t t = os_proc_started(pid);
+  return t && t <= when + 2;
 }
 
-/* The program's file name, printable. */
-static void program_name(const struct shm_header *h, char *out, size_t len) {
+/* Who uses the heap, as /proc sees it now.  A keyed heap lists its users in
+ * its process table.  A private heap lists none: it is removed as soon as
+ * it is formed and lasts while processes have it attached (its creator, or
+ * in share mode its forked children), so those are its users. */
+struct who {
+  const char *state; /* "in-use" (a user is alive), "crashed" (listed users are gone: they never left), "clean" */
+  unsigned users, gone;
+  int32_t pid;       /* a live user (0: alive but unknown), or the last to attach */
+  int alive;         /* pid is a live user */
+  int creator_alive;
+};
+
+static void who_uses(const struct seg *s, const struct hv *v, struct who *w) {
+  const struct shm_header *h = v->h;
+  uint64_t now = (uint64_t)time(NULL);
+  memset(w, 0, sizeof *w);
+  w->creator_alive = pid_is(h->creator_pid, h->created);
+  if (h->key != 0) {
+    struct hv_users u;
+    hv_users(v, &u);
+    w->users = u.alive;
+    w->gone = u.dead;
+    w->alive = u.alive > 0;
+    w->pid = u.alive ? u.pid : h->last_pid;
+    w->state = u.alive ? "in-use" : u.dead ? "crashed" : "clean";
+    return;
+  }
+  w->users = (unsigned)s->ds.shm_nattch; /* stat'ed before the tool's own attach */
+  w->alive = w->users > 0;
+  w->state = w->alive ? "in-use" : "clean";
+  if (w->creator_alive) w->pid = h->creator_pid;
+  else if (pid_is(s->ds.shm_lpid, now)) w->pid = s->ds.shm_lpid; /* the last to attach, or to fork with it */
+  else w->pid = w->alive ? 0 : h->creator_pid;
+}
+
+/* The program's file name, printable: the heap's program, or for a heap
+ * that records none (a private one) the name of its live user pid. */
+static void program_name(const struct shm_header *h, int32_t pid, char *out, size_t len) {
   char prog[SH_PROGRAM_MAX];
   memcpy(prog, h->program, sizeof prog);
   prog[sizeof prog - 1] = 0;
+  if (!prog[0] && pid > 0) {
+    char path[40];
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    if (os_read_file(path, prog, sizeof prog)) prog[strcspn(prog, "\n")] = 0;
+  }
   const char *b = strrchr(prog, '/');
   b = b ? b + 1 : prog;
   size_t i = 0;
@@ -88,12 +135,6 @@ static void program_name(const struct shm_header *h, char *out, size_t len) {
   out[i] = 0;
   if (!i) snprintf(out, len, "-");
 }
-
-struct seg {
-  int shmid;
-  struct shmid_ds ds;
-  const void *map;
-};
 
 static int attach(int shmid, struct seg *s) {
   s->shmid = shmid;
@@ -128,22 +169,21 @@ static void list_heaps(void) {
       uint64_t in_use = u.in_use > 0 ? (uint64_t)u.in_use : 0;
       char name[SH_NAME_MAX], b1[32], b2[32], prog[64];
       safe_name(h->name, name);
-      program_name(h, prog, sizeof prog);
-      struct hv_users us;
-      const char *state = heap_state(&v, &us);
-      int32_t pid = us.alive ? us.pid : h->last_pid;
+      struct who w;
+      who_uses(&s, &v, &w);
+      program_name(h, w.alive ? w.pid : 0, prog, sizeof prog);
       if (json) {
         printf("%s\n {\"key\": %u, \"name\": ", n ? "," : "", (unsigned)h->key);
         jstr(h->name, SH_NAME_MAX);
         printf(", \"shmid\": %d, \"size\": %llu, \"in_use\": %llu, \"nattch\": %lu, \"creator_pid\": %d, \"creator_alive\": %s, \"state\": \"%s\", \"pid\": %d, \"pid_alive\": %s, \"program\": ",
                id, (unsigned long long)h->size, (unsigned long long)in_use, (unsigned long)s.ds.shm_nattch,
-               h->creator_pid, pid_alive(h->creator_pid) ? "true" : "false", state, pid, us.alive ? "true" : "false");
-        jstr(h->program, SH_PROGRAM_MAX);
+               h->creator_pid, w.creator_alive ? "true" : "false", w.state, w.pid, w.alive ? "true" : "false");
+        jstr(h->program[0] ? h->program : prog, h->program[0] ? SH_PROGRAM_MAX : sizeof prog);
         printf("}");
       } else {
         printf("0x%08x %-16s %10d %8s %9s %6lu %8d %-6s %-8s %s\n", (unsigned)h->key, name[0] ? name : "-", id,
-               human(h->size, b1, sizeof b1), human(in_use, b2, sizeof b2), (unsigned long)s.ds.shm_nattch, pid,
-               us.alive ? "yes" : "no", state, prog);
+               human(h->size, b1, sizeof b1), human(in_use, b2, sizeof b2), (unsigned long)s.ds.shm_nattch, w.pid,
+               w.alive ? "yes" : "no", w.state, prog);
       }
       n++;
     }
@@ -159,19 +199,21 @@ static void summary(const struct seg *s, const struct hv *v) {
   uint64_t in_use = u.in_use > 0 ? (uint64_t)u.in_use : 0;
   char name[SH_NAME_MAX];
   safe_name(h->name, name);
+  struct who w;
+  who_uses(s, v, &w);
+  char prog[SH_PROGRAM_MAX];
+  program_name(h, w.alive ? w.pid : 0, prog, sizeof prog);
   if (json) {
     printf("{\"key\": %u, \"name\": ", (unsigned)h->key);
     jstr(h->name, SH_NAME_MAX);
     printf(",\n \"shmid\": %d, \"format\": %u, \"size\": %llu, \"base\": \"0x%llx\", \"creator_uid\": %u, \"creator_pid\": %d, \"creator_alive\": %s, \"created\": %llu, \"nattch\": %lu,\n",
            s->shmid, h->format, (unsigned long long)h->size, (unsigned long long)h->base, h->creator_uid,
-           h->creator_pid, pid_alive(h->creator_pid) ? "true" : "false", (unsigned long long)h->created,
+           h->creator_pid, w.creator_alive ? "true" : "false", (unsigned long long)h->created,
            (unsigned long)s->ds.shm_nattch);
-    struct hv_users us;
-    const char *state = heap_state(v, &us);
     printf(" \"state\": \"%s\", \"users_alive\": %u, \"users_gone\": %u, \"pid\": %d, \"last_pid\": %d, \"attaches\": %llu, \"crashes\": %u, \"repairs\": %u, \"program\": ",
-           state, us.alive, us.dead, us.alive ? us.pid : 0, h->last_pid, (unsigned long long)h->attaches, h->crashes,
+           w.state, w.users, w.gone, w.alive ? w.pid : 0, h->last_pid, (unsigned long long)h->attaches, h->crashes,
            (unsigned)h->repairs);
-    jstr(h->program, SH_PROGRAM_MAX);
+    jstr(h->program[0] ? h->program : prog, h->program[0] ? SH_PROGRAM_MAX : sizeof prog);
     printf(",\n");
     printf(" \"in_use\": %llu, \"nmalloc\": %llu, \"nfree\": %llu, \"heap_bytes\": %llu, \"heap_capacity\": %llu,\n",
            (unsigned long long)in_use, (unsigned long long)u.nmalloc, (unsigned long long)u.nfree,
@@ -199,21 +241,18 @@ static void summary(const struct seg *s, const struct hv *v) {
          s->shmid, h->format);
   printf("segment    %s at 0x%llx, created by pid %d (%s), uid %u; %lu attached now\n",
          human(h->size, b1, sizeof b1), (unsigned long long)h->base, h->creator_pid,
-         pid_alive(h->creator_pid) ? "alive" : "gone", h->creator_uid, (unsigned long)s->ds.shm_nattch);
-  struct hv_users us;
-  const char *state = heap_state(v, &us);
-  char prog[SH_PROGRAM_MAX];
-  program_name(h, prog, sizeof prog);
-  if (us.alive)
-    printf("state      in use by pid %d%s (program %s)\n", us.pid, us.alive > 1 ? " and others" : "", prog);
-  else if (us.dead)
+         w.creator_alive ? "alive" : "gone", h->creator_uid, (unsigned long)s->ds.shm_nattch);
+  if (w.alive && w.pid)
+    printf("state      in use by pid %d%s (program %s)\n", w.pid, w.users > 1 ? " and others" : "", prog);
+  else if (w.alive)
+    printf("state      in use by %u process(es) that have it attached\n", w.users);
+  else if (w.gone)
     printf("state      left by a crash: %u process(es) ended without leaving; the last to attach was pid %d (program %s)\n",
-           us.dead, h->last_pid, prog);
+           w.gone, h->last_pid, prog);
   else
     printf("state      left cleanly by pid %d (program %s)\n", h->last_pid, prog);
   printf("history    %llu re-attach(es), %u after a crash; %u repair(s) made\n", (unsigned long long)h->attaches,
          h->crashes, (unsigned)h->repairs);
-  (void)state;
   printf("in use     %s in blocks (%llu malloc, %llu free of small blocks)\n", human(in_use, b1, sizeof b1),
          (unsigned long long)u.nmalloc, (unsigned long long)u.nfree);
   printf("pages      %s carved of %s; small spans %s, large blocks %llu (%s)\n",
