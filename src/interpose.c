@@ -240,40 +240,80 @@ SH_API struct mallinfo mallinfo(void) {
   return m;
 }
 
+/* glibc's lines first (its in-use and system bytes), then the heap's own
+ * figures per size class; on stderr, as glibc writes them. */
 SH_API void malloc_stats(void) {
+  int saved = errno;
   struct mallinfo2 m = info2();
-  os_say("Arena 0:\nsystem bytes     = %10zu\nin use bytes     = %10zu\nTotal (incl. mmap):\nsystem bytes     = %10zu\nin use bytes     = %10zu\nmax mmap regions = %10d\nmax mmap bytes   = %10lu",
-         m.arena, m.uordblks, m.arena, m.uordblks, 0, 0UL);
+  fprintf(stderr,
+          "Arena 0:\nsystem bytes     = %10zu\nin use bytes     = %10zu\nTotal (incl. mmap):\nsystem bytes     = %10zu\n"
+          "in use bytes     = %10zu\nmax mmap regions = %10zu\nmax mmap bytes   = %10zu\n",
+          m.arena, m.uordblks, m.arena, m.uordblks, (size_t)0, (size_t)0); /* no mmap: large blocks are below */
+  if (started()) {
+    struct stats_class c[SH_NCLASS + 1];
+    struct stats_pages pg;
+    stats_classes(c, &pg);
+    fprintf(stderr, "libshmheap: heap of %zu bytes, %zu carved\n%10s %8s %12s %12s\n", (size_t)G.heap_len, m.arena,
+            "class", "spans", "blocks used", "blocks free");
+    for (unsigned k = 1; k <= SH_NCLASS; k++)
+      if (c[k].spans)
+        fprintf(stderr, "%10u %8llu %12llu %12llu\n", small_class_size[k], (unsigned long long)c[k].spans,
+                (unsigned long long)c[k].used, (unsigned long long)c[k].free);
+    fprintf(stderr, "large blocks     = %10zu (%zu bytes)\nfree page runs   = %10llu (%llu bytes, %llu not handed back)\n",
+            m.hblks, m.hblkhd, (unsigned long long)pg.free_runs, (unsigned long long)(pg.free_pages << SH_PAGE_SHIFT),
+            (unsigned long long)(pg.dirty_pages << SH_PAGE_SHIFT));
+  }
+  errno = saved;
 }
 
+static void info_totals(FILE *fp, uint64_t rest_count, uint64_t rest_size, const struct mallinfo2 *m, int all) {
+  fprintf(fp, "<total type=\"fast\" count=\"0\" size=\"0\"/>\n<total type=\"rest\" count=\"%llu\" size=\"%llu\"/>\n",
+          (unsigned long long)rest_count, (unsigned long long)rest_size);
+  if (all) fprintf(fp, "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n", m->hblks, m->hblkhd);
+  fprintf(fp, "<system type=\"current\" size=\"%zu\"/>\n<system type=\"max\" size=\"%zu\"/>\n"
+              "<aspace type=\"total\" size=\"%zu\"/>\n<aspace type=\"mprotect\" size=\"%zu\"/>\n",
+          m->arena, m->arena, m->arena, m->arena);
+}
+
+/* glibc's shape: <sizes> lists free chunks by size (here the free blocks of
+ * each size class, and the free page runs), the totals count free space
+ * ("rest"; there are no fast bins) and the large blocks ("mmap"), and
+ * "system" is the heap carved so far. */
 SH_API int malloc_info(int options, FILE *fp) {
   if (options != 0 || !fp) {
     errno = EINVAL;
     return -1;
   }
   struct mallinfo2 m = info2();
+  uint64_t rest_count = 0, rest_size = 0;
   fprintf(fp, "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n");
   if (started()) {
-    uint64_t count[SH_NCLASS + 1];
-    stats_class_counts(count);
-    for (unsigned c = 1; c <= SH_NCLASS; c++)
-      if (count[c])
-        fprintf(fp, "  <size from=\"%u\" to=\"%u\" total=\"%lu\" count=\"%lu\"/>\n",
-                c > 1 ? small_class_size[c - 1] + 1 : 1, small_class_size[c],
-                (unsigned long)(count[c] * small_class_size[c]), (unsigned long)count[c]);
+    struct stats_class c[SH_NCLASS + 1];
+    struct stats_pages pg;
+    stats_classes(c, &pg);
+    for (unsigned k = 1; k <= SH_NCLASS; k++) {
+      if (!c[k].free) continue;
+      uint64_t bytes = c[k].free * small_class_size[k];
+      fprintf(fp, "  <size from=\"%u\" to=\"%u\" total=\"%llu\" count=\"%llu\"/>\n",
+              k > 1 ? small_class_size[k - 1] + 1 : 1, small_class_size[k], (unsigned long long)bytes,
+              (unsigned long long)c[k].free);
+      rest_count += c[k].free;
+      rest_size += bytes;
+    }
+    if (pg.free_runs) {
+      uint64_t bytes = pg.free_pages << SH_PAGE_SHIFT;
+      fprintf(fp, "  <size from=\"%zu\" to=\"%llu\" total=\"%llu\" count=\"%llu\"/>\n", SH_PAGE,
+              (unsigned long long)(pg.largest_run << SH_PAGE_SHIFT), (unsigned long long)bytes,
+              (unsigned long long)pg.free_runs);
+      rest_count += pg.free_runs;
+      rest_size += bytes;
+    }
   }
-  fprintf(fp, "</sizes>\n<total type=\"fast\" count=\"0\" size=\"0\"/>\n"
-              "<total type=\"rest\" count=\"0\" size=\"%zu\"/>\n"
-              "<system type=\"current\" size=\"%zu\"/>\n<system type=\"max\" size=\"%zu\"/>\n"
-              "<aspace type=\"total\" size=\"%zu\"/>\n<aspace type=\"mprotect\" size=\"%zu\"/>\n"
-              "</heap>\n<total type=\"fast\" count=\"0\" size=\"0\"/>\n"
-              "<total type=\"rest\" count=\"0\" size=\"%zu\"/>\n"
-              "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n"
-              "<system type=\"current\" size=\"%zu\"/>\n<system type=\"max\" size=\"%zu\"/>\n"
-              "<aspace type=\"total\" size=\"%zu\"/>\n<aspace type=\"mprotect\" size=\"%zu\"/>\n"
-              "</malloc>\n",
-          m.fordblks, m.arena, m.arena, m.arena, m.arena, m.fordblks, m.hblks, m.hblkhd, m.arena,
-          m.arena, m.arena, m.arena);
+  fprintf(fp, "</sizes>\n");
+  info_totals(fp, rest_count, rest_size, &m, 0);
+  fprintf(fp, "</heap>\n");
+  info_totals(fp, rest_count, rest_size, &m, 1); /* of all heaps: the one */
+  fprintf(fp, "</malloc>\n");
   return 0;
 }
 

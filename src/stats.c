@@ -30,3 +30,24 @@ void stats_class_counts(uint64_t count[SH_NCLASS + 1]) {
     if (G.spans[i].state == SPAN_SMALL && G.spans[i].cls <= SH_NCLASS) count[G.spans[i].cls] += G.spans[i].used;
   pages_unlock();
 }
+
+void stats_classes(struct stats_class c[SH_NCLASS + 1], struct stats_pages *p) {
+  memset(c, 0, sizeof(struct stats_class) * (SH_NCLASS + 1));
+  memset(p, 0, sizeof *p);
+  pages_lock();
+  for (uint32_t i = 1; i < G.hdr->span_count && i < G.hdr->nspans; i++) {
+    const struct span *s = &G.spans[i];
+    if (s->state == SPAN_SMALL && s->cls >= 1 && s->cls <= SH_NCLASS) {
+      struct stats_class *k = &c[s->cls];
+      k->spans++;
+      k->used += s->used;
+      if (s->capacity > s->used) k->free += s->capacity - s->used;
+    } else if (s->state == SPAN_FREE) {
+      p->free_runs++;
+      p->free_pages += s->npages;
+      if (s->npages > p->largest_run) p->largest_run = s->npages;
+    }
+  }
+  p->dirty_pages = G.hdr->dirty_pages;
+  pages_unlock();
+}

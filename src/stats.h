@@ -16,4 +16,16 @@ SH_HIDDEN void stats_totals(struct stats_totals *t);
 /* Blocks in use per size class, from the span descriptors. */
 SH_HIDDEN void stats_class_counts(uint64_t count[SH_NCLASS + 1]);
 
+/* Per size class (c[1..SH_NCLASS]) and for the free page runs, from the
+ * span descriptors and the free bins, under the page lock (for
+ * malloc_info and malloc_stats).  A block another thread freed counts as
+ * used until its span's owner collects it. */
+struct stats_class {
+  uint64_t spans, used, free; /* free: on the spans' free lists or not carved yet */
+};
+struct stats_pages {
+  uint64_t free_runs, free_pages, largest_run, dirty_pages;
+};
+SH_HIDDEN void stats_classes(struct stats_class c[SH_NCLASS + 1], struct stats_pages *p);
+
 #endif

@@ -32,6 +32,8 @@
 #              leaves cleanly; a second instance
 #   real_nginx.sh                                 Debian's nginx on a keyed
 #              heap: nginx -t and nginx -s reload while it runs
+#   malloc_info.sh (info_prog)                    malloc_info's XML and
+#              malloc_stats, parsed, under glibc and the preload
 #   dump_users.sh                                 shmheap-dump's users and
 #              states against /proc: private heaps, copy forks, zombies,
 #              reused pids
@@ -126,6 +128,9 @@ tests_errno_sweep_SOURCES = tests/errno_sweep.c
 # rss_free: the same, for rss.sh.
 check_PROGRAMS += tests/rss_free
 tests_rss_free_SOURCES = tests/rss_free.c
+# info_prog: the same, for malloc_info.sh.
+check_PROGRAMS += tests/info_prog
+tests_info_prog_SOURCES = tests/info_prog.c
 # fork_stress: the same, for fork.sh.
 check_PROGRAMS += tests/fork_stress
 tests_fork_stress_SOURCES = tests/fork_stress.c
@@ -166,9 +171,9 @@ REAL_TESTS = \
 	tests/real_kvstore.sh \
 	tests/real_nginx.sh
 TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh \
-	tests/dump_users.sh
+	tests/dump_users.sh tests/malloc_info.sh
 EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh \
-	tests/dump_users.sh
+	tests/dump_users.sh tests/malloc_info.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
