@@ -243,7 +243,7 @@ struct shm_header {
   uint64_t purged_pages; /* statistics */
   uint64_t purge_due_ms; /* no free span is old enough to purge before this */
   uint32_t max_heap;     /* heaps[0, max_heap) have ever been used */
-  uint32_t pad;
+  uint32_t last_recovery_us; /* the last re-attach's recovery (attach, check, repair), µs; 0: none yet */
   uint64_t link_secret;  /* encodes the links inside free blocks (small.h); random */
   struct root roots[SH_ROOT_MAX]; /* created and removed under lock */
 

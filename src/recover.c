@@ -506,7 +506,9 @@ enum recover_verdict recover_attach(uint64_t t0) {
   /* What the dead left free and has lain unused long enough goes back now,
    * not at this process's first allocation. */
   page_purge_due();
-  pages_unlock();
   f->recovery_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
+  uint64_t us = f->recovery_ns / 1000;
+  h->last_recovery_us = us ? (us < UINT32_MAX ? (uint32_t)us : UINT32_MAX) : 1; /* for shmheap-dump */
+  pages_unlock();
   return RECOVER_USE;
 }

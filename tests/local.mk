@@ -34,6 +34,8 @@
 #              heap: nginx -t and nginx -s reload while it runs
 #   malloc_info.sh (info_prog)                    malloc_info's XML and
 #              malloc_stats, parsed, under glibc and the preload
+#   dump_prometheus.sh                            shmheap-dump --prometheus,
+#              against --json and promtool
 #   dump_users.sh                                 shmheap-dump's users and
 #              states against /proc: private heaps, copy forks, zombies,
 #              reused pids
@@ -171,9 +173,9 @@ REAL_TESTS = \
 	tests/real_kvstore.sh \
 	tests/real_nginx.sh
 TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh \
-	tests/dump_users.sh tests/malloc_info.sh
+	tests/dump_users.sh tests/dump_prometheus.sh tests/malloc_info.sh
 EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh \
-	tests/dump_users.sh tests/malloc_info.sh
+	tests/dump_users.sh tests/dump_prometheus.sh tests/malloc_info.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times

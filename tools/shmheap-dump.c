@@ -7,6 +7,7 @@
  *   shmheap-dump --blocks [--limit N] HEAP  every live block
  *   shmheap-dump --roots HEAP               the named roots
  *   shmheap-dump --remove [--force] HEAP    remove a heap nobody has attached
+ *   shmheap-dump --prometheus [HEAP...]     metrics in Prometheus' text format
  *
  * The segment is attached read-only at any free address and read through
  * format.c and view.c, which check every offset before following it: the tool needs
@@ -32,7 +33,8 @@ static void usage(FILE *f) {
         "       shmheap-dump --check KEY|NAME|--shmid ID     check its metadata (exit 0 ok, 1 problems, 2 error)\n"
         "       shmheap-dump [--json] --blocks [--limit N] KEY|NAME|--shmid ID   every live block\n"
         "       shmheap-dump --remove [--force] KEY|NAME|--shmid ID    remove a heap no process has attached\n"
-        "       shmheap-dump [--json] --roots KEY|NAME|--shmid ID      the named roots\n",
+        "       shmheap-dump [--json] --roots KEY|NAME|--shmid ID      the named roots\n"
+        "       shmheap-dump --prometheus [KEY|NAME...]      metrics of every heap (or these) in Prometheus' text format\n",
         f);
 }
 
@@ -298,6 +300,199 @@ static void blocks(const struct hv *v, uint64_t limit) {
            (unsigned long long)total);
 }
 
+/* ---- --prometheus -------------------------------------------------------------- */
+
+/* One heap's figures, read while it is attached. */
+struct prom_heap {
+  char name[SH_NAME_MAX * 2 + 1]; /* escaped for a label value */
+  uint32_t key;
+  int shmid;
+  struct hv_usage u;
+  struct who w;
+  uint64_t size, nattch, purged_pages, attaches, crashes, repairs, last_recovery_us;
+  uint64_t class_size[SH_NCLASS + 1];
+};
+
+/* A label value: backslash, double quote and line feed escaped, as the
+ * exposition format wants; other bytes that are not printable become '?'. */
+static void prom_label(const char *s, size_t max, char *out) {
+  size_t o = 0;
+  for (size_t i = 0; i < max && s[i]; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '\\' || c == '"') out[o++] = '\\', out[o++] = (char)c;
+    else if (c == '\n') out[o++] = '\\', out[o++] = 'n';
+    else out[o++] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
+  }
+  out[o] = 0;
+}
+
+static int prom_read(int shmid, struct prom_heap *p) {
+  struct seg s;
+  if (attach(shmid, &s) < 0) return -1;
+  struct hv v;
+  char why[160];
+  int r = fmt_open(&v, s.map, s.ds.shm_segsz, why, sizeof why);
+  if (r == 0) {
+    const struct shm_header *h = v.h;
+    memset(p, 0, sizeof *p);
+    prom_label(h->name, SH_NAME_MAX, p->name);
+    p->key = (uint32_t)h->key;
+    p->shmid = shmid;
+    hv_usage(&v, &p->u);
+    who_uses(&s, &v, &p->w);
+    p->size = h->size;
+    p->nattch = s.ds.shm_nattch;
+    p->purged_pages = h->purged_pages;
+    p->attaches = h->attaches;
+    p->crashes = h->crashes;
+    p->repairs = h->repairs;
+    p->last_recovery_us = h->last_recovery_us;
+    for (unsigned c = 1; c <= SH_NCLASS; c++) p->class_size[c] = h->class_size[c];
+  }
+  shmdt(s.map);
+  return r;
+}
+
+enum prom_what {
+  P_SIZE, P_IN_USE, P_CARVED, P_FREE, P_DIRTY, P_PURGED, P_LARGE_BLOCKS, P_LARGE_BYTES, P_NMALLOC, P_NFREE,
+  P_ATTACHED, P_USERS, P_USERS_GONE, P_THREADS, P_ATTACHES, P_CRASHES, P_REPAIRS, P_RECOVERY, P_CLASS_BLOCKS,
+  P_CLASS_SPANS, P_N
+};
+static const struct {
+  const char *name, *type, *help;
+} prom_family[P_N] = {
+    {"shmheap_size_bytes", "gauge", "Size of the heap's segment."},
+    {"shmheap_in_use_bytes", "gauge", "Bytes in blocks handed out and not freed."},
+    {"shmheap_carved_bytes", "gauge", "Bytes of the heap area carved into spans so far."},
+    {"shmheap_free_bytes", "gauge", "Bytes in free page runs of the carved area."},
+    {"shmheap_dirty_bytes", "gauge", "Bytes of free pages that still hold memory (not handed back yet)."},
+    {"shmheap_purged_bytes_total", "counter", "Bytes of free pages handed back to the system."},
+    {"shmheap_large_blocks", "gauge", "Large blocks (page runs) handed out."},
+    {"shmheap_large_bytes", "gauge", "Bytes of the pages of large blocks."},
+    {"shmheap_small_mallocs_total", "counter", "Small blocks handed out, by the heap's thread counters."},
+    {"shmheap_small_frees_total", "counter", "Small blocks freed, by the heap's thread counters."},
+    {"shmheap_processes_attached", "gauge", "Processes that have the segment attached."},
+    {"shmheap_users", "gauge", "Live processes using the heap."},
+    {"shmheap_users_gone", "gauge", "Processes listed as users that ended without leaving (a crash the next attach repairs)."},
+    {"shmheap_thread_heaps", "gauge", "Thread heaps claimed."},
+    {"shmheap_reattaches_total", "counter", "Re-attaches of the heap by a new process."},
+    {"shmheap_crashes_total", "counter", "Re-attaches that found a crash."},
+    {"shmheap_repairs_total", "counter", "Crash repairs made (the lock's or a thread heap's)."},
+    {"shmheap_last_recovery_seconds", "gauge", "Time the last re-attach took to attach, check and repair the heap."},
+    {"shmheap_class_blocks", "gauge", "Small blocks in use, per size class (a block freed by another thread counts until collected)."},
+    {"shmheap_class_spans", "gauge", "Spans of each size class."},
+};
+
+static void prom_sample(const struct prom_heap *p, enum prom_what w, uint64_t size, double v) {
+  printf("%s{name=\"%s\",key=\"0x%08x\",shmid=\"%d\"", prom_family[w].name, p->name, p->key, p->shmid);
+  if (size) printf(",size=\"%llu\"", (unsigned long long)size);
+  printf("} %.17g\n", v);
+}
+
+static void prom_print(const struct prom_heap *heaps, int n) {
+  for (int w = 0; w < P_N; w++) {
+    printf("# HELP %s %s\n# TYPE %s %s\n", prom_family[w].name, prom_family[w].help, prom_family[w].name,
+           prom_family[w].type);
+    for (int i = 0; i < n; i++) {
+      const struct prom_heap *p = &heaps[i];
+      const struct hv_usage *u = &p->u;
+      double v = 0;
+      switch ((enum prom_what)w) {
+      case P_SIZE: v = (double)p->size; break;
+      case P_IN_USE: v = u->in_use > 0 ? (double)u->in_use : 0; break;
+      case P_CARVED: v = (double)(u->top_pages << SH_PAGE_SHIFT); break;
+      case P_FREE: v = (double)(u->free_pages << SH_PAGE_SHIFT); break;
+      case P_DIRTY: v = (double)(u->dirty_pages << SH_PAGE_SHIFT); break;
+      case P_PURGED: v = (double)(p->purged_pages << SH_PAGE_SHIFT); break;
+      case P_LARGE_BLOCKS: v = (double)u->large_count; break;
+      case P_LARGE_BYTES: v = (double)(u->large_pages << SH_PAGE_SHIFT); break;
+      case P_NMALLOC: v = (double)u->nmalloc; break;
+      case P_NFREE: v = (double)u->nfree; break;
+      case P_ATTACHED: v = (double)p->nattch; break;
+      case P_USERS: v = p->w.alive ? (double)(p->w.users ? p->w.users : 1) : 0; break;
+      case P_USERS_GONE: v = (double)p->w.gone; break;
+      case P_THREADS: v = (double)u->heaps_owned; break;
+      case P_ATTACHES: v = (double)p->attaches; break;
+      case P_CRASHES: v = (double)p->crashes; break;
+      case P_REPAIRS: v = (double)p->repairs; break;
+      case P_RECOVERY:
+        if (!p->last_recovery_us) continue; /* never re-attached: no sample */
+        v = (double)p->last_recovery_us / 1e6;
+        break;
+      case P_CLASS_BLOCKS:
+      case P_CLASS_SPANS:
+        for (unsigned c = 1; c <= SH_NCLASS; c++)
+          if (u->cls_spans[c])
+            prom_sample(p, (enum prom_what)w, p->class_size[c],
+                        (double)(w == P_CLASS_BLOCKS ? u->cls_used[c] : u->cls_spans[c]));
+        continue;
+      case P_N: continue;
+      }
+      prom_sample(p, (enum prom_what)w, 0, v);
+    }
+  }
+}
+
+/* Every heap this user may read (targets == NULL), or the named ones: a
+ * name that is no heap is said on stderr and makes the exit status 2, the
+ * others are printed all the same. */
+static int prometheus(char **targets, int ntargets) {
+  int cap = 16, n = 0, status = EXIT_OK;
+  struct prom_heap *heaps = malloc(sizeof *heaps * (size_t)cap);
+  if (!heaps) {
+    fprintf(stderr, "shmheap-dump: out of memory\n");
+    return EXIT_ERROR;
+  }
+  int ids[256], nids = 0;
+  if (ntargets > 256) {
+    fprintf(stderr, "shmheap-dump: --prometheus: at most 256 heaps by name (or none: every heap)\n");
+    free(heaps);
+    return EXIT_ERROR;
+  }
+  if (ntargets == 0) {
+    struct shm_info info;
+    int max = shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&info);
+    for (int idx = 0; idx <= max; idx++) {
+      struct shmid_ds ds;
+      int id = shmctl(idx, SHM_STAT, &ds);
+      if (id < 0 || ds.shm_segsz < SH_MIN_SIZE) continue;
+      if (n == cap) {
+        struct prom_heap *more = realloc(heaps, sizeof *heaps * (size_t)(cap *= 2));
+        if (!more) break;
+        heaps = more;
+      }
+      if (prom_read(id, &heaps[n]) == 0) n++;
+    }
+  } else {
+    for (int t = 0; t < ntargets; t++) {
+      int32_t key;
+      char name[SH_NAME_MAX];
+      int id = options_parse_key(targets[t], &key, name) == 0 ? shmget(key, 0, 0) : -1;
+      if (id < 0) {
+        fprintf(stderr, "shmheap-dump: --prometheus: %s: no such heap\n", targets[t]);
+        status = EXIT_ERROR;
+        continue;
+      }
+      ids[nids++] = id;
+    }
+    for (int t = 0; t < nids; t++) {
+      if (n == cap) {
+        struct prom_heap *more = realloc(heaps, sizeof *heaps * (size_t)(cap *= 2));
+        if (!more) break;
+        heaps = more;
+      }
+      if (prom_read(ids[t], &heaps[n]) == 0) n++;
+      else {
+        fprintf(stderr, "shmheap-dump: --prometheus: %s: not a heap this user may read\n", targets[t]);
+        status = EXIT_ERROR;
+      }
+    }
+  }
+  prom_print(heaps, n);
+  free(heaps);
+  return status;
+}
+
 /* --remove: the library's ownership rule (os_shm_owned), mode aside (its
  * owner may remove a heap of any mode); a heap of another user, or one
  * handed over to this one, is theirs.  header_uid: the heap's recorded
@@ -394,6 +589,19 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--roots")) show_roots = 1;
     else if (!strcmp(argv[i], "--remove")) remove = 1;
     else if (!strcmp(argv[i], "--force")) force = 1;
+    else if (!strcmp(argv[i], "--prometheus")) {
+      /* every argument after it names a heap */
+      for (int k = i + 1; k < argc; k++)
+        if (argv[k][0] == '-') {
+          fprintf(stderr, "shmheap-dump: --prometheus takes heap names or keys only (not %s)\n", argv[k]);
+          return EXIT_ERROR;
+        }
+      if (json || check || show_blocks || show_roots || remove || shmid >= 0 || target) {
+        fprintf(stderr, "shmheap-dump: --prometheus goes alone, with the heaps after it\n");
+        return EXIT_ERROR;
+      }
+      return prometheus(argv + i + 1, argc - i - 1);
+    }
     else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
       char *end;
       unsigned long long n = strtoull(argv[++i], &end, 10);
