@@ -18,7 +18,7 @@ x = {i: str(i) * 5 for i in range(20000)}
 print("ready", flush=True)
 time.sleep(60)' >"$TMP/py.out" 2>"$TMP/py.err" </dev/null &
 py=$!
-for _ in $(seq 100); do grep -q ready "$TMP/py.out" && break; sleep 0.1; done
+for _ in $(seq 300); do grep -q ready "$TMP/py.out" && break; sleep 0.1; done
 sed -n "s/^libshmheap: attached key=\(0x[0-9a-fA-F]*\) name=$H .*/\1/p" "$TMP/py.err" | head -n 1 >>"$TMP/keys"
 kill -9 "$py"
 wait "$py" 2>/dev/null || :

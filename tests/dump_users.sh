@@ -48,7 +48,7 @@ expect_user() {
 LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_SIZE=16M sleep 60 </dev/null &
 s=$!
 pids+=("$s")
-for _ in $(seq 50); do [ -n "$(heaps_of "$s")" ] && break; sleep 0.1; done
+for _ in $(seq 200); do [ -n "$(heaps_of "$s")" ] && break; sleep 0.1; done
 id=$(heaps_of "$s")
 [ -n "$id" ] || fail "no heap created by sleep ($s)"
 expect_user "$id" "$s" sleep
@@ -69,11 +69,11 @@ print(pid, flush=True)
 time.sleep(60)' >"$TMP/fork.out" </dev/null &
 parent=$!
 pids+=("$parent")
-for _ in $(seq 50); do [ -s "$TMP/fork.out" ] && break; sleep 0.1; done
+for _ in $(seq 200); do [ -s "$TMP/fork.out" ] && break; sleep 0.1; done
 child=$(cat "$TMP/fork.out")
 [ -n "$child" ] || fail "the forking python3 printed no child pid"
 pids+=("$child")
-for _ in $(seq 50); do [ -n "$(heaps_of "$child")" ] && break; sleep 0.1; done
+for _ in $(seq 200); do [ -n "$(heaps_of "$child")" ] && break; sleep 0.1; done
 pid_heap=$(heaps_of "$parent")
 child_heap=$(heaps_of "$child")
 [ -n "$pid_heap" ] && [ -n "$child_heap" ] || fail "copy fork: heaps of parent [$pid_heap], child [$child_heap]"
@@ -82,7 +82,7 @@ expect_user "$child_heap" "$child" python3
 kill "$parent"
 wait "$parent" 2>/dev/null || :
 expect_user "$child_heap" "$child" python3
-for _ in $(seq 50); do [ -z "$(heaps_of "$parent")" ] && break; sleep 0.1; done
+for _ in $(seq 200); do [ -z "$(heaps_of "$parent")" ] && break; sleep 0.1; done
 [ -z "$(heaps_of "$parent")" ] || fail "copy fork: the parent's heap is still listed after the parent is gone"
 echo "copy fork: parent $parent and child $child each in use of its heap; the child's still after the parent is gone"
 kill "$child"
@@ -90,14 +90,14 @@ kill "$child"
 # ---- a zombie creator --------------------------------------------------------
 # sh starts the keyed sleep and becomes a sleep that never reaps it.
 z=$(heap_name zombie)
-sh -c 'LD_PRELOAD=$1 SHMHEAP_KEY=$2 SHMHEAP_SIZE=16M SHMHEAP_VERBOSE=1 sleep 0 2>"$3" & exec sleep 30' sh "$SHMHEAP_LIB" "$z" "$TMP/z.err" </dev/null &
+sh -c 'LD_PRELOAD=$1 SHMHEAP_KEY=$2 SHMHEAP_SIZE=16M SHMHEAP_VERBOSE=1 sleep 0 2>"$3" & exec sleep 120' sh "$SHMHEAP_LIB" "$z" "$TMP/z.err" </dev/null &
 pids+=("$!")
-for _ in $(seq 50); do grep -q '^libshmheap: exit' "$TMP/z.err" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 200); do grep -q '^libshmheap: exit' "$TMP/z.err" 2>/dev/null && break; sleep 0.1; done
 sed -n "s/^libshmheap: attached key=\(0x[0-9a-fA-F]*\) name=$z .*/\1/p" "$TMP/z.err" | head -n 1 >>"$TMP/keys"
 zid=$("$TOOL" --json | "$PY" -c 'import json, sys; print(" ".join(str(h["shmid"]) for h in json.load(sys.stdin) if h["name"] == sys.argv[1]))' "$z")
 [ -n "$zid" ] || { show "$TMP/z.err"; fail "zombie: no heap named $z"; }
 zpid=$(field "$zid" creator_pid)
-for _ in $(seq 50); do [ "$(awk '{ print $3 }' "/proc/$zpid/stat" 2>/dev/null)" = Z ] && break; sleep 0.1; done
+for _ in $(seq 200); do [ "$(awk '{ print $3 }' "/proc/$zpid/stat" 2>/dev/null)" = Z ] && break; sleep 0.1; done
 [ "$(awk '{ print $3 }' "/proc/$zpid/stat" 2>/dev/null)" = Z ] || fail "zombie: the creator $zpid is not a zombie (the test's own setup)"
 [ "$(field "$zid" creator_alive)" = false ] || fail "zombie: JSON creator_alive is not false for the zombie $zpid"
 [ "$(field "$zid" pid_alive)" = false ] || fail "zombie: JSON pid_alive is not false"
