@@ -5,8 +5,8 @@
 # 100,000.  Under glibc the output must parse as the shape checked here (a
 # check of the test); under the library the figures must be the program's:
 # the class that holds 100 bytes has at least 500 free blocks, malloc_stats
-# shows exactly 500 of them in use, the large blocks are 3 of at least
-# 300,000 bytes, and the totals add up.
+# shows 500 in use (more if a sanitizer's runtime made some), the large
+# blocks are 3 or more of at least 300,000 bytes, and the totals add up.
 . "$(dirname "$0")/real_common.sh"
 PROG=$top_builddir/tests/info_prog
 PY=/usr/bin/python3
@@ -66,16 +66,17 @@ rest = [t for t in h if t.tag == "total" and t.get("type") == "rest"][0]
 need(num(rest, "size") == sum(num(s, "total") for s in sizes), "<total type=\"rest\"> is not the sum of the <size> totals")
 need(num(rest, "count") == sum(num(s, "count") for s in sizes), "<total type=\"rest\"> count is not the sum of the counts")
 mm = tot["mmap"]
-need(num(mm, "count") == 3 and num(mm, "size") >= 300000, "the large blocks are %s, not 3 of 300000 bytes" % mm.attrib)
+# at least: a sanitizer's runtime makes blocks of its own in the process
+need(num(mm, "count") >= 3 and num(mm, "size") >= 300000, "the large blocks are %s, not 3 of 300000 bytes" % mm.attrib)
 cur = [t for t in h if t.tag == "system" and t.get("type") == "current"][0]
 use = int(re.search(r"^in use bytes += +(\d+)$", stats, re.M).group(1))
 need(num(cur, "size") >= use >= 300000 + 500 * 100, "system %d and in use %d bytes do not hold the program's blocks" % (num(cur, "size"), use))
 row = re.search(r"^ *%d +\d+ +(\d+) +(\d+)$" % num(c, "to"), stats, re.M)
 need(row is not None, "malloc_stats has no line for the %d-byte class" % num(c, "to"))
-need(int(row.group(1)) == 500, "malloc_stats shows %s blocks of the 100-byte class in use, not 500" % row.group(1))
+need(int(row.group(1)) >= 500, "malloc_stats shows %s blocks of the 100-byte class in use, not 500" % row.group(1))
 need(int(row.group(2)) == num(c, "count"), "malloc_stats and malloc_info disagree on the free blocks of the class")
 lg = re.search(r"^large blocks += +(\d+) \((\d+) bytes\)$", stats, re.M)
-need(lg and int(lg.group(1)) == 3 and int(lg.group(2)) == num(mm, "size"), "malloc_stats does not show the 3 large blocks as malloc_info does")
+need(lg and int(lg.group(1)) == num(mm, "count") and int(lg.group(2)) == num(mm, "size"), "malloc_stats does not show the large blocks as malloc_info does")
 PYEOF
   echo "$who: malloc_info parses as glibc's shape, malloc_stats has glibc's lines$([ "$who" = libshmheap ] && echo ', with the heap'"'"'s figures')"
 done
