@@ -102,12 +102,12 @@ static int proc_alive(const struct shm_header *h, const struct shm_proc *e, pid_
   return proc_state(h, e, pid, attaching) == PROC_USER;
 }
 
-/* Is a process listed that uses the heap, other than an earlier image of
- * this one? */
-static int users_alive(const struct shm_header *h) {
+/* A listed process that uses the heap, other than an earlier image of this
+ * one: its pid, or 0 if there is none. */
+static pid_t first_user(const struct shm_header *h) {
   for (unsigned i = 0; i < SH_MAX_PROCS; i++) {
     pid_t pid = atomic_load(&h->procs[i].pid);
-    if (pid && proc_alive(h, &h->procs[i], pid, 1)) return 1;
+    if (pid && proc_alive(h, &h->procs[i], pid, 1)) return pid;
   }
   return 0;
 }
@@ -155,7 +155,7 @@ static int launchers_heap(const struct shm_header *h) {
 }
 
 int recover_segment_is_for_self(const struct shm_header *h) {
-  return (self_is_program(h) || launchers_heap(h)) && !users_alive(h);
+  return (self_is_program(h) || launchers_heap(h)) && !first_user(h);
 }
 
 /* The exec family (exec.c): this process is about to exec (inside 1), or
@@ -380,7 +380,7 @@ static unsigned attach_lock(void) {
   int r;
   unsigned idle = 0;
   while ((r = pages_lock_found(1000000000ull)) == PAGES_WAITED)
-    if (users_alive(h)) idle = 0;
+    if (first_user(h)) idle = 0;
     else if (++idle >= ATTACH_PATIENCE_S) break;
   if (r == PAGES_BAD_LOG) pages_unlock();
   if (r < 0)
@@ -415,7 +415,7 @@ static void leave_earlier_image(void) {
     JW(t->owner_pid) = 0;
     journal_end();
   }
-  if (users_alive(G.hdr)) page_purge_due();
+  if (first_user(G.hdr)) page_purge_due();
   else page_purge_all();
 }
 
@@ -441,11 +441,7 @@ enum recover_verdict recover_attach(uint64_t t0) {
     f->recovery_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
     return RECOVER_USE;
   }
-  pid_t user = 0;
-  for (unsigned i = 0; i < SH_MAX_PROCS && !user; i++) {
-    pid_t pid = atomic_load(&h->procs[i].pid);
-    if (pid && proc_alive(h, &h->procs[i], pid, 1)) user = pid;
-  }
+  pid_t user = first_user(h);
   if (!user && launchers_heap(h)) {
     /* Ours, formed by the launcher this process was before its exec: gone,
      * and formed anew by the loop in start_up for this program. */

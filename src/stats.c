@@ -22,15 +22,6 @@ void stats_totals(struct stats_totals *t) {
   t->heap_bytes = (uint64_t)G.hdr->top << SH_PAGE_SHIFT;
 }
 
-/* The used counts are their owners' and may be a moment old. */
-void stats_class_counts(uint64_t count[SH_NCLASS + 1]) {
-  memset(count, 0, sizeof(uint64_t) * (SH_NCLASS + 1));
-  pages_lock();
-  for (uint32_t i = 1; i < G.hdr->span_count; i++)
-    if (G.spans[i].state == SPAN_SMALL && G.spans[i].cls <= SH_NCLASS) count[G.spans[i].cls] += G.spans[i].used;
-  pages_unlock();
-}
-
 void stats_classes(struct stats_class c[SH_NCLASS + 1], struct stats_pages *p) {
   memset(c, 0, sizeof(struct stats_class) * (SH_NCLASS + 1));
   memset(p, 0, sizeof *p);

@@ -13,9 +13,6 @@ struct stats_totals {
 /* Summed from the per-heap counters (each thread updates only its own,
  * without atomics) and the page allocator's; zero before the heap exists. */
 SH_HIDDEN void stats_totals(struct stats_totals *t);
-/* Blocks in use per size class, from the span descriptors. */
-SH_HIDDEN void stats_class_counts(uint64_t count[SH_NCLASS + 1]);
-
 /* Per size class (c[1..SH_NCLASS]) and for the free page runs, from the
  * span descriptors and the free bins, under the page lock (for
  * malloc_info and malloc_stats).  A block another thread freed counts as

@@ -169,24 +169,24 @@ void heap0_unlock(void) {
  * (malloc_trim), else at most every 10 ms in a thread whose last look
  * found nothing: a program that retries a failing allocation (halving the
  * size, a new_handler loop) would otherwise read /proc for every other
- * process's slot at each try.  Returns the number of spans given back. */
+ * process's slot at each try. */
 static SH_TLS uint64_t tl_fruitless_ns;
 
-unsigned thread_reclaim(int force) {
+void thread_reclaim(int force) {
   struct theap *own = tl_heap;
-  unsigned got = 0, slots = 0;
+  unsigned slots = 0;
   if (own) {
     heap_enter(own);
-    got += heap_reclaim(own);
+    heap_reclaim(own);
     heap_leave(own);
   }
   if (!tl_h0_held) {
     heap0_lock();
-    got += heap_reclaim(&G.heaps[0]);
+    heap_reclaim(&G.heaps[0]);
     heap0_unlock();
   }
   uint64_t now = os_clock_ns(CLOCK_MONOTONIC);
-  if (!force && tl_fruitless_ns && now - tl_fruitless_ns < 10000000) return got;
+  if (!force && tl_fruitless_ns && now - tl_fruitless_ns < 10000000) return;
   for (uint32_t i = 1; i < G.hdr->max_heap && i < SH_MAX_HEAPS; i++) {
     pages_lock();
     journal_begin();
@@ -209,7 +209,6 @@ unsigned thread_reclaim(int force) {
     give_back(c);
   }
   tl_fruitless_ns = slots ? 0 : now | 1;
-  return got + slots;
 }
 
 static void *alloc_once(unsigned c) {

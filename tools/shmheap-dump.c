@@ -433,22 +433,25 @@ static void prom_print(const struct prom_heap *heaps, int n) {
   }
 }
 
-/* Every heap this user may read (targets == NULL), or the named ones: a
- * name that is no heap is said on stderr and makes the exit status 2, the
+/* A slot for one more heap in *heaps (n used of *cap); NULL if there is no
+ * memory for it. */
+static struct prom_heap *prom_slot(struct prom_heap **heaps, int n, int *cap) {
+  if (n == *cap) {
+    int more = *cap ? *cap * 2 : 16;
+    struct prom_heap *h = realloc(*heaps, sizeof *h * (size_t)more);
+    if (!h) return NULL;
+    *heaps = h;
+    *cap = more;
+  }
+  return &(*heaps)[n];
+}
+
+/* Every heap this user may read (no targets), or the named ones: a name
+ * that is no heap is said on stderr and makes the exit status 2, the
  * others are printed all the same. */
 static int prometheus(char **targets, int ntargets) {
-  int cap = 16, n = 0, status = EXIT_OK;
-  struct prom_heap *heaps = malloc(sizeof *heaps * (size_t)cap);
-  if (!heaps) {
-    fprintf(stderr, "shmheap-dump: out of memory\n");
-    return EXIT_ERROR;
-  }
-  int ids[256], nids = 0;
-  if (ntargets > 256) {
-    fprintf(stderr, "shmheap-dump: --prometheus: at most 256 heaps by name (or none: every heap)\n");
-    free(heaps);
-    return EXIT_ERROR;
-  }
+  struct prom_heap *heaps = NULL, *p;
+  int cap = 0, n = 0, status = EXIT_OK;
   if (ntargets == 0) {
     struct shm_info info;
     int max = shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&info);
@@ -456,37 +459,29 @@ static int prometheus(char **targets, int ntargets) {
       struct shmid_ds ds;
       int id = shmctl(idx, SHM_STAT, &ds);
       if (id < 0 || ds.shm_segsz < SH_MIN_SIZE) continue;
-      if (n == cap) {
-        struct prom_heap *more = realloc(heaps, sizeof *heaps * (size_t)(cap *= 2));
-        if (!more) break;
-        heaps = more;
-      }
-      if (prom_read(id, &heaps[n]) == 0) n++;
+      if (!(p = prom_slot(&heaps, n, &cap))) break;
+      if (prom_read(id, p) == 0) n++;
     }
-  } else {
-    for (int t = 0; t < ntargets; t++) {
-      int32_t key;
-      char name[SH_NAME_MAX];
-      int id = options_parse_key(targets[t], &key, name) == 0 ? shmget(key, 0, 0) : -1;
-      if (id < 0) {
-        fprintf(stderr, "shmheap-dump: --prometheus: %s: no such heap\n", targets[t]);
-        status = EXIT_ERROR;
-        continue;
-      }
-      ids[nids++] = id;
+  }
+  for (int t = 0; t < ntargets; t++) {
+    int32_t key;
+    char name[SH_NAME_MAX];
+    int id = options_parse_key(targets[t], &key, name) == 0 ? shmget(key, 0, 0) : -1;
+    if (id < 0) {
+      fprintf(stderr, "shmheap-dump: --prometheus: %s: no such heap\n", targets[t]);
+      status = EXIT_ERROR;
+    } else if (!(p = prom_slot(&heaps, n, &cap))) {
+      break;
+    } else if (prom_read(id, p) == 0) {
+      n++;
+    } else {
+      fprintf(stderr, "shmheap-dump: --prometheus: %s: not a heap this user may read\n", targets[t]);
+      status = EXIT_ERROR;
     }
-    for (int t = 0; t < nids; t++) {
-      if (n == cap) {
-        struct prom_heap *more = realloc(heaps, sizeof *heaps * (size_t)(cap *= 2));
-        if (!more) break;
-        heaps = more;
-      }
-      if (prom_read(ids[t], &heaps[n]) == 0) n++;
-      else {
-        fprintf(stderr, "shmheap-dump: --prometheus: %s: not a heap this user may read\n", targets[t]);
-        status = EXIT_ERROR;
-      }
-    }
+  }
+  if (n < ntargets && status == EXIT_OK) {
+    fprintf(stderr, "shmheap-dump: --prometheus: out of memory\n");
+    status = EXIT_ERROR;
   }
   prom_print(heaps, n);
   free(heaps);
