@@ -39,6 +39,9 @@
 #   dump_users.sh                                 shmheap-dump's users and
 #              states against /proc: private heaps, copy forks, zombies,
 #              reused pids
+#   systemd_unit.sh                               examples/systemd/kvstore.service:
+#              systemd-analyze verify, and (as root, PID 1 not systemd) the
+#              unit under a systemd booted in namespaces: kill -s KILL, stop
 #
 # --enable-sanitizers: everything here is built with UBSan (AM_CFLAGS), and
 # the suites that do not run on the library add ASan (check_crash,
@@ -177,6 +180,8 @@ TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss
 EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh \
 	tests/dump_users.sh tests/dump_prometheus.sh tests/malloc_info.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
+TESTS += tests/systemd_unit.sh
+EXTRA_DIST += tests/systemd_unit.sh
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
 # (SHMHEAP_CRASH_KILLS); crash-long is the same with CRASH_LONG_KILLS kills.
