@@ -262,7 +262,10 @@ static char copy_why[320];
  * header is not there to say it from). */
 static int copy_by_parent(struct fork_state *f, int id) {
   if (f->back[0] < 0 || f->pipe[1] < 0) return -1;
+  size_t size = (size_t)G.hdr->size; /* read before the remap: then the header is the empty copy's */
   if (os_shm_remap(id, G.base) == (void *)-1) return -1;
+  /* A new mapping: SHMHEAP_HUGEPAGES=thp's advice is given again. */
+  if (opts.hugepages == SH_HUGEPAGES_THP) os_advise_huge(G.base, size);
   /* From here the heap at G.base is the new, empty segment: nothing may
    * read it until the parent has written it. */
   struct {
@@ -297,6 +300,10 @@ static int copy_segment(struct fork_state *f, int child) {
     return -1;
   }
   char *dst = os_shm_attach(id, NULL, 0);
+  /* The copy is written through this mapping: with the advice, its pages
+   * are huge from the start (the kernel aligns a shared memory mapping for
+   * them where shmem_enabled allows them). */
+  if (dst != (void *)-1 && opts.hugepages == SH_HUGEPAGES_THP) os_advise_huge(dst, h->size);
   if (dst == (void *)-1) {
     int e = errno;
     copy_failure(copy_why, sizeof copy_why, 1, e);
@@ -474,6 +481,7 @@ static void child(void) {
     if (os_shm_remap(f->copy_id, G.base) == (void *)-1)
       os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: cannot put the child's copy of the heap at %p: %s", (int)SELF.pid,
              (void *)G.base, os_errstr(errno));
+    if (opts.hugepages == SH_HUGEPAGES_THP) os_advise_huge(G.base, (size_t)G.hdr->size);
     os_shm_detach(f->copy);
   }
   struct shm_header *h = G.hdr;

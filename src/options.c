@@ -251,6 +251,12 @@ void options_parse(struct options *o) {
     else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_IMAGE=%s is not same or any: use same (the default) or any for a heap that holds no code pointers", v);
   }
 
+  if ((v = env_get("SHMHEAP_HUGEPAGES")) && *v) {
+    if (!strcmp(v, "off")) o->hugepages = SH_HUGEPAGES_OFF;
+    else if (!strcmp(v, "thp")) o->hugepages = SH_HUGEPAGES_THP;
+    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_HUGEPAGES=%s is not a page setting: use off (the default) or thp (transparent huge pages on the heap; hugetlb is not supported yet)", v);
+  }
+
   if ((v = env_get("SHMHEAP_VERBOSE")) && *v) {
     if (!strcmp(v, "0")) o->verbose = 0;
     else if (!strcmp(v, "1")) o->verbose = 1;

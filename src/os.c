@@ -191,6 +191,19 @@ void os_populate(void *p, size_t len, int write) {
 #ifndef MADV_HUGEPAGE
 #define MADV_HUGEPAGE 14
 #endif
+
+int os_advise_huge(void *p, size_t len) { return madvise(p, len, MADV_HUGEPAGE); }
+
+void os_thp_shmem_policy(char *buf, size_t len) {
+  char s[128];
+  os_read_file("/sys/kernel/mm/transparent_hugepage/shmem_enabled", s, sizeof s);
+  buf[0] = 0;
+  char *a = strchr(s, '['), *b = a ? strchr(a, ']') : NULL;
+  if (b && (size_t)(b - a - 1) < len) {
+    memcpy(buf, a + 1, (size_t)(b - a - 1));
+    buf[b - a - 1] = 0;
+  }
+}
 #define SCRATCH_HUGE ((size_t)2 << 20)
 
 /* What a scratch request of len bytes maps: from one huge page up, whole

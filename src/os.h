@@ -136,6 +136,12 @@ SH_HIDDEN int os_secure_exec(void);
 
 SH_HIDDEN void os_release_pages(void *p, size_t len); /* MADV_REMOVE: shmem pages are freed */
 SH_HIDDEN void os_populate(void *p, size_t len, int write); /* MADV_POPULATE_*: one call, no faults */
+/* MADV_HUGEPAGE, for SHMHEAP_HUGEPAGES=thp: on each mapping of the heap
+ * (the advice belongs to the mapping, not to the segment); 0, or -1. */
+SH_HIDDEN int os_advise_huge(void *p, size_t len);
+/* The selected policy of /sys/kernel/mm/transparent_hugepage/shmem_enabled
+ * ("never", "advise", ...), or "" if it cannot be read. */
+SH_HIDDEN void os_thp_shmem_policy(char *buf, size_t len);
 /* Writes [p, p+len) of this process to the same addresses in process pid
  * (process_vm_writev).  0, or -1 with errno. */
 SH_HIDDEN int os_write_into(pid_t pid, const void *p, size_t len);
@@ -173,11 +179,14 @@ struct options {
   unsigned mode;       /* SHMHEAP_MODE, permissions of a new segment */
   const char *program; /* SHMHEAP_PROGRAM, or NULL */
   int image_any;       /* SHMHEAP_IMAGE=any */
+  int hugepages;       /* SHMHEAP_HUGEPAGES: SH_HUGEPAGES_OFF or _THP */
   int secure;          /* set-user-ID or the like: SHMHEAP_* ignored */
   long reexec_pid;     /* SHMHEAP_REEXEC: the pid image_reexec exec'd, or 0 */
   char reexec_name[16]; /* SHMHEAP_REEXEC: the process's name before that exec, or "" */
   char reexec_fn[SH_PROGRAM_MAX]; /* SHMHEAP_REEXEC: AT_EXECFN before that exec, or "" */
 };
+
+enum { SH_HUGEPAGES_OFF, SH_HUGEPAGES_THP };
 
 /* The process's options, parsed once at start-up (init.c). */
 extern SH_HIDDEN struct options opts;

@@ -144,6 +144,28 @@ static uintptr_t validate_existing(int id, struct options *o, size_t segsz) {
   return base;
 }
 
+/* SHMHEAP_HUGEPAGES=thp: the advice on this process's mapping of the heap.
+ * Shared memory gets huge pages from it only where shmem_enabled lets
+ * advice count (advise, within_size) or gives them anyway (always, force);
+ * otherwise one line says which setting to change, and the heap runs on
+ * 4 KiB pages as with off. */
+static void advise_pages(const struct options *o) {
+  static int said;
+  if (o->hugepages != SH_HUGEPAGES_THP) return;
+  int e = os_advise_huge(seg_base, o->size) == 0 ? 0 : errno;
+  char pol[32];
+  os_thp_shmem_policy(pol, sizeof pol);
+  if (!e && (!strcmp(pol, "advise") || !strcmp(pol, "within_size") || !strcmp(pol, "always") || !strcmp(pol, "force")))
+    return;
+  if (said++) return;
+  if (e)
+    os_say("libshmheap: SHMHEAP_HUGEPAGES=thp: madvise(MADV_HUGEPAGE) on the heap failed (%s): this kernel has no transparent huge pages; running with 4 KiB pages (unset SHMHEAP_HUGEPAGES to silence this)",
+           os_errstr(e));
+  else
+    os_say("libshmheap: SHMHEAP_HUGEPAGES=thp: /sys/kernel/mm/transparent_hugepage/shmem_enabled is %s, which gives shared memory no huge pages: running with 4 KiB pages (as root: echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled)",
+           pol[0] ? pol : "unreadable");
+}
+
 void segment_close(void) {
   os_shm_detach(G.base);
   map_clear();
@@ -157,6 +179,7 @@ int segment_open(void) {
     attach_at(id, o->addr, o, 1);
     /* Removed now, gone when the last process that has it attached is. */
     os_shm_remove(id);
+    advise_pages(o);
     form_segment(o);
     return 0;
   }
@@ -166,6 +189,7 @@ int segment_open(void) {
       id = create_segment(o->key, o);
       if (id < 0) continue; /* someone created it between the two calls */
       attach_at(id, o->addr, o, 1);
+      advise_pages(o);
       form_segment(o);
       return 0;
     }
@@ -214,6 +238,7 @@ int segment_open(void) {
       refuse(o, why);
     }
     map_set(seg_base, seg_id);
+    advise_pages(o);
     SELF.reattached = 1;
     return 0;
   }

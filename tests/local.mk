@@ -42,6 +42,8 @@
 #   systemd_unit.sh                               examples/systemd/kvstore.service:
 #              systemd-analyze verify, and (as root, PID 1 not systemd) the
 #              unit under a systemd booted in namespaces: kill -s KILL, stop
+#   hugepages.sh                                  SHMHEAP_HUGEPAGES=off|thp against
+#              /proc/self/smaps, with shmem_enabled never and advise
 #
 # --enable-sanitizers: everything here is built with UBSan (AM_CFLAGS), and
 # the suites that do not run on the library add ASan (check_crash,
@@ -60,7 +62,7 @@ AM_TESTS_ENVIRONMENT = \
 	CXX='$(CXX)'; export CXX; \
 	$(SAN_TESTS_ENVIRONMENT) \
 	unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERBOSE \
-		SHMHEAP_PROGRAM SHMHEAP_IMAGE SHMHEAP_MODE SHMHEAP_FRESH SHMHEAP_REEXEC;
+		SHMHEAP_PROGRAM SHMHEAP_IMAGE SHMHEAP_MODE SHMHEAP_FRESH SHMHEAP_REEXEC SHMHEAP_HUGEPAGES;
 
 # Any sanitizer finding fails its test: with -fno-sanitize-recover it
 # already stops the program, these make sure of it (and keep LeakSanitizer
@@ -180,8 +182,8 @@ TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss
 EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh \
 	tests/dump_users.sh tests/dump_prometheus.sh tests/malloc_info.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
-TESTS += tests/systemd_unit.sh
-EXTRA_DIST += tests/systemd_unit.sh
+TESTS += tests/systemd_unit.sh tests/hugepages.sh
+EXTRA_DIST += tests/systemd_unit.sh tests/hugepages.sh
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
 # (SHMHEAP_CRASH_KILLS); crash-long is the same with CRASH_LONG_KILLS kills.

@@ -1,0 +1,136 @@
+#!/bin/sh
+# SHMHEAP_HUGEPAGES (issue 16, item 5: off and thp).
+#
+#   - a value that is not a setting: exit 78, one line naming the variable
+#     and the values;
+#   - thp where /sys/kernel/mm/transparent_hugepage/shmem_enabled gives
+#     shared memory no huge pages (never): the program runs, on 4 KiB pages,
+#     and each process prints one line that names the setting to change;
+#   - thp where it is advise: the heap's mapping is eligible and 64 MiB of
+#     large blocks are mapped by huge pages (ShmemPmdMapped in
+#     /proc/self/smaps), in the process, in a copy-fork child (its own
+#     segment, mapped anew) and in a share-fork child, and again when a
+#     keyed heap is re-attached; freed, trimmed and allocated again with
+#     calloc, the memory reads as zero; with off, nothing is huge.
+# Changing shmem_enabled needs root: the test sets it and puts back what it
+# found, whatever happens; without root only the cases that fit the current
+# setting run, and it says which were skipped.
+. "$(dirname "$0")/real_common.sh"
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+KNOB=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+orig=
+if [ -r "$KNOB" ]; then orig=$(sed -n 's/.*\[\(.*\)\].*/\1/p' "$KNOB"); fi
+restore() {
+  if [ -n "$orig" ] && [ -w "$KNOB" ]; then echo "$orig" >"$KNOB" 2>/dev/null || :; fi
+  cleanup
+}
+trap restore EXIT
+set_policy() { # set_policy WORD: 0 if shmem_enabled is WORD now
+  [ "$(sed -n 's/.*\[\(.*\)\].*/\1/p' "$KNOB" 2>/dev/null)" = "$1" ] && return 0
+  [ "$(id -u)" -eq 0 ] && [ -w "$KNOB" ] && echo "$1" >"$KNOB" 2>/dev/null
+}
+
+# ---- a value that is no setting -------------------------------------------------
+run_pre bad env SHMHEAP_HUGEPAGES=huge /bin/true
+[ "$status" -eq 78 ] || fail "SHMHEAP_HUGEPAGES=huge exits $status, not 78"
+grep -q '^libshmheap: SHMHEAP_HUGEPAGES=huge is not a page setting: use off (the default) or thp' "$TMP/bad.pre.err" ||
+  { show "$TMP/bad.pre.err"; fail "the message does not name SHMHEAP_HUGEPAGES and its values"; }
+
+# The probe: 64 MiB of large blocks touched, then what smaps says of the
+# heap's mapping (at 0x200000000000), here, in a child of each fork mode,
+# and after free + malloc_trim + calloc (the memory must read as zero).
+cat >"$TMP/probe.py" <<'EOF'
+import ctypes, os, sys
+libc = ctypes.CDLL(None)
+libc.malloc.restype = libc.calloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+MB = 1 << 20
+
+def smaps():
+    cur, out = False, {}
+    for line in open("/proc/self/smaps"):
+        f = line.split()
+        if "-" in f[0] and not f[0].endswith(":"):
+            cur = f[0].startswith("200000000000-")
+        elif cur and f[0] in ("ShmemPmdMapped:", "THPeligible:"):
+            out[f[0][:-1]] = int(f[1])
+    return "eligible=%d pmd_kb=%d" % (out.get("THPeligible", -1), out.get("ShmemPmdMapped", -1))
+
+def touch(n):
+    p = libc.malloc(n)
+    assert p
+    ctypes.memset(p, 0xA5, n)
+    return p
+
+p = touch(64 * MB)
+print("self", smaps(), flush=True)
+for mode in (0, 1):  # SHMHEAP_FORK_COPY, SHMHEAP_FORK_SHARE
+    libc.shmheap_set_fork_mode(mode)
+    pid = os.fork()
+    if pid == 0:
+        touch(16 * MB)
+        print("child-" + ("copy" if mode == 0 else "share"), smaps(), flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+libc.shmheap_set_fork_mode(0)
+libc.free(p)
+libc.malloc_trim(0)
+q = libc.calloc(64 * MB, 1)
+buf = (ctypes.c_ubyte * (64 * MB)).from_address(q)
+print("calloc-zero", "yes" if not any(bytes(buf)) else "no", flush=True)
+EOF
+probe() { # probe NAME SETTING [KEY]: $TMP/NAME.pre.{out,err}
+  _n=$1 _s=$2
+  shift 2
+  run_pre "$_n" env SHMHEAP_HUGEPAGES="$_s" ${1:+SHMHEAP_KEY=$1} SHMHEAP_SIZE=1G "$PY" "$TMP/probe.py"
+  [ "$status" -eq 0 ] || { show "$TMP/$_n.pre.err"; fail "$_n: the probe exits $status"; }
+  [ "$(grep -c . "$TMP/$_n.pre.out")" -eq 4 ] || { show "$TMP/$_n.pre.out"; fail "$_n: the probe did not finish"; }
+  grep -qx 'calloc-zero yes' "$TMP/$_n.pre.out" || { show "$TMP/$_n.pre.out"; fail "$_n: calloc after a trim is not zero"; }
+}
+val() { sed -n "s/^$2 .*$3=\([0-9-]*\).*/\1/p" "$TMP/$1.pre.out"; }
+notice() { grep -c '^libshmheap: SHMHEAP_HUGEPAGES=thp: .*shmem_enabled is never.*echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled' "$TMP/$1.pre.err" || :; }
+
+skipped=
+# ---- shmem_enabled=never: one line, 4 KiB pages -----------------------------------
+if set_policy never; then
+  probe never thp
+  [ "$(notice never)" -eq 1 ] || { show "$TMP/never.pre.err"; fail "never: not exactly one line naming shmem_enabled (a fork child must not repeat it)"; }
+  [ "$(val never self pmd_kb)" -eq 0 ] || fail "never: huge pages where shmem_enabled is never"
+  probe never_off off
+  [ "$(notice never_off)" -eq 0 ] || fail "off: a line about huge pages"
+else
+  skipped="$skipped never"
+fi
+
+# ---- shmem_enabled=advise: huge pages with thp, none with off -----------------------
+if set_policy advise; then
+  probe thp thp
+  grep -q 'SHMHEAP_HUGEPAGES' "$TMP/thp.pre.err" && { show "$TMP/thp.pre.err"; fail "thp under advise: a line about huge pages"; }
+  for who in self child-copy child-share; do
+    [ "$(val thp "$who" eligible)" -eq 1 ] || { show "$TMP/thp.pre.out"; fail "thp: the heap's mapping in $who is not eligible for huge pages"; }
+    [ "$(val thp "$who" pmd_kb)" -ge 16384 ] || { show "$TMP/thp.pre.out"; fail "thp: $who has less than 16 MiB of the heap in huge pages"; }
+  done
+  [ "$(val thp self pmd_kb)" -ge 32768 ] || { show "$TMP/thp.pre.out"; fail "thp: less than half of 64 MiB touched is in huge pages"; }
+  probe off off
+  for who in self child-copy child-share; do
+    [ "$(val off "$who" pmd_kb)" -eq 0 ] || { show "$TMP/off.pre.out"; fail "off: $who has huge pages"; }
+  done
+  # a keyed heap: the advice is given at each attach, not kept in the segment
+  H=$(heap_name thp)
+  probe keyed1 off "$H"
+  keyed_heap_bytes keyed1 "$H" >/dev/null
+  probe keyed2 thp "$H"
+  grep -q 're-attached' "$TMP/keyed2.pre.err" || { show "$TMP/keyed2.pre.err"; fail "keyed2 did not re-attach the heap"; }
+  [ "$(val keyed2 self eligible)" -eq 1 ] || { show "$TMP/keyed2.pre.out"; fail "thp on a re-attached heap: not eligible"; }
+else
+  skipped="$skipped advise"
+fi
+if [ -n "$skipped" ]; then
+  [ "${CI:-}" != true ] || fail "under CI every case must run: cannot set $KNOB to:$skipped"
+  echo "$(basename "$0"): skipped the cases for shmem_enabled:$skipped (not root, or $KNOB is missing)"
+fi
+for n in thp off keyed2; do
+  if [ -f "$TMP/$n.pre.out" ]; then echo "$n: $(tr '\n' ' ' <"$TMP/$n.pre.out")"; fi
+done
+echo "PASS: SHMHEAP_HUGEPAGES"
