@@ -264,8 +264,10 @@ static int copy_by_parent(struct fork_state *f, int id) {
   if (f->back[0] < 0 || f->pipe[1] < 0) return -1;
   size_t size = (size_t)G.hdr->size; /* read before the remap: then the header is the empty copy's */
   if (os_shm_remap(id, G.base) == (void *)-1) return -1;
-  /* A new mapping: SHMHEAP_HUGEPAGES=thp's advice is given again. */
+  /* A new mapping: SHMHEAP_HUGEPAGES=thp's advice is given again.  The
+   * copy is on 4 KiB pages, whatever the heap was on. */
   if (opts.hugepages == SH_HUGEPAGES_THP) os_advise_huge(G.base, size);
+  G.hugetlb = 0;
   /* From here the heap at G.base is the new, empty segment: nothing may
    * read it until the parent has written it. */
   struct {
@@ -482,6 +484,7 @@ static void child(void) {
       os_die(SH_EXIT_OSERR, "libshmheap: fork: pid %d: cannot put the child's copy of the heap at %p: %s", (int)SELF.pid,
              (void *)G.base, os_errstr(errno));
     if (opts.hugepages == SH_HUGEPAGES_THP) os_advise_huge(G.base, (size_t)G.hdr->size);
+    G.hugetlb = 0; /* the copy is on 4 KiB pages (os_shm_create) */
     os_shm_detach(f->copy);
   }
   struct shm_header *h = G.hdr;

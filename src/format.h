@@ -300,6 +300,9 @@ struct sh_map {
   size_t heap_len;
   uint32_t nspans; /* descriptors reserved: a page map entry not below it is garbage */
   int shmid;
+  /* The segment is on hugetlb pages (SHMHEAP_HUGEPAGES=hugetlb, or a keyed
+   * heap formed so): a purge can give back whole 2 MiB pages only. */
+  int hugetlb;
 };
 extern SH_HIDDEN struct sh_map G;
 

@@ -30,10 +30,11 @@ static void say_attached(void) {
   const struct shm_header *h = G.hdr;
   const struct shmheap_recovery *rec = recover_findings();
   static const char *const origin[] = {"fresh", "re-attached (left cleanly)", "re-attached (left by a crash: repaired)"};
-  os_say("libshmheap: attached key=0x%x%s%s shmid=%d addr=%p size=%zu %s pid=%d%s",
+  os_say("libshmheap: attached key=0x%x%s%s shmid=%d addr=%p size=%zu %s pid=%d%s%s",
          (unsigned)h->key, h->name[0] ? " name=" : "", h->name, G.shmid, (void *)G.base,
          (size_t)h->size, origin[rec->origin], (int)SELF.pid,
-         SELF.keyed && image_reexecuted() ? " (re-executed without address randomization)" : "");
+         SELF.keyed && image_reexecuted() ? " (re-executed without address randomization)" : "",
+         G.hugetlb ? " on hugetlb pages of 2 MiB" : "");
   if (rec->origin == SHMHEAP_CRASHED || rec->spans_quarantined)
     os_say("libshmheap: recovery: %u dead process(es), %u thread heap(s) rebuilt, %u released, %llu span(s) returned, %llu quarantined (%llu blocks lost), lock %s, %llu us (check %llu us)",
            rec->dead_processes, rec->heaps_repaired, rec->heaps_released,

@@ -254,7 +254,9 @@ void options_parse(struct options *o) {
   if ((v = env_get("SHMHEAP_HUGEPAGES")) && *v) {
     if (!strcmp(v, "off")) o->hugepages = SH_HUGEPAGES_OFF;
     else if (!strcmp(v, "thp")) o->hugepages = SH_HUGEPAGES_THP;
-    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_HUGEPAGES=%s is not a page setting: use off (the default) or thp (transparent huge pages on the heap; hugetlb is not supported yet)", v);
+    else if (!strcmp(v, "hugetlb")) o->hugepages = SH_HUGEPAGES_HUGETLB;
+    else if (!strcmp(v, "hugetlb-strict")) o->hugepages = SH_HUGEPAGES_HUGETLB, o->hugepages_strict = 1;
+    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_HUGEPAGES=%s is not a page setting: use off (the default), thp (transparent huge pages), hugetlb (the system's huge page pool, else 4 KiB pages) or hugetlb-strict (the pool or exit)", v);
   }
 
   if ((v = env_get("SHMHEAP_VERBOSE")) && *v) {

@@ -146,6 +146,60 @@ int os_shm_create(int32_t key, size_t size, unsigned mode) {
   return shmget((key_t)key, size, flags);
 }
 
+int os_shm_create_hugetlb(int32_t key, size_t size, unsigned mode) {
+  int flags = IPC_CREAT | SHM_HUGETLB | (int)(mode & 0777);
+  if (key != IPC_PRIVATE) flags |= IPC_EXCL;
+  return shmget((key_t)key, size, flags);
+}
+
+/* Streams /proc/self/smaps (one mapping's entry can sit after many others)
+ * to the entry of the mapping that starts at addr, and reads its
+ * KernelPageSize. */
+int os_mapping_is_hugetlb(const void *addr) {
+  char want[24], buf[4096], line[256];
+  os_fmt(want, sizeof want, "%lx-", (unsigned long)(uintptr_t)addr);
+  int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  size_t ll = 0, wl = strlen(want);
+  int in = 0, found = 0;
+  ssize_t n;
+  while (!found && (n = read(fd, buf, sizeof buf)) > 0)
+    for (ssize_t i = 0; i < n && !found; i++) {
+      if (buf[i] != '\n') {
+        if (ll < sizeof line - 1) line[ll++] = buf[i];
+        continue;
+      }
+      line[ll] = 0;
+      /* A mapping's first line starts with its range: hex digits, '-'. */
+      if ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f')) {
+        if (in) found = 1; /* past its entry, which had no page size */
+        in = !strncmp(line, want, wl);
+      } else if (in && !strncmp(line, "KernelPageSize:", 15)) {
+        unsigned long long kb = 0;
+        for (const char *p = line + 15; *p; p++)
+          if (*p >= '0' && *p <= '9') kb = kb * 10 + (unsigned)(*p - '0');
+        found = 1 + (kb >= 2048);
+      }
+      ll = 0;
+    }
+  close(fd);
+  return found == 2;
+}
+
+long long os_meminfo(const char *field) {
+  static char buf[8192];
+  os_read_file("/proc/meminfo", buf, sizeof buf);
+  size_t fl = strlen(field);
+  for (char *p = buf; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p))
+    if (!strncmp(p, field, fl) && p[fl] == ':') {
+      long long v = 0;
+      for (p += fl + 1; *p == ' '; p++) {}
+      for (; *p >= '0' && *p <= '9'; p++) v = v * 10 + (*p - '0');
+      return v;
+    }
+  return -1;
+}
+
 void *os_shm_attach(int id, void *addr, int readonly) {
   return shmat(id, addr, readonly ? SHM_RDONLY : 0);
 }

@@ -100,6 +100,14 @@ struct shmid_ds;
 /* Each returns what the system call does (-1 with errno on failure). */
 SH_HIDDEN int os_shm_find(int32_t key);                              /* shmget(key, 0, 0) */
 SH_HIDDEN int os_shm_create(int32_t key, size_t size, unsigned mode); /* new only; key 0: private */
+/* The same from the system's pool of 2 MiB pages (SHM_HUGETLB), all of them
+ * reserved now: size is a multiple of SH_HUGE_PAGE. */
+SH_HIDDEN int os_shm_create_hugetlb(int32_t key, size_t size, unsigned mode);
+/* 1 if this process's mapping that starts at addr is on hugetlb pages
+ * (KernelPageSize in /proc/self/smaps), 0 if not or unknown. */
+SH_HIDDEN int os_mapping_is_hugetlb(const void *addr);
+/* A figure of /proc/meminfo ("HugePages_Free"), or -1. */
+SH_HIDDEN long long os_meminfo(const char *field);
 SH_HIDDEN void *os_shm_attach(int id, void *addr, int readonly);      /* (void *)-1 on failure */
 SH_HIDDEN void *os_shm_remap(int id, void *addr);                     /* in place of what is there */
 SH_HIDDEN int os_shm_detach(const void *p);
@@ -179,14 +187,16 @@ struct options {
   unsigned mode;       /* SHMHEAP_MODE, permissions of a new segment */
   const char *program; /* SHMHEAP_PROGRAM, or NULL */
   int image_any;       /* SHMHEAP_IMAGE=any */
-  int hugepages;       /* SHMHEAP_HUGEPAGES: SH_HUGEPAGES_OFF or _THP */
+  int hugepages;       /* SHMHEAP_HUGEPAGES: SH_HUGEPAGES_* */
+  int hugepages_strict; /* SHMHEAP_HUGEPAGES=hugetlb-strict: no pool, no heap (exit 78) */
   int secure;          /* set-user-ID or the like: SHMHEAP_* ignored */
   long reexec_pid;     /* SHMHEAP_REEXEC: the pid image_reexec exec'd, or 0 */
   char reexec_name[16]; /* SHMHEAP_REEXEC: the process's name before that exec, or "" */
   char reexec_fn[SH_PROGRAM_MAX]; /* SHMHEAP_REEXEC: AT_EXECFN before that exec, or "" */
 };
 
-enum { SH_HUGEPAGES_OFF, SH_HUGEPAGES_THP };
+enum { SH_HUGEPAGES_OFF, SH_HUGEPAGES_THP, SH_HUGEPAGES_HUGETLB };
+#define SH_HUGE_PAGE ((size_t)2 << 20) /* the huge page SHMHEAP_HUGEPAGES uses (x86-64's PMD) */
 
 /* The process's options, parsed once at start-up (init.c). */
 extern SH_HIDDEN struct options opts;

@@ -152,7 +152,22 @@ static inline void span_set_ndirty(struct span *s, uint32_t n) { JW(s->ndirty) =
  * an upper bound). */
 static void purge(struct span *s) {
   if (!s->ndirty) return;
-  os_release_pages(span_addr(s), (size_t)s->npages << SH_PAGE_SHIFT);
+  char *a = span_addr(s);
+  size_t len = (size_t)s->npages << SH_PAGE_SHIFT;
+  if (G.hugetlb) {
+    /* Only whole 2 MiB pages go back to the pool; the kernel may leave a
+     * part of one as it was (older kernels do not zero it), so the parts
+     * at the ends are zeroed here: after a purge the span must read as
+     * zero (calloc relies on it).  A span within one huge page gives
+     * nothing back and stays dirty. */
+    char *lo = (char *)(((uintptr_t)a + SH_HUGE_PAGE - 1) & ~(uintptr_t)(SH_HUGE_PAGE - 1));
+    char *hi = (char *)(((uintptr_t)a + len) & ~(uintptr_t)(SH_HUGE_PAGE - 1));
+    if (hi <= lo) return;
+    os_release_pages(lo, (size_t)(hi - lo));
+    memset(a, 0, (size_t)(lo - a));
+    memset(hi, 0, (size_t)(a + len - hi));
+  } else
+    os_release_pages(a, len);
   JW(H()->dirty_pages) -= s->ndirty;
   JW(H()->purged_pages) += s->ndirty;
   JW(s->ndirty) = 0;

@@ -18,6 +18,8 @@
 static char *seg_base;
 static int seg_id;
 
+static int seg_hugetlb; /* the segment create_segment made is on hugetlb pages */
+
 static void form_segment(const struct options *o) {
   struct shm_header *h = (struct shm_header *)seg_base;
   h->format = SH_FORMAT;
@@ -34,6 +36,7 @@ static void form_segment(const struct options *o) {
   memcpy(h->class_pages, small_class_pages, sizeof h->class_pages);
   lock_init(&h->lock);
   map_set(seg_base, seg_id);
+  G.hugetlb = seg_hugetlb;
   lock_init(&G.heaps[0].lock);
   h->span_count = 1; /* descriptor 0 is the empty span every empty class points at */
   h->max_heap = 1;   /* heap 0, shared by threads that have no slot, always exists */
@@ -68,8 +71,43 @@ static void attach_at(int id, uintptr_t addr, const struct options *o, int creat
   seg_id = id;
 }
 
-static int create_segment(key_t key, const struct options *o) {
-  int id = os_shm_create(key, o->size, key == IPC_PRIVATE ? 0600 : o->mode);
+/* SHMHEAP_HUGEPAGES=hugetlb: the segment from the system's pool, whole (a
+ * segment that reserves its pages never meets an empty pool at a fault,
+ * which would be SIGBUS, not ENOMEM).  Returns the id, -1 with EEXIST, or
+ * -2: the pool cannot give it, said in one line (hugetlb-strict: exit 78),
+ * and the caller makes a segment of 4 KiB pages. */
+static int create_hugetlb(key_t key, struct options *o) {
+  /* Its size in whole huge pages: up from SHMHEAP_SIZE, down from a default
+   * cut to fit ulimit -v. */
+  size_t size = o->size_given ? (o->size + SH_HUGE_PAGE - 1) & ~(SH_HUGE_PAGE - 1) : o->size & ~(SH_HUGE_PAGE - 1);
+  int id = os_shm_create_hugetlb(key, size, key == IPC_PRIVATE ? 0600 : o->mode);
+  if (id >= 0) {
+    o->size = size;
+    return id;
+  }
+  int e = errno;
+  if (e == EEXIST) return -1;
+  char why[200];
+  if (e == ENOMEM || e == ENOSPC)
+    os_fmt(why, sizeof why, "the pool has %d free 2 MiB page(s), the heap needs %zu: raise vm.nr_hugepages (sysctl) or lower SHMHEAP_SIZE",
+           (int)os_meminfo("HugePages_Free"), size / SH_HUGE_PAGE);
+  else if (e == EPERM)
+    os_fmt(why, sizeof why, "this user may not use the pool: add it to the group vm.hugetlb_shm_group names (sysctl), or give the program CAP_IPC_LOCK");
+  else
+    os_fmt(why, sizeof why, "shmget(SHM_HUGETLB) failed: %s", os_errstr(e));
+  if (o->hugepages_strict)
+    os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_HUGEPAGES=hugetlb-strict: no heap of %zu MiB from the huge page pool: %s", size >> 20, why);
+  os_say("libshmheap: SHMHEAP_HUGEPAGES=hugetlb: no heap of %zu MiB from the huge page pool: %s; running with 4 KiB pages", size >> 20,
+         why);
+  return -2;
+}
+
+static int create_segment(key_t key, struct options *o) {
+  int id = -2;
+  if (o->hugepages == SH_HUGEPAGES_HUGETLB) id = create_hugetlb(key, o);
+  if (id == -1) return -1;
+  seg_hugetlb = id >= 0;
+  if (id < 0) id = os_shm_create(key, o->size, key == IPC_PRIVATE ? 0600 : o->mode);
   if (id >= 0 || errno == EEXIST) return id;
   int e = errno;
   if (e == EINVAL)
@@ -238,6 +276,9 @@ int segment_open(void) {
       refuse(o, why);
     }
     map_set(seg_base, seg_id);
+    /* Formed by a process with SHMHEAP_HUGEPAGES=hugetlb or not: the
+     * segment says, whatever this one asked for. */
+    G.hugetlb = os_mapping_is_hugetlb(seg_base);
     advise_pages(o);
     SELF.reattached = 1;
     return 0;
