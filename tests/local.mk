@@ -36,14 +36,18 @@
 #              malloc_stats, parsed, under glibc and the preload
 #   dump_prometheus.sh                            shmheap-dump --prometheus,
 #              against --json and promtool
+#   dump_watch.sh                                 shmheap-dump --watch on a
+#              terminal (tmux): redraw in place, resize, q, Ctrl-C, Ctrl-Z,
+#              SIGTERM; plain blocks off a terminal; removed heaps
 #   dump_users.sh                                 shmheap-dump's users and
 #              states against /proc: private heaps, copy forks, zombies,
 #              reused pids
 #   systemd_unit.sh                               examples/systemd/kvstore.service:
 #              systemd-analyze verify, and (as root, PID 1 not systemd) the
 #              unit under a systemd booted in namespaces: kill -s KILL, stop
-#   hugepages.sh                                  SHMHEAP_HUGEPAGES=off|thp against
-#              /proc/self/smaps, with shmem_enabled never and advise
+#   hugepages.sh                                  SHMHEAP_HUGEPAGES against
+#              /proc/self/smaps: thp with shmem_enabled never and advise;
+#              hugetlb with an empty pool, strict, and a pool of 64 pages
 #
 # --enable-sanitizers: everything here is built with UBSan (AM_CFLAGS), and
 # the suites that do not run on the library add ASan (check_crash,
@@ -182,8 +186,8 @@ TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss
 EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh \
 	tests/dump_users.sh tests/dump_prometheus.sh tests/malloc_info.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
-TESTS += tests/systemd_unit.sh tests/hugepages.sh
-EXTRA_DIST += tests/systemd_unit.sh tests/hugepages.sh
+TESTS += tests/systemd_unit.sh tests/hugepages.sh tests/dump_watch.sh
+EXTRA_DIST += tests/systemd_unit.sh tests/hugepages.sh tests/dump_watch.sh
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
 # (SHMHEAP_CRASH_KILLS); crash-long is the same with CRASH_LONG_KILLS kills.

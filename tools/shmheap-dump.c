@@ -8,10 +8,12 @@
  *   shmheap-dump --roots HEAP               the named roots
  *   shmheap-dump --remove [--force] HEAP    remove a heap nobody has attached
  *   shmheap-dump --prometheus [HEAP...]     metrics in Prometheus' text format
+ *   shmheap-dump --watch [SECONDS] HEAP     a live view, redrawn in place (watch.c)
  *
  * The segment is attached read-only at any free address and read through
  * format.c and view.c, which check every offset before following it: the tool needs
  * nothing from the process that wrote the heap and never changes it. */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,8 +22,10 @@
 #include <sys/ipc.h>
 #include <sys/shm.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "view.h"
+#include "watch.h"
 
 enum { EXIT_OK = 0, EXIT_PROBLEMS = 1, EXIT_ERROR = 2 };
 
@@ -34,7 +38,8 @@ static void usage(FILE *f) {
         "       shmheap-dump [--json] --blocks [--limit N] KEY|NAME|--shmid ID   every live block\n"
         "       shmheap-dump --remove [--force] KEY|NAME|--shmid ID    remove a heap no process has attached\n"
         "       shmheap-dump [--json] --roots KEY|NAME|--shmid ID      the named roots\n"
-        "       shmheap-dump --prometheus [KEY|NAME...]      metrics of every heap (or these) in Prometheus' text format\n",
+        "       shmheap-dump --prometheus [KEY|NAME...]      metrics of every heap (or these) in Prometheus' text format\n"
+        "       shmheap-dump --watch [SECONDS] [--count N] KEY|NAME|--shmid ID   a live view (every SECONDS, default 1)\n",
         f);
 }
 
@@ -119,23 +124,32 @@ static void who_uses(const struct seg *s, const struct hv *v, struct who *w) {
   else w->pid = w->alive ? 0 : h->creator_pid;
 }
 
-/* The program's file name, printable: the heap's program, or for a heap
- * that records none (a private one) the name of its live user pid. */
-static void program_name(const struct shm_header *h, int32_t pid, char *out, size_t len) {
-  char prog[SH_PROGRAM_MAX];
-  memcpy(prog, h->program, sizeof prog);
-  prog[sizeof prog - 1] = 0;
-  if (!prog[0] && pid > 0) {
-    char path[40];
-    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
-    if (os_read_file(path, prog, sizeof prog)) prog[strcspn(prog, "\n")] = 0;
-  }
+/* The last part of a program's path, printable. */
+static void printable_program(const char *prog, char *out, size_t len) {
   const char *b = strrchr(prog, '/');
   b = b ? b + 1 : prog;
   size_t i = 0;
   for (; b[i] && i + 1 < len; i++) out[i] = (b[i] < 0x20 || b[i] >= 0x7f) ? '?' : b[i];
   out[i] = 0;
   if (!i) snprintf(out, len, "-");
+}
+
+/* The name of process pid (/proc/PID/comm), printable, or "-". */
+static void comm_name(int32_t pid, char *out, size_t len) {
+  char prog[SH_PROGRAM_MAX] = "", path[40];
+  snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+  if (pid > 0 && os_read_file(path, prog, sizeof prog)) prog[strcspn(prog, "\n")] = 0;
+  printable_program(prog, out, len);
+}
+
+/* The program's file name, printable: the heap's program, or for a heap
+ * that records none (a private one) the name of its live user pid. */
+static void program_name(const struct shm_header *h, int32_t pid, char *out, size_t len) {
+  char prog[SH_PROGRAM_MAX];
+  memcpy(prog, h->program, sizeof prog);
+  prog[sizeof prog - 1] = 0;
+  if (!prog[0]) comm_name(pid, out, len);
+  else printable_program(prog, out, len);
 }
 
 static int attach(int shmid, struct seg *s) {
@@ -194,6 +208,9 @@ static void list_heaps(void) {
   if (json) printf("%s]\n", n ? "\n" : "");
 }
 
+static void summary_text(FILE *out, const struct seg *s, const struct hv *v, const struct hv_usage *u, const struct who *w, const char *prog);
+static void class_table(FILE *out, const struct shm_header *h, const struct hv_usage *u);
+
 static void summary(const struct seg *s, const struct hv *v) {
   const struct shm_header *h = v->h;
   struct hv_usage u;
@@ -238,38 +255,55 @@ static void summary(const struct seg *s, const struct hv *v) {
     printf("%s]}\n", first ? "" : "\n ");
     return;
   }
+  summary_text(stdout, s, v, &u, &w, prog);
+  class_table(stdout, h, &u);
+}
+
+/* The text summary but the class table: who, history, in use, pages, free. */
+static void summary_text(FILE *out, const struct seg *s, const struct hv *v, const struct hv_usage *u, const struct who *w, const char *prog) {
+  const struct shm_header *h = v->h;
+  uint64_t in_use = u->in_use > 0 ? (uint64_t)u->in_use : 0;
+  char name[SH_NAME_MAX];
+  safe_name(h->name, name);
   char b1[32], b2[32], b3[32], b4[32];
-  printf("heap       key 0x%08x%s%s, shmid %d, format %u\n", (unsigned)h->key, name[0] ? " name " : "", name,
+  fprintf(out, "heap       key 0x%08x%s%s, shmid %d, format %u\n", (unsigned)h->key, name[0] ? " name " : "", name,
          s->shmid, h->format);
-  printf("segment    %s at 0x%llx, created by pid %d (%s), uid %u; %lu attached now\n",
+  fprintf(out, "segment    %s at 0x%llx, created by pid %d (%s), uid %u; %lu attached now\n",
          human(h->size, b1, sizeof b1), (unsigned long long)h->base, h->creator_pid,
-         w.creator_alive ? "alive" : "gone", h->creator_uid, (unsigned long)s->ds.shm_nattch);
-  if (w.alive && w.pid)
-    printf("state      in use by pid %d%s (program %s)\n", w.pid, w.users > 1 ? " and others" : "", prog);
-  else if (w.alive)
-    printf("state      in use by %u process(es) that have it attached\n", w.users);
-  else if (w.gone)
-    printf("state      left by a crash: %u process(es) ended without leaving; the last to attach was pid %d (program %s)\n",
-           w.gone, h->last_pid, prog);
+         w->creator_alive ? "alive" : "gone", h->creator_uid, (unsigned long)s->ds.shm_nattch);
+  if (w->alive && w->pid)
+    fprintf(out, "state      in use by pid %d%s (program %s)\n", w->pid, w->users > 1 ? " and others" : "", prog);
+  else if (w->alive)
+    fprintf(out, "state      in use by %u process(es) that have it attached\n", w->users);
+  else if (w->gone)
+    fprintf(out, "state      left by a crash: %u process(es) ended without leaving; the last to attach was pid %d (program %s)\n",
+           w->gone, h->last_pid, prog);
+  else if (h->key == 0) /* seen only by a view that has it attached: the segment goes with that */
+    fprintf(out, "state      every process has detached it (a private heap: it goes with the last attachment)\n");
   else
-    printf("state      left cleanly by pid %d (program %s)\n", h->last_pid, prog);
-  printf("history    %llu re-attach(es), %u after a crash; %u repair(s) made\n", (unsigned long long)h->attaches,
+    fprintf(out, "state      left cleanly by pid %d (program %s)\n", h->last_pid, prog);
+  fprintf(out, "history    %llu re-attach(es), %u after a crash; %u repair(s) made\n", (unsigned long long)h->attaches,
          h->crashes, (unsigned)h->repairs);
-  printf("in use     %s in blocks (%llu malloc, %llu free of small blocks)\n", human(in_use, b1, sizeof b1),
-         (unsigned long long)u.nmalloc, (unsigned long long)u.nfree);
-  printf("pages      %s carved of %s; small spans %s, large blocks %llu (%s)\n",
-         human(u.top_pages << SH_PAGE_SHIFT, b1, sizeof b1),
-         human((uint64_t)h->npages << SH_PAGE_SHIFT, b2, sizeof b2), human(u.small_pages << SH_PAGE_SHIFT, b3, sizeof b3),
-         (unsigned long long)u.large_count, human(u.large_pages << SH_PAGE_SHIFT, b4, sizeof b4));
-  printf("free       %s in %llu spans, %s of it still holding memory; %s handed back so far\n",
-         human(u.free_pages << SH_PAGE_SHIFT, b1, sizeof b1), (unsigned long long)u.free_spans,
-         human(u.dirty_pages << SH_PAGE_SHIFT, b2, sizeof b2), human(h->purged_pages << SH_PAGE_SHIFT, b3, sizeof b3));
-  printf("threads    %u thread heaps claimed\n", u.heaps_owned);
-  printf("%10s %8s %12s %10s\n", "CLASS", "SPANS", "BLOCKS USED", "BYTES");
+  fprintf(out, "in use     %s in blocks (%llu malloc, %llu free of small blocks)\n", human(in_use, b1, sizeof b1),
+         (unsigned long long)u->nmalloc, (unsigned long long)u->nfree);
+  fprintf(out, "pages      %s carved of %s; small spans %s, large blocks %llu (%s)\n",
+         human(u->top_pages << SH_PAGE_SHIFT, b1, sizeof b1),
+         human((uint64_t)h->npages << SH_PAGE_SHIFT, b2, sizeof b2), human(u->small_pages << SH_PAGE_SHIFT, b3, sizeof b3),
+         (unsigned long long)u->large_count, human(u->large_pages << SH_PAGE_SHIFT, b4, sizeof b4));
+  fprintf(out, "free       %s in %llu spans, %s of it still holding memory; %s handed back so far\n",
+         human(u->free_pages << SH_PAGE_SHIFT, b1, sizeof b1), (unsigned long long)u->free_spans,
+         human(u->dirty_pages << SH_PAGE_SHIFT, b2, sizeof b2), human(h->purged_pages << SH_PAGE_SHIFT, b3, sizeof b3));
+  fprintf(out, "threads    %u thread heaps claimed\n", u->heaps_owned);
+}
+
+/* Blocks in use per size class. */
+static void class_table(FILE *out, const struct shm_header *h, const struct hv_usage *u) {
+  char b1[32];
+  fprintf(out, "%10s %8s %12s %10s\n", "CLASS", "SPANS", "BLOCKS USED", "BYTES");
   for (unsigned c = 1; c <= SH_NCLASS; c++)
-    if (u.cls_spans[c])
-      printf("%10u %8llu %12llu %10s\n", h->class_size[c], (unsigned long long)u.cls_spans[c],
-             (unsigned long long)u.cls_used[c], human(u.cls_used[c] * h->class_size[c], b1, sizeof b1));
+    if (u->cls_spans[c])
+      fprintf(out, "%10u %8llu %12llu %10s\n", h->class_size[c], (unsigned long long)u->cls_spans[c],
+             (unsigned long long)u->cls_used[c], human(u->cls_used[c] * h->class_size[c], b1, sizeof b1));
 }
 
 struct block_list {
@@ -298,6 +332,164 @@ static void blocks(const struct hv *v, uint64_t limit) {
   else if (total > bl.shown)
     printf("... %llu more blocks (%llu in all; raise --limit)\n", (unsigned long long)(total - bl.shown),
            (unsigned long long)total);
+}
+
+/* ---- --watch -------------------------------------------------------------------- */
+
+/* What /proc says of pid: its state letter from /proc/PID/stat as a word,
+ * or NULL if it is gone or a zombie (a zombie has left every heap). */
+static const char *proc_state(int32_t pid) {
+  char path[40], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  size_t n = os_read_file(path, buf, sizeof buf);
+  const char *p = n ? strrchr(buf, ')') : NULL;
+  if (!p || p[1] != ' ') return NULL;
+  switch (p[2]) {
+  case 'R': return "running";
+  case 'S': return "sleeping";
+  case 'D': return "disk-wait";
+  case 'T': return "stopped";
+  case 't': return "traced";
+  case 'I': return "idle";
+  case 'Z': case 'X': case 'x': return NULL;
+  default: return "alive";
+  }
+}
+
+/* Does pid have System V segment shmid mapped?  Its maps name each
+ * attachment /SYSV<key> with the shmid as the inode.  -1: this user may not
+ * read them. */
+static int proc_attached(int32_t pid, int shmid) {
+  char path[40];
+  snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+  FILE *f = fopen(path, "re");
+  if (!f) return -1;
+  char line[512];
+  int found = 0, any = 0;
+  while (!found && fgets(line, sizeof line, f)) {
+    any = 1;
+    unsigned long inode;
+    char name[32];
+    if (strstr(line, "/SYSV") && sscanf(line, "%*s %*s %*s %*s %lu %31s", &inode, name) == 2 && !strncmp(name, "/SYSV", 5) &&
+        inode == (unsigned long)shmid)
+      found = 1;
+  }
+  fclose(f);
+  return found ? 1 : any ? 0 : -1; /* another user's maps read as empty */
+}
+
+#define WATCH_ROWS 64
+
+/* The processes that have the segment attached now (from /proc, which
+ * needs no process table: private heaps have none), and for a keyed heap
+ * those its table lists that ended without leaving. */
+static void processes(FILE *out, const struct seg *s, const struct hv *v) {
+  int32_t pids[WATCH_ROWS];
+  unsigned n = 0, more = 0;
+  DIR *d = opendir("/proc");
+  int32_t self = (int32_t)getpid();
+  for (struct dirent *e; d && (e = readdir(d));) {
+    char *end;
+    long pid = strtol(e->d_name, &end, 10);
+    if (*end || pid <= 0 || pid == self || pid > 0x7fffffff) continue;
+    if (proc_attached((int32_t)pid, s->shmid) <= 0) continue;
+    if (n < WATCH_ROWS) pids[n++] = (int32_t)pid;
+    else more++;
+  }
+  if (d) closedir(d);
+  unsigned gone = 0;
+  if (v->h->key != 0)
+    for (unsigned i = 0; i < SH_MAX_PROCS; i++)
+      if (v->h->procs[i].pid && !hv_proc_alive(&v->h->procs[i])) gone++;
+  unsigned seen = n + more;
+  fprintf(out, "processes  %lu attached", (unsigned long)s->ds.shm_nattch);
+  if (seen < s->ds.shm_nattch) fprintf(out, " (%lu not shown: their /proc is not readable by this user)", (unsigned long)(s->ds.shm_nattch - seen));
+  if (gone) fprintf(out, "; %u listed that ended without leaving", gone);
+  fprintf(out, "\n%10s %-10s %s\n", "PID", "STATE", "PROGRAM");
+  for (unsigned i = 0; i < n; i++) {
+    const char *st = proc_state(pids[i]);
+    char prog[64];
+    comm_name(pids[i], prog, sizeof prog);
+    fprintf(out, "%10d %-10s %s\n", (int)pids[i], st ? st : "gone", prog);
+  }
+  if (more) fprintf(out, "%10s %u more\n", "...", more);
+  if (v->h->key != 0)
+    for (unsigned i = 0, shown = 0; i < SH_MAX_PROCS && shown < WATCH_ROWS; i++) {
+      const struct shm_proc *e = &v->h->procs[i];
+      int32_t pid = atomic_load(&((struct shm_proc *)e)->pid);
+      if (!pid || hv_proc_alive(e)) continue;
+      fprintf(out, "%10d %-10s %s\n", (int)pid, "gone",
+              atomic_load(&((struct shm_proc *)e)->flags) & SH_PROC_EXEC ? "(left by exec)" : "(ended without leaving: killed or _exit)");
+      shown++;
+    }
+}
+
+struct watch_ctx {
+  struct seg *s;
+  int32_t key;     /* the key it was found by, or 0 (by shmid) */
+  pid_t lpid;      /* the last other process to attach or detach */
+  const char *label;
+};
+
+static int watch_frame(FILE *out, void *ctx) {
+  struct watch_ctx *c = ctx;
+  struct seg *s = c->s;
+  if (shmctl(s->shmid, IPC_STAT, &s->ds) < 0) {
+    fprintf(out, "%s: the segment is gone: %s\n", c->label, strerror(errno));
+    return 1;
+  }
+  /* The figures as the heap's users see them: without this view's own
+   * attach, and with the last attach or detach that was not this view's. */
+  if (s->ds.shm_nattch) s->ds.shm_nattch--;
+  if (s->ds.shm_lpid != getpid()) c->lpid = s->ds.shm_lpid;
+  s->ds.shm_lpid = c->lpid;
+  int last = 0;
+  if (c->key) {
+    int now = shmget(c->key, 0, 0);
+    if (now != s->shmid) {
+      if (now < 0) fprintf(out, "%s: removed, and the key names no segment now; this is the heap as it was left\n", c->label);
+      else fprintf(out, "%s: removed, and the key names another segment now (shmid %d); this is the heap as it was left\n", c->label, now);
+      last = 1;
+    }
+  }
+  struct hv v;
+  char why[160];
+  if (fmt_open(&v, s->map, s->ds.shm_segsz, why, sizeof why) < 0) {
+    fprintf(out, "%s: cannot be read now: %s\n", c->label, why);
+    return last;
+  }
+  struct hv_usage u;
+  hv_usage(&v, &u);
+  struct who w;
+  who_uses(s, &v, &w);
+  char prog[SH_PROGRAM_MAX];
+  program_name(v.h, w.alive ? w.pid : 0, prog, sizeof prog);
+  summary_text(out, s, &v, &u, &w, prog);
+  processes(out, s, &v);
+  class_table(out, v.h, &u);
+  if (!last && (s->ds.shm_perm.mode & SHM_DEST) && s->ds.shm_nattch == 0) {
+    fprintf(out, "%s: removed, and no other process has it attached: it is gone when this view ends\n", c->label);
+    last = 1;
+  }
+  return last;
+}
+
+static int watch(struct seg *s, int32_t key, const char *label, const char *target, double seconds, unsigned long count) {
+  struct watch_ctx c = {s, key, s->ds.shm_lpid, label};
+  char title[160];
+  if (target) snprintf(title, sizeof title, "shmheap-dump --watch %s, every %gs", target, seconds);
+  else snprintf(title, sizeof title, "shmheap-dump --watch --shmid %d, every %gs", s->shmid, seconds);
+  return watch_run(title, seconds, count, watch_frame, &c) ? EXIT_ERROR : EXIT_OK;
+}
+
+/* A number of seconds for --watch: 0.1 to a day. */
+static int parse_seconds(const char *a, double *out) {
+  char *end;
+  errno = 0;
+  double d = strtod(a, &end);
+  if (!a[0] || *end || errno || !(d >= 0.1 && d <= 86400)) return -1;
+  *out = d;
+  return 0;
 }
 
 /* ---- --prometheus -------------------------------------------------------------- */
@@ -574,8 +766,10 @@ static void print_problem(void *ctx, const char *p) {
 }
 
 int main(int argc, char **argv) {
-  int check = 0, shmid = -1, show_blocks = 0, remove = 0, force = 0, show_roots = 0;
+  int check = 0, shmid = -1, show_blocks = 0, remove = 0, force = 0, show_roots = 0, watching = 0;
   uint64_t limit = 10000;
+  double seconds = 1;
+  unsigned long count = 0;
   const char *target = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json")) json = 1;
@@ -584,6 +778,27 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--roots")) show_roots = 1;
     else if (!strcmp(argv[i], "--remove")) remove = 1;
     else if (!strcmp(argv[i], "--force")) force = 1;
+    else if (!strcmp(argv[i], "--watch")) {
+      watching = 1;
+      /* SECONDS is the interval when a heap follows it: a heap may be a
+       * key, and keys are numbers too. */
+      char *end;
+      if (i + 2 < argc && argv[i + 1][0] != '-' && (strtod(argv[i + 1], &end), end != argv[i + 1] && !*end)) {
+        if (parse_seconds(argv[++i], &seconds) < 0) {
+          fprintf(stderr, "shmheap-dump: --watch %s: not a number of seconds from 0.1 to 86400\n", argv[i]);
+          return EXIT_ERROR;
+        }
+      }
+    } else if (!strcmp(argv[i], "--count") && i + 1 < argc) {
+      char *end;
+      errno = 0;
+      unsigned long n = strtoul(argv[++i], &end, 10);
+      if (*end || errno || n == 0 || argv[i][0] == '-' || argv[i][0] == 0) {
+        fprintf(stderr, "shmheap-dump: --count %s: not a number of frames (1 or more)\n", argv[i]);
+        return EXIT_ERROR;
+      }
+      count = n;
+    }
     else if (!strcmp(argv[i], "--prometheus")) {
       /* every argument after it names a heap */
       for (int k = i + 1; k < argc; k++)
@@ -591,7 +806,7 @@ int main(int argc, char **argv) {
           fprintf(stderr, "shmheap-dump: --prometheus takes heap names or keys only (not %s)\n", argv[k]);
           return EXIT_ERROR;
         }
-      if (json || check || show_blocks || show_roots || remove || shmid >= 0 || target) {
+      if (json || check || show_blocks || show_roots || remove || watching || shmid >= 0 || target) {
         fprintf(stderr, "shmheap-dump: --prometheus goes alone, with the heaps after it\n");
         return EXIT_ERROR;
       }
@@ -627,8 +842,16 @@ int main(int argc, char **argv) {
       return EXIT_ERROR;
     }
   }
-  if (check + show_blocks + remove + show_roots > 1) {
-    fprintf(stderr, "shmheap-dump: --check, --blocks, --roots and --remove go one at a time\n");
+  if (check + show_blocks + remove + show_roots + watching > 1) {
+    fprintf(stderr, "shmheap-dump: --check, --blocks, --roots, --remove and --watch go one at a time\n");
+    return EXIT_ERROR;
+  }
+  if (watching && json) {
+    fprintf(stderr, "shmheap-dump: --watch draws text: --json goes without it (run shmheap-dump --json HEAP to sample)\n");
+    return EXIT_ERROR;
+  }
+  if (count && !watching) {
+    fprintf(stderr, "shmheap-dump: --count goes with --watch\n");
     return EXIT_ERROR;
   }
   if (force && !remove) {
@@ -636,9 +859,9 @@ int main(int argc, char **argv) {
     return EXIT_ERROR;
   }
   if (!target && shmid < 0) {
-    if (check || show_blocks || remove || show_roots) {
+    if (check || show_blocks || remove || show_roots || watching) {
       fprintf(stderr, "shmheap-dump: %s needs a heap: KEY, NAME or --shmid ID\n",
-              check ? "--check" : show_blocks ? "--blocks" : show_roots ? "--roots" : "--remove");
+              check ? "--check" : show_blocks ? "--blocks" : show_roots ? "--roots" : watching ? "--watch" : "--remove");
       return EXIT_ERROR;
     }
     list_heaps();
@@ -689,6 +912,7 @@ int main(int argc, char **argv) {
     return EXIT_ERROR;
   }
   if (remove) return remove_heap(&s, &v, label, force);
+  if (watching) return watch(&s, key, label, target, seconds, count);
   if (show_blocks) {
     blocks(&v, limit);
     return EXIT_OK;

@@ -1,0 +1,209 @@
+#!/bin/sh
+# shmheap-dump --watch (issue 18, item 3), on a real terminal: tmux (on its
+# own socket, -L, so no other tmux is touched) runs the view in a pane
+# beside a python3 that holds a keyed heap.  Checked from tmux's side of the
+# terminal: the view draws on the alternate screen with the cursor hidden,
+# redraws in place (one frame on the screen however many were drawn) and
+# follows the heap as it grows; it fits a resized window and comes back when
+# the window grows again; q, Ctrl-C and SIGTERM each end it with the main
+# screen, the cursor and the terminal's modes (stty -g) as they were; Ctrl-Z
+# gives the terminal back while it is stopped.  Without a terminal it prints
+# plain blocks; it ends by itself when the heap it shows is removed (a keyed
+# heap by ipcrm, a private heap when its last process exits); bad arguments
+# exit 2 with the option named.  tmux is required under CI=true.
+. "$(dirname "$0")/real_common.sh"
+TOOL=$top_builddir/tools/shmheap-dump
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+if ! command -v tmux >/dev/null 2>&1; then
+  [ "${CI:-}" = true ] && fail "tmux is not installed (.ci/run installs it)"
+  echo "SKIP: tmux is not installed (Debian's tmux package): the terminal cases need it"
+  exit 77
+fi
+SOCK=shmheap-test-$$
+tm() { tmux -L "$SOCK" "$@"; }
+trap 'tmux -L "$SOCK" kill-server 2>/dev/null; touch "$TMP/stop"; cleanup' EXIT
+H=$(heap_name watch)
+
+# The holder: a keyed heap, grown by 60 MB when $TMP/grow appears.
+LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_KEY=$H SHMHEAP_SIZE=256M SHMHEAP_VERBOSE=1 "$PY" -c '
+import os, sys, time
+t = sys.argv[1]
+x = [b"a" * 100 for i in range(1000)]
+print("ready", flush=True)
+while not os.path.exists(t + "/grow"): time.sleep(0.05)
+y = [bytes([i % 251]) * 3000 for i in range(20000)]
+print("grown", flush=True)
+while not os.path.exists(t + "/stop"): time.sleep(0.05)' "$TMP" >"$TMP/holder.out" 2>"$TMP/holder.err" </dev/null &
+holder=$!
+for _ in $(seq 300); do grep -q ready "$TMP/holder.out" && break; sleep 0.1; done
+grep -q ready "$TMP/holder.out" || { show "$TMP/holder.err"; fail "the holder did not start"; }
+key=$(sed -n "s/^libshmheap: attached key=\(0x[0-9a-fA-F]*\) name=$H .*/\1/p" "$TMP/holder.err" | head -n 1)
+[ -n "$key" ] || { show "$TMP/holder.err"; fail "no attach line from the holder"; }
+echo "$key" >>"$TMP/keys"
+
+# What runs in each pane: the view between two stty -g, its exit status
+# kept.  The trap makes the shell wait for the view on Ctrl-C (it is in the
+# same process group) instead of dying first; children get SIGINT's default.
+cat >"$TMP/pane.sh" <<EOF
+trap ':' INT
+echo BEFORE-WATCH
+stty -g >"$TMP/\$1.stty.before"
+"$TOOL" --watch 0.2 "$H"
+echo \$? >"$TMP/\$1.rc"
+stty -g >"$TMP/\$1.stty.after"
+echo AFTER-WATCH
+exec sleep 300
+EOF
+
+screen() { tm capture-pane -p -t "$1"; }
+flag() { tm display-message -p -t "$1" "$2"; }
+wait_for() { # wait_for CASE WHAT COMMAND...: until COMMAND succeeds, 10 s at most
+  _c=$1 _w=$2
+  shift 2
+  for _ in $(seq 100); do "$@" && return 0; sleep 0.1; done
+  screen "$_c" >"$TMP/$_c.screen" 2>&1 || :
+  show "$TMP/$_c.screen"
+  fail "$_c: $_w"
+}
+has() { screen "$1" | grep -q -- "$2"; }
+alt_is() { [ "$(flag "$1" '#{alternate_on}')" = "$2" ]; }
+rc_is() { [ -s "$TMP/$1.rc" ]; }
+
+start() { # start CASE WIDTH HEIGHT
+  tm new-session -d -s "$1" -x "$2" -y "$3" "sh $TMP/pane.sh $1"
+  wait_for "$1" "no frame of the view on the screen" has "$1" "^heap .*name $H"
+}
+
+# The view is gone and the terminal is as it was before it.
+restored() { # restored CASE RC
+  wait_for "$1" "the view did not end" rc_is "$1"
+  [ "$(cat "$TMP/$1.rc")" = "$2" ] || fail "$1: the view exits $(cat "$TMP/$1.rc"), not $2"
+  wait_for "$1" "AFTER-WATCH is not on the screen" has "$1" AFTER-WATCH
+  [ "$(flag "$1" '#{alternate_on}')" = 0 ] || fail "$1: the alternate screen is still on"
+  [ "$(flag "$1" '#{cursor_flag}')" = 1 ] || fail "$1: the cursor is still hidden"
+  has "$1" BEFORE-WATCH || fail "$1: the shell's screen did not come back (BEFORE-WATCH is gone)"
+  ! has "$1" "BLOCKS USED" || fail "$1: the view's lines are left on the main screen"
+  cmp -s "$TMP/$1.stty.before" "$TMP/$1.stty.after" ||
+    fail "$1: the terminal's modes differ after the view: $(cat "$TMP/$1.stty.before") then $(cat "$TMP/$1.stty.after")"
+  echo "$1: exit $2, main screen back, cursor shown, stty -g unchanged"
+}
+
+tm -f /dev/null start-server \; set -g window-size manual \; set -g history-limit 100 || fail "tmux does not start"
+
+# ---- q, with the heap growing under the view ----
+start q 120 80
+[ "$(flag q '#{alternate_on}')" = 1 ] || fail "q: the view is not on the alternate screen"
+[ "$(flag q '#{cursor_flag}')" = 0 ] || fail "q: the cursor is not hidden"
+screen q | grep -Eq "^ +$holder +(sleeping|running) +python3" || { screen q >"$TMP/q.s"; show "$TMP/q.s"; fail "q: the holder (pid $holder) is not listed as attached"; }
+touch "$TMP/grow"
+for _ in $(seq 300); do grep -q grown "$TMP/holder.out" && break; sleep 0.1; done
+grown() { screen q | awk '/^in use/ { v = $3; if (v ~ /M$/ && v + 0 >= 55) ok = 1 } END { exit !ok }'; }
+wait_for q "the in-use figure did not follow the heap to 60 MB" grown
+all_grown() { screen q | grep -Eq "^ +3072 +[0-9]+ +2[0-9]{4} "; }
+wait_for q "the class table does not come to show the 20000 blocks of 3000 bytes" all_grown
+n=$(screen q | grep -c "^heap ")
+[ "$n" = 1 ] || fail "q: $n frames on the screen after the heap grew, not 1 (not redrawn in place)"
+n=$(screen q | grep -c "^ *CLASS ")
+[ "$n" = 1 ] || fail "q: $n class tables on the screen, not 1"
+tm send-keys -t q q
+restored q 0
+
+# ---- a window made small and large again ----
+start resize 120 80
+tm resize-window -t resize -x 50 -y 15
+wait_for resize "the view did not cut itself to a 50x15 window" has resize "more line(s)"
+long=$(screen resize | awk 'length($0) > 50' | wc -l)
+[ "$long" = 0 ] || fail "resize: $long line(s) wider than the 50-column window"
+n=$(screen resize | grep -c .)
+[ "$n" -le 15 ] || fail "resize: $n lines on a 15-row window"
+tm resize-window -t resize -x 120 -y 80
+wait_for resize "the view did not grow back with the window" has resize "^ *16384 "
+! has resize "more line(s)" || fail "resize: still cut after the window grew"
+tm send-keys -t resize q
+restored resize 0
+
+# ---- Ctrl-C ----
+start ctrlc 120 80
+tm send-keys -t ctrlc C-c
+restored ctrlc 0
+
+# ---- Ctrl-Z: the terminal back while stopped, the view back on SIGCONT ----
+start ctrlz 120 80
+panepid=$(flag ctrlz '#{pane_pid}')
+tm send-keys -t ctrlz C-z
+wait_for ctrlz "the alternate screen stays on while the view is stopped" alt_is ctrlz 0
+[ "$(flag ctrlz '#{cursor_flag}')" = 1 ] || fail "ctrlz: the cursor is hidden while the view is stopped"
+view=$(pgrep -P "$panepid" -f -- "--watch")
+[ -n "$view" ] || fail "ctrlz: no view process under the pane's shell"
+grep -q '^State:.*T' "/proc/$view/status" || fail "ctrlz: the view is not stopped after Ctrl-Z: $(grep State "/proc/$view/status")"
+kill -CONT "$view"
+wait_for ctrlz "the view did not come back after SIGCONT" alt_is ctrlz 1
+wait_for ctrlz "no frame after SIGCONT" has ctrlz "^heap .*name $H"
+tm send-keys -t ctrlz q
+restored ctrlz 0
+
+# ---- SIGTERM: the terminal put back, then the signal's own death ----
+start term 120 80
+view=$(pgrep -P "$(flag term '#{pane_pid}')" -f -- "--watch")
+[ -n "$view" ] || fail "term: no view process under the pane's shell"
+kill -TERM "$view"
+restored term 143
+
+# ---- not a terminal: plain blocks, no escape sequences ----
+"$TOOL" --watch 0.2 --count 3 "$H" >"$TMP/plain.out" 2>"$TMP/plain.err" </dev/null || { show "$TMP/plain.err"; fail "--watch into a file exits $?"; }
+n=$(grep -c "^shmheap-dump --watch $H, every 0.2s  [0-9]\{4\}-[0-9][0-9]-[0-9][0-9] " "$TMP/plain.out" || :)
+[ "$n" = 3 ] || { show "$TMP/plain.out"; fail "--count 3 into a file printed $n titled blocks, not 3"; }
+[ "$(grep -c "^heap " "$TMP/plain.out")" = 3 ] || fail "--count 3 into a file printed other than 3 summaries"
+esc=$(printf '\033')
+! grep -q "$esc" "$TMP/plain.out" || fail "--watch into a file wrote escape sequences"
+echo "plain: 3 blocks, no escape sequences"
+
+# ---- a keyed heap removed under the view: it ends by itself ----
+touch "$TMP/stop"
+wait "$holder" || fail "the holder exits $?"
+"$TOOL" --watch 0.2 "$H" >"$TMP/rm.out" 2>&1 </dev/null &
+w=$!
+for _ in $(seq 100); do grep -q "^heap " "$TMP/rm.out" && break; sleep 0.1; done
+ipcrm -M "$key" || fail "ipcrm -M $key failed"
+for _ in $(seq 100); do kill -0 "$w" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$w" 2>/dev/null && { kill "$w"; fail "the view goes on after its keyed heap was removed"; }
+wait "$w" || fail "the view of a removed heap exits $?"
+grep -q "removed, and the key names no segment now" "$TMP/rm.out" || { show "$TMP/rm.out"; fail "the view does not say its heap was removed"; }
+echo "keyed heap removed: the view said so and ended"
+
+# ---- a private heap: its processes from /proc, and its end ----
+rm -f "$TMP/stop"
+LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_SIZE=64M SHMHEAP_VERBOSE=1 "$PY" -c '
+import os, sys, time
+t = sys.argv[1]
+print("ready", flush=True)
+while not os.path.exists(t + "/stop"): time.sleep(0.05)' "$TMP" >"$TMP/priv.out" 2>"$TMP/priv.err" </dev/null &
+priv=$!
+for _ in $(seq 300); do grep -q ready "$TMP/priv.out" && break; sleep 0.1; done
+shmid=$(sed -n 's/^libshmheap: attached .*shmid=\([0-9]*\).*/\1/p' "$TMP/priv.err" | head -n 1)
+[ -n "$shmid" ] || { show "$TMP/priv.err"; fail "no shmid in the private heap's attach line"; }
+"$TOOL" --watch 0.2 --shmid "$shmid" >"$TMP/pw.out" 2>&1 </dev/null &
+w=$!
+for _ in $(seq 100); do grep -q "^processes" "$TMP/pw.out" && break; sleep 0.1; done
+grep -q "^processes  1 attached" "$TMP/pw.out" || { show "$TMP/pw.out"; fail "the private heap's view does not count its 1 process"; }
+grep -Eq "^ +$priv +(sleeping|running) +python3" "$TMP/pw.out" || { show "$TMP/pw.out"; fail "the private heap's view does not list pid $priv"; }
+touch "$TMP/stop"
+wait "$priv" || fail "the private heap's process exits $?"
+for _ in $(seq 100); do kill -0 "$w" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$w" 2>/dev/null && { kill "$w"; fail "the view goes on after the private heap's last process ended"; }
+wait "$w" || fail "the view of a private heap exits $?"
+grep -v '^$' "$TMP/pw.out" | tail -n 1 | grep -q "it is gone when this view ends" || { show "$TMP/pw.out"; fail "the view does not say the private heap is gone"; }
+echo "private heap: pid $priv listed from /proc; the view ended with the heap"
+
+# ---- bad arguments ----
+for args in "--watch 0 $H" "--watch 100000 $H" "--watch --count 0 $H" "--watch --json $H" "--count 2 $H" "--watch"; do
+  set +e
+  # shellcheck disable=SC2086
+  "$TOOL" $args >"$TMP/bad.out" 2>"$TMP/bad.err" </dev/null
+  st=$?
+  set -e
+  [ "$st" = 2 ] || fail "shmheap-dump $args exits $st, not 2"
+  grep -q -- "--watch\|--count" "$TMP/bad.err" || { show "$TMP/bad.err"; fail "shmheap-dump $args does not name the option"; }
+done
+echo "bad arguments: exit 2, the option named"
