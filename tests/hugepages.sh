@@ -46,21 +46,28 @@ grep -q '^libshmheap: SHMHEAP_HUGEPAGES=huge is not a page setting: use off (the
 # The probe: 64 MiB of large blocks touched, then what smaps says of the
 # heap's mapping (at 0x200000000000), here, in a child of each fork mode,
 # and after free + malloc_trim + calloc (the memory must read as zero).
-cat >"$TMP/probe.py" <<'EOF'
+# What both probes share: the allocator through ctypes, and the fields
+# smaps gives the heap's mapping.
+cat >"$TMP/pre.py" <<'EOF'
 import ctypes, os, sys
 libc = ctypes.CDLL(None)
 libc.malloc.restype = libc.calloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 MB = 1 << 20
 
-def smaps():
+def heap_smaps():
     cur, out = False, {}
     for line in open("/proc/self/smaps"):
         f = line.split()
         if "-" in f[0] and not f[0].endswith(":"):
             cur = f[0].startswith("200000000000-")
-        elif cur and f[0] in ("ShmemPmdMapped:", "THPeligible:"):
+        elif cur and len(f) > 1 and f[1].isdigit():
             out[f[0][:-1]] = int(f[1])
+    return out
+EOF
+{ cat "$TMP/pre.py"; cat <<'EOF'
+def smaps():
+    out = heap_smaps()
     return "eligible=%d pmd_kb=%d" % (out.get("THPeligible", -1), out.get("ShmemPmdMapped", -1))
 
 def touch(n):
@@ -86,6 +93,7 @@ q = libc.calloc(64 * MB, 1)
 zero = all(not any(ctypes.string_at(q + o, MB)) for o in range(0, 64 * MB, MB))
 print("calloc-zero", "yes" if zero else "no", flush=True)
 EOF
+} >"$TMP/probe.py"
 probe() { # probe NAME SETTING [KEY]: $TMP/NAME.pre.{out,err}
   _n=$1 _s=$2
   shift 2
@@ -136,23 +144,11 @@ fi
 POOL=/proc/sys/vm/nr_hugepages
 pool_orig=$(cat "$POOL" 2>/dev/null || echo)
 free_pages() { awk '$1 == "HugePages_Free:" { print $2 }' /proc/meminfo; }
-cat >"$TMP/tlb.py" <<'EOF'
-import ctypes, os, sys
-libc = ctypes.CDLL(None)
-libc.malloc.restype = libc.calloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-MB = 1 << 20
+{ cat "$TMP/pre.py"; cat <<'EOF'
 def free():
     return int([l.split()[1] for l in open("/proc/meminfo") if l.startswith("HugePages_Free:")][0])
 def kps():
-    cur = False
-    for line in open("/proc/self/smaps"):
-        f = line.split()
-        if "-" in f[0] and not f[0].endswith(":"):
-            cur = f[0].startswith("200000000000-")
-        elif cur and f[0] == "KernelPageSize:":
-            return int(f[1])
-    return -1
+    return heap_smaps().get("KernelPageSize", -1)
 print("page_kb", kps(), flush=True)
 f0 = free()
 p = libc.malloc(32 * MB)
@@ -176,6 +172,7 @@ zero = all(not any(ctypes.string_at(q + o, MB)) for o in range(0, 32 * MB, MB))
 print("calloc-zero", "yes" if zero else "no", flush=True)
 libc.free(q)  # a keyed heap keeps what is not freed, and the next probe needs the room
 EOF
+} >"$TMP/tlb.py"
 tlb() { # tlb NAME SETTING [KEY]
   _n=$1 _s=$2
   shift 2
