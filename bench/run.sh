@@ -4,7 +4,8 @@
 # ratio to glibc, and the geometric mean of the time ratios; then a second
 # table: libshmheap's shared heap against Boost.Interprocess, with processes
 # that free each other's blocks.
-#   bench/run.sh BUILDDIR [RUNS]   (BENCH_BASELINE=lib.so adds a column)
+#   bench/run.sh BUILDDIR [RUNS]   (BENCH_BASELINE=lib.so adds a column,
+#                              BENCH_WORKLOADS="a b" picks rows)
 #   bench/run.sh --install     install what is missing, and nothing else
 #                              (make bench runs it first, then builds
 #                              bench/shared_boost, which needs Boost)
@@ -26,6 +27,7 @@ order=(glibc jemalloc mimalloc tcmalloc libshmheap)
 python=/usr/bin/python3
 sortprog=/usr/bin/sort
 gxx=/usr/bin/g++
+sqlite=/usr/bin/sqlite3
 
 if [ "${1:-}" = --install ]; then
   pkgs=()
@@ -35,6 +37,7 @@ if [ "${1:-}" = --install ]; then
   [ -e /usr/include/boost/interprocess/managed_shared_memory.hpp ] || pkgs+=(libboost-dev)
   [ -x "$python" ] || pkgs+=(python3)
   [ -x "$gxx" ] || pkgs+=(g++)
+  [ -x "$sqlite" ] || pkgs+=(sqlite3)
   if [ ${#pkgs[@]} -gt 0 ]; then
     echo "bench: installing ${pkgs[*]}"
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -54,7 +57,7 @@ if [ -n "${BENCH_BASELINE:-}" ]; then
   lib[baseline]=$BENCH_BASELINE
   order+=(baseline)
 fi
-for f in "${lib[@]}" "$python" "$sortprog" "$gxx"; do
+for f in "${lib[@]}" "$python" "$sortprog" "$gxx" "$sqlite"; do
   if [ -n "$f" ] && [ ! -e "$f" ]; then echo "bench: $f is missing (bench/run.sh --install)" >&2; exit 1; fi
 done
 for p in workloads cxx shared shared_boost timeit faults; do
@@ -63,7 +66,16 @@ done
 
 # Rows: the allocator workloads of bench/workloads.c, the C++ one, and real
 # programs timed from outside, start-up included.
-workloads=(larson xmalloc churn large realloc cxx python sort g++)
+workloads=(larson slots2 slots4 xmalloc churn large realloc cxx python sort g++ sqlite3)
+# BENCH_WORKLOADS="slots2 sqlite3" measures only those rows of the first table
+# (the other tables are always measured), for a quick look at one change.
+if [ -n "${BENCH_WORKLOADS:-}" ]; then
+  for w in $BENCH_WORKLOADS; do
+    [[ " ${workloads[*]} " == *" $w "* ]] ||
+      { echo "bench: BENCH_WORKLOADS: '$w' is not a workload (${workloads[*]})" >&2; exit 2; }
+  done
+  read -r -a workloads <<<"$BENCH_WORKLOADS"
+fi
 tmp=$(mktemp -d)
 # Boost.Interprocess names its segment /dev/shm/NAME; shared_boost removes it
 # at start and end, and this removes it if the run is interrupted.
@@ -93,7 +105,12 @@ run1() {
     cxx) LD_PRELOAD=$l "$builddir/bench/cxx" ;;
     python) "$builddir/bench/timeit" "$l" "$python" "$src/py_bench.py" ;;
     sort) LC_ALL=C "$builddir/bench/timeit" "$l" "$sortprog" "$tmp/words.txt" ;;
+    # sort sizes its buffer from physical memory and shrinks it when malloc
+    # fails: in a heap smaller than that first try every run would print
+    # libshmheap's heap-full line, so the huge-page rows give it a buffer.
+    sort-S) LC_ALL=C "$builddir/bench/timeit" "$l" "$sortprog" -S "$sort_buffer" "$tmp/words.txt" ;;
     g++) "$builddir/bench/timeit" "$l" "$gxx" -std=gnu++17 -O1 -c -o "$tmp/gxx_input.o" "$src/gxx_input.cc" ;;
+    sqlite3) "$builddir/bench/timeit" "$l" "$sqlite" :memory: ".read $src/sqlite_bench.sql" ;;
     *) LD_PRELOAD=$l "$builddir/bench/workloads" "$w" ;;
   esac
 }
@@ -157,7 +174,8 @@ done
 echo
 echo "(x glibc: time ratio, then peak RSS ratio, to glibc in this run; lower is better)"
 echo "(cxx: bench/cxx.cc; python: $python bench/py_bench.py; sort: LC_ALL=C sort of"
-echo " $(wc -l <"$tmp/words.txt") lines ($(( $(stat -c %s "$tmp/words.txt") >> 20 )) MiB); g++: g++ -O1 -c bench/gxx_input.cc.  These three are"
+echo " $(wc -l <"$tmp/words.txt") lines ($(( $(stat -c %s "$tmp/words.txt") >> 20 )) MiB); g++: g++ -O1 -c bench/gxx_input.cc;"
+echo " sqlite3: $sqlite :memory: running bench/sqlite_bench.sql.  These four are"
 echo " wall times of the whole program, start-up included; g++'s peak RSS is its"
 echo " largest process's, cc1plus's)"
 
@@ -185,3 +203,67 @@ printf '\nfirst touch of a page, 160 MiB (bench/faults.c, median of 5):\n'
 printf '  anonymous %s us, SysV shm %s us (%s), shm populated by MADV_POPULATE_WRITE %s us\n' "$fa" "$fs" \
   "$(awk -v a="$fa" -v s="$fs" 'BEGIN {printf "%+.2f us, %.2fx", s - a, s / a}')" "$fp"
 
+
+# Huge pages (SHMHEAP_HUGEPAGES): libshmheap on a heap of BENCH_HUGE_SIZE
+# (default 1G; hugetlb reserves all of it from the pool) with each setting
+# the machine allows, against off on the same size and glibc.  The bench
+# changes no system setting: one it cannot measure is said, with the fix.
+huge_size=${BENCH_HUGE_SIZE:-1G}
+huge_bytes=$(numfmt --from=iec "$huge_size" 2>/dev/null) ||
+  { echo "bench: BENCH_HUGE_SIZE=$huge_size is not a size (1G, 512M, ...)" >&2; exit 2; }
+huge_pages=$(( (huge_bytes + (2 << 20) - 1) >> 21 ))
+huge_rows=(touch large sort-S)
+sort_buffer=$(( huge_bytes / 4 >> 20 ))M
+settings=(off)
+unavailable=()
+shmem=$(sed -n 's/.*\[\([a-z_]*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null || :)
+case $shmem in
+  advise | within_size | always | force) settings+=(thp) ;;
+  "") unavailable+=("thp: this kernel has no transparent huge pages for shared memory") ;;
+  *) unavailable+=("thp: /sys/kernel/mm/transparent_hugepage/shmem_enabled is $shmem (echo advise > it to measure thp)") ;;
+esac
+case $shmem in always | force) unavailable+=("note: shmem_enabled is $shmem, so off gets huge pages too") ;; esac
+pool_free=$(awk '$1 == "HugePages_Free:" { print $2 }' /proc/meminfo)
+if [ "$(awk '$1 == "Hugepagesize:" { print $2 }' /proc/meminfo)" != 2048 ]; then
+  unavailable+=("hugetlb: the default huge page size here is not 2 MiB")
+elif [ "${pool_free:-0}" -ge "$huge_pages" ]; then
+  settings+=(hugetlb)
+else
+  unavailable+=("hugetlb: the pool has ${pool_free:-0} free 2 MiB pages, a $huge_size heap needs $huge_pages (sysctl vm.nr_hugepages=$(( $(awk '$1 == "HugePages_Total:" { print $2 }' /proc/meminfo) + huge_pages - ${pool_free:-0} )) to measure hugetlb)")
+fi
+for w in "${huge_rows[@]}"; do
+  for _ in $(seq "$runs"); do
+    out=$(run1 "$w" glibc)
+    echo "${out% *}" >>"$tmp/huge.$w.glibc.t"
+    for h in "${settings[@]}"; do
+      # hugetlb-strict: a run that silently fell back to 4 KiB pages would
+      # be measured under the wrong name; this one exits 78 instead.
+      hs=$h; [ "$h" = hugetlb ] && hs=hugetlb-strict
+      out=$(SHMHEAP_SIZE=$huge_size SHMHEAP_HUGEPAGES=$hs run1 "$w" libshmheap) ||
+        { echo "bench: $w with SHMHEAP_HUGEPAGES=$hs failed" >&2; exit 1; }
+      echo "${out% *}" >>"$tmp/huge.$w.$h.t"
+      echo "${out#* }" >>"$tmp/huge.$w.$h.m"
+    done
+  done
+done
+printf '\nhuge pages: libshmheap with SHMHEAP_SIZE=%s and each SHMHEAP_HUGEPAGES setting (median of %s runs)\n' "$huge_size" "$runs"
+printf '%-9s %10s' "workload" "glibc s"
+for h in "${settings[@]}"; do printf ' %28s' "$h: s  x off  x glibc  RSS MiB"; done
+echo
+for w in "${huge_rows[@]}"; do
+  read -r gt _ < <(stats "$tmp/huge.$w.glibc.t")
+  read -r ot _ < <(stats "$tmp/huge.$w.off.t")
+  printf '%-9s %10.3f' "$w" "$gt"
+  for h in "${settings[@]}"; do
+    read -r t _ < <(stats "$tmp/huge.$w.$h.t")
+    read -r m _ < <(stats "$tmp/huge.$w.$h.m")
+    # The kernel does not count hugetlb pages in a process's RSS.
+    [ "$h" = hugetlb ] && m=-1
+    printf ' %28s' "$(awk -v t="$t" -v o="$ot" -v g="$gt" -v m="$m" 'BEGIN {printf "%.3f %5.2fx %5.2fx %6s", t, t / o, t / g, m < 0 ? "-" : int(m / 1024)}')"
+  done
+  echo
+done
+echo "(touch: one 256 MiB block, each page written once: first-touch cost; large as above;"
+echo " sort-S: sort as above with -S $sort_buffer; hugetlb pages are not in RSS: the heap holds"
+echo " its whole $huge_size of the pool from the first attach)"
+for u in "${unavailable[@]}"; do echo "  $u"; done

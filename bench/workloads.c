@@ -5,9 +5,14 @@
  *   larson    4 threads replace random blocks (16..1024 B) in their own
  *             arrays and pass their arrays on, so blocks are freed by
  *             threads other than the one that allocated them
+ *   slots2    2 threads replace random slots of one shared array of 8192
+ *             blocks (16..1024 B): most frees are of the other thread's
+ *   slots4    the same with 4 threads (on a 2-CPU machine: oversubscribed)
  *   xmalloc   a producer thread allocates, a consumer thread frees
  *   churn     one thread, small objects with short and long lifetimes
  *   large     64 KiB .. 4 MiB blocks allocated, every page touched, freed
+ *   touch     one block of 256 MiB, each of its pages written once: the
+ *             first-touch cost of fresh memory (the huge-page rows)
  *   realloc   strings and vectors grown by realloc
  */
 #include <pthread.h>
@@ -76,6 +81,41 @@ static void larson(void) {
   for (int t = 0; t < L_THREADS; t++)
     for (int k = 0; k < L_SLOTS; k++) free(l_arrays[t][k]);
 }
+
+/* ---- shared slots ------------------------------------------------------------------------ */
+
+/* One array that every thread writes: a slot's old block was allocated by
+ * any thread, so with T threads (T-1)/T of the frees are remote, and the
+ * freed blocks come back cold to the thread that reuses them.  The total
+ * work is the same for any number of threads. */
+#define S_SLOTS 8192
+#define S_OPS 8000000
+
+static _Atomic(void *) s_slots[S_SLOTS];
+static int s_threads;
+
+static void *slots_thread(void *arg) {
+  uint64_t s = 0x2545f4914f6cdd1dULL * (uint64_t)((intptr_t)arg + 1);
+  for (int i = 0; i < S_OPS / s_threads; i++) {
+    uint64_t r = rnd(&s);
+    size_t n = 16 + (r >> 20) % 1009;
+    void *p = malloc(n);
+    touch(p, n);
+    free(atomic_exchange_explicit(&s_slots[r % S_SLOTS], p, memory_order_acq_rel));
+  }
+  return NULL;
+}
+
+static void slots(int threads) {
+  s_threads = threads;
+  pthread_t th[8];
+  for (int t = 0; t < threads; t++) pthread_create(&th[t], NULL, slots_thread, (void *)(intptr_t)t);
+  for (int t = 0; t < threads; t++) pthread_join(th[t], NULL);
+  for (int k = 0; k < S_SLOTS; k++) free(atomic_load(&s_slots[k]));
+}
+
+static void slots2(void) { slots(2); }
+static void slots4(void) { slots(4); }
 
 /* ---- xmalloc: producer / consumer -------------------------------------------------------- */
 
@@ -150,6 +190,21 @@ static void large(void) {
   for (int i = 0; i < LIVE; i++) free(live[i]);
 }
 
+/* ---- first touch ------------------------------------------------------------------------- */
+
+/* What a program that fills fresh memory pays per page: with 4 KiB pages a
+ * fault each, with huge pages one fault per 2 MiB (which zeroes all of it). */
+static void first_touch(void) {
+  size_t n = (size_t)256 << 20;
+  volatile char *p = malloc(n); /* volatile: the writes are what is measured */
+  if (!p) {
+    perror("workloads: touch: malloc(256 MiB)");
+    exit(1);
+  }
+  for (size_t o = 0; o < n; o += 4096) p[o] = 1;
+  free((void *)p);
+}
+
 /* ---- realloc growth ------------------------------------------------------------------------ */
 
 static void realloc_bench(void) {
@@ -190,10 +245,10 @@ int main(int argc, char **argv) {
   static const struct {
     const char *name;
     void (*fn)(void);
-  } w[] = {{"larson", larson}, {"xmalloc", xmalloc_bench}, {"churn", churn}, {"large", large},
-           {"realloc", realloc_bench}};
+  } w[] = {{"larson", larson}, {"slots2", slots2}, {"slots4", slots4}, {"xmalloc", xmalloc_bench}, {"churn", churn}, {"large", large},
+           {"realloc", realloc_bench}, {"touch", first_touch}};
   if (argc < 2) {
-    fprintf(stderr, "usage: workloads larson|xmalloc|churn|large|realloc\n");
+    fprintf(stderr, "usage: workloads larson|slots2|slots4|xmalloc|churn|large|realloc|touch\n");
     return 2;
   }
   for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
