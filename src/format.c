@@ -92,8 +92,11 @@ int fmt_open(struct hv *v, const void *map, size_t len, char *why, size_t whylen
   v->base = map;
   v->len = len;
   v->h = h;
-  v->heaps = (const struct theap *)((const char *)map + h->heaps_off);
-  v->spans = (const struct span *)((const char *)map + h->spans_off);
-  v->pagemap = (const uint32_t *)((const char *)map + h->pagemap_off);
+  v->heaps = (const struct theap *)((const char *)map + want.heaps_off);
+  v->spans = (const struct span *)((const char *)map + want.spans_off);
+  v->pagemap = (const uint32_t *)((const char *)map + want.pagemap_off);
+  v->heap_off = want.heap_off;
+  v->npages = want.npages;
+  v->nspans = want.nspans;
   return 0;
 }

@@ -278,6 +278,11 @@ struct hv {
   const struct theap *heaps;
   const struct span *spans;
   const uint32_t *pagemap;
+  /* The layout as validated, kept here because a live heap's header is
+   * writable by every process using it: a bound re-read from it later could
+   * have changed since it was checked and send a walk past the mapping. */
+  uint64_t heap_off;
+  uint32_t npages, nspans;
 };
 
 /* 0 if map[0, len) holds a heap of this format whose header is sound; else

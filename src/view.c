@@ -99,7 +99,7 @@ static void prefault(const void *p, size_t len) {
 }
 
 static uint64_t span_off(const struct hv *v, const struct span *s) {
-  return v->h->heap_off + ((uint64_t)s->first << SH_PAGE_SHIFT);
+  return v->heap_off + ((uint64_t)s->first << SH_PAGE_SHIFT);
 }
 
 /* Walks one block list of small span i, marking the blocks in seen.
@@ -257,7 +257,7 @@ long hv_check_ex(const struct hv *v, unsigned flags, hv_report rep, void *ctx, s
   /* One reading of the counters that bound the walk: a live heap may grow
    * meanwhile, and nothing below may index past what was sized here. */
   const uint32_t count = h->span_count, top = h->top, max_heap = h->max_heap;
-  if (count == 0 || count > h->nspans || top > h->npages || max_heap > SH_MAX_HEAPS) {
+  if (count == 0 || count > v->nspans || top > v->npages || max_heap > SH_MAX_HEAPS) {
     bad(&k, "header counters out of range: %u descriptors, top %u, %u heaps", count, top, max_heap);
     return k.problems;
   }
@@ -367,7 +367,7 @@ long hv_check_ex(const struct hv *v, unsigned flags, hv_report rep, void *ctx, s
     if (!rt->name[0]) continue;
     if (!memchr((const void *)rt->name, 0, SH_ROOT_NAME)) bad(&k, "root %u: name not terminated", r);
     uint64_t off = rt->off;
-    if (off && (off < h->heap_off || off >= h->heap_off + ((uint64_t)top << SH_PAGE_SHIFT)))
+    if (off && (off < v->heap_off || off >= v->heap_off + ((uint64_t)top << SH_PAGE_SHIFT)))
       bad(&k, "root %u: offset 0x%llx is outside the heap's pages", r, (unsigned long long)off);
   }
   if (walked)
@@ -398,7 +398,7 @@ uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx) {
   const struct shm_header *h = v->h;
   const uint32_t count = h->span_count, top = h->top;
   uint64_t n = 0;
-  if (count > h->nspans || top > h->npages) return 0;
+  if (count > v->nspans || top > v->npages) return 0;
   struct span sc;
   const struct span *s = &sc;
   for (uint32_t pg = 0; span_walk(v, count, top, &pg, &sc);) {
@@ -419,9 +419,9 @@ uint64_t hv_blocks(const struct hv *v, hv_block_fn fn, void *ctx) {
 uint64_t hv_block_size(const struct hv *v, uint64_t off) {
   const struct shm_header *h = v->h;
   const uint32_t count = h->span_count, top = h->top;
-  if (top > h->npages || count > h->nspans) return 0;
-  if (off < h->heap_off || off >= h->heap_off + ((uint64_t)top << SH_PAGE_SHIFT)) return 0;
-  uint32_t pg = (uint32_t)((off - h->heap_off) >> SH_PAGE_SHIFT);
+  if (top > v->npages || count > v->nspans) return 0;
+  if (off < v->heap_off || off >= v->heap_off + ((uint64_t)top << SH_PAGE_SHIFT)) return 0;
+  uint32_t pg = (uint32_t)((off - v->heap_off) >> SH_PAGE_SHIFT);
   uint32_t i = v->pagemap[pg];
   if (i == 0 || i >= count) return 0;
   struct span sc;
@@ -438,7 +438,7 @@ void hv_usage(const struct hv *v, struct hv_usage *u) {
   const struct shm_header *h = v->h;
   const uint32_t count = h->span_count, top = h->top, max_heap = h->max_heap;
   memset(u, 0, sizeof *u);
-  if (count > h->nspans || top > h->npages || max_heap > SH_MAX_HEAPS) return;
+  if (count > v->nspans || top > v->npages || max_heap > SH_MAX_HEAPS) return;
   u->top_pages = top;
   struct span sc;
   const struct span *s = &sc;

@@ -5,12 +5,14 @@
 # terminal: the view draws on the alternate screen with the cursor hidden,
 # redraws in place (one frame on the screen however many were drawn) and
 # follows the heap as it grows; it fits a resized window and comes back when
-# the window grows again; q, Ctrl-C and SIGTERM each end it with the main
-# screen, the cursor and the terminal's modes (stty -g) as they were; Ctrl-Z
-# gives the terminal back while it is stopped.  Without a terminal it prints
-# plain blocks; it ends by itself when the heap it shows is removed (a keyed
-# heap by ipcrm, a private heap when its last process exits); bad arguments
-# exit 2 with the option named.  tmux is required under CI=true.
+# the window grows again; q (exit 0), Ctrl-C (130) and SIGTERM (143) each
+# end it with the main screen, the cursor and the terminal's modes (stty -g)
+# as they were; Ctrl-Z under a job-control shell stops it with the terminal
+# given back, and fg brings the view back.  Without a terminal it prints
+# plain blocks; a number after --watch is the interval only when the heap is
+# named elsewhere; it ends by itself when the heap it shows is removed (a
+# keyed heap by ipcrm, a private heap when its last process exits); bad
+# arguments exit 2 with their own message.  tmux is required under CI=true.
 . "$(dirname "$0")/real_common.sh"
 TOOL=$top_builddir/tools/shmheap-dump
 PY=/usr/bin/python3
@@ -41,6 +43,8 @@ grep -q ready "$TMP/holder.out" || { show "$TMP/holder.err"; fail "the holder di
 key=$(sed -n "s/^libshmheap: attached key=\(0x[0-9a-fA-F]*\) name=$H .*/\1/p" "$TMP/holder.err" | head -n 1)
 [ -n "$key" ] || { show "$TMP/holder.err"; fail "no attach line from the holder"; }
 echo "$key" >>"$TMP/keys"
+kshmid=$(sed -n "s/^libshmheap: attached key=$key name=$H shmid=\([0-9]*\).*/\1/p" "$TMP/holder.err" | head -n 1)
+[ -n "$kshmid" ] || { show "$TMP/holder.err"; fail "no shmid in the holder's attach line"; }
 
 # What runs in each pane: the view between two stty -g, its exit status
 # kept.  The trap makes the shell wait for the view on Ctrl-C (it is in the
@@ -57,6 +61,7 @@ exec sleep 300
 EOF
 
 screen() { tm capture-pane -p -t "$1"; }
+joined() { tm capture-pane -p -J -t "$1"; } # lines wrapped by the terminal as one
 flag() { tm display-message -p -t "$1" "$2"; }
 wait_for() { # wait_for CASE WHAT COMMAND...: until COMMAND succeeds, 10 s at most
   _c=$1 _w=$2
@@ -113,33 +118,56 @@ restored q 0
 start resize 120 80
 tm resize-window -t resize -x 50 -y 15
 wait_for resize "the view did not cut itself to a 50x15 window" has resize "more line(s)"
-long=$(screen resize | awk 'length($0) > 50' | wc -l)
-[ "$long" = 0 ] || fail "resize: $long line(s) wider than the 50-column window"
+long=$(joined resize | awk 'length($0) > 50' | wc -l)
+[ "$long" = 0 ] || fail "resize: $long line(s) wider than the 50-column window (wrapped, not cut)"
 n=$(screen resize | grep -c .)
 [ "$n" -le 15 ] || fail "resize: $n lines on a 15-row window"
 tm resize-window -t resize -x 120 -y 80
-wait_for resize "the view did not grow back with the window" has resize "^ *16384 "
-! has resize "more line(s)" || fail "resize: still cut after the window grew"
+uncut() { ! has resize "more line(s)" && [ "$(screen resize | grep -c .)" -gt 15 ]; }
+wait_for resize "the view did not grow back with the window" uncut
 tm send-keys -t resize q
 restored resize 0
 
-# ---- Ctrl-C ----
+# ---- Ctrl-C: the terminal put back, then SIGINT's own death (130) ----
 start ctrlc 120 80
 tm send-keys -t ctrlc C-c
-restored ctrlc 0
+restored ctrlc 130
 
-# ---- Ctrl-Z: the terminal back while stopped, the view back on SIGCONT ----
-start ctrlz 120 80
+# ---- Ctrl-Z: the terminal back while stopped, the view back on fg ----
+# As from an interactive shell: bash with job control runs the view as a
+# job of its own in the foreground, sees it stop (148 = 128 + SIGTSTP),
+# and resumes it with fg when the test says.  (A job-control-less sh would
+# leave the view in an orphaned process group, where the kernel discards
+# SIGTSTP's stop, for the view as for any program.)
+cat >"$TMP/pane-jc.sh" <<EOF
+set -m
+echo BEFORE-WATCH
+stty -g >"$TMP/\$1.stty.before"
+"$TOOL" --watch 0.2 "$H"
+echo \$? >"$TMP/\$1.stopped"
+while [ ! -e "$TMP/\$1.cont" ]; do sleep 0.1; done
+fg >/dev/null
+echo \$? >"$TMP/\$1.rc"
+stty -g >"$TMP/\$1.stty.after"
+echo AFTER-WATCH
+exec sleep 300
+EOF
+tm new-session -d -s ctrlz -x 120 -y 80 "bash --norc --noprofile $TMP/pane-jc.sh ctrlz"
+wait_for ctrlz "no frame of the view on the screen" has ctrlz "^heap .*name $H"
 panepid=$(flag ctrlz '#{pane_pid}')
-tm send-keys -t ctrlz C-z
-wait_for ctrlz "the alternate screen stays on while the view is stopped" alt_is ctrlz 0
-[ "$(flag ctrlz '#{cursor_flag}')" = 1 ] || fail "ctrlz: the cursor is hidden while the view is stopped"
 view=$(pgrep -P "$panepid" -f -- "--watch")
 [ -n "$view" ] || fail "ctrlz: no view process under the pane's shell"
-grep -q '^State:.*T' "/proc/$view/status" || fail "ctrlz: the view is not stopped after Ctrl-Z: $(grep State "/proc/$view/status")"
-kill -CONT "$view"
-wait_for ctrlz "the view did not come back after SIGCONT" alt_is ctrlz 1
-wait_for ctrlz "no frame after SIGCONT" has ctrlz "^heap .*name $H"
+tm send-keys -t ctrlz C-z
+stopped_rc() { [ -s "$TMP/ctrlz.stopped" ]; }
+wait_for ctrlz "the shell did not see the view stop" stopped_rc
+[ "$(cat "$TMP/ctrlz.stopped")" = 148 ] || fail "ctrlz: the shell saw status $(cat "$TMP/ctrlz.stopped"), not 148 (stopped by SIGTSTP)"
+is_stopped() { grep -q '^State:.*T' "/proc/$view/status"; }
+wait_for ctrlz "the view is not stopped after Ctrl-Z ($(grep State "/proc/$view/status"))" is_stopped
+wait_for ctrlz "the alternate screen stays on while the view is stopped" alt_is ctrlz 0
+[ "$(flag ctrlz '#{cursor_flag}')" = 1 ] || fail "ctrlz: the cursor is hidden while the view is stopped"
+touch "$TMP/ctrlz.cont"
+wait_for ctrlz "the view did not come back after fg" alt_is ctrlz 1
+wait_for ctrlz "no frame after fg" has ctrlz "^heap .*name $H"
 tm send-keys -t ctrlz q
 restored ctrlz 0
 
@@ -158,6 +186,15 @@ n=$(grep -c "^shmheap-dump --watch $H, every 0.2s  [0-9]\{4\}-[0-9][0-9]-[0-9][0
 esc=$(printf '\033')
 ! grep -q "$esc" "$TMP/plain.out" || fail "--watch into a file wrote escape sequences"
 echo "plain: 3 blocks, no escape sequences"
+
+# ---- where SECONDS is and where the heap is ----
+# A number after --watch is the interval only when the heap is named
+# elsewhere; alone it is the heap (a key is a number too).
+"$TOOL" --watch "$key" --count 1 >"$TMP/k.out" 2>"$TMP/k.err" </dev/null || { show "$TMP/k.err"; fail "--watch KEY --count 1 exits $?"; }
+grep -q "^shmheap-dump --watch $key, every 1s " "$TMP/k.out" || { show "$TMP/k.out"; fail "--watch $key --count 1 did not show key $key every second"; }
+"$TOOL" --shmid "$kshmid" --watch 0.3 --count 1 >"$TMP/s.out" 2>"$TMP/s.err" </dev/null || { show "$TMP/s.err"; fail "--shmid ID --watch 0.3 exits $?"; }
+grep -q "^shmheap-dump --watch --shmid $kshmid, every 0.3s " "$TMP/s.out" || { show "$TMP/s.out"; fail "--shmid ID --watch 0.3 did not take 0.3 as the interval"; }
+echo "arguments: --watch KEY, --shmid ID --watch SECONDS"
 
 # ---- a keyed heap removed under the view: it ends by itself ----
 touch "$TMP/stop"
@@ -196,14 +233,23 @@ wait "$w" || fail "the view of a private heap exits $?"
 grep -v '^$' "$TMP/pw.out" | tail -n 1 | grep -q "it is gone when this view ends" || { show "$TMP/pw.out"; fail "the view does not say the private heap is gone"; }
 echo "private heap: pid $priv listed from /proc; the view ended with the heap"
 
-# ---- bad arguments ----
-for args in "--watch 0 $H" "--watch 100000 $H" "--watch --count 0 $H" "--watch --json $H" "--count 2 $H" "--watch"; do
+# ---- bad arguments: exit 2 and the message that names the fault ----
+bad() { # bad MESSAGE ARGS...
+  _m=$1
+  shift
   set +e
-  # shellcheck disable=SC2086
-  "$TOOL" $args >"$TMP/bad.out" 2>"$TMP/bad.err" </dev/null
+  "$TOOL" "$@" >"$TMP/bad.out" 2>"$TMP/bad.err" </dev/null
   st=$?
   set -e
-  [ "$st" = 2 ] || fail "shmheap-dump $args exits $st, not 2"
-  grep -q -- "--watch\|--count" "$TMP/bad.err" || { show "$TMP/bad.err"; fail "shmheap-dump $args does not name the option"; }
-done
-echo "bad arguments: exit 2, the option named"
+  [ "$st" = 2 ] || fail "shmheap-dump $* exits $st, not 2"
+  grep -qF -- "$_m" "$TMP/bad.err" || { show "$TMP/bad.err"; fail "shmheap-dump $* does not say: $_m"; }
+}
+bad "--watch 0: not a number of seconds from 0.1 to 86400" --watch 0 "$key"
+bad "--watch 100000: not a number of seconds" --watch 100000 "$key"
+bad "--watch 1e999: not a number of seconds" --watch 1e999 "$key"
+bad "--count 0: not a number of frames" --watch --count 0 "$key"
+bad "--watch draws text: --json goes without it" --watch --json "$key"
+bad "--count goes with --watch" --count 2 "$key"
+bad "--watch needs a heap" --watch
+bad "name the heap once" --watch 1 "$key" --shmid "$kshmid"
+echo "bad arguments: exit 2, each with its message"

@@ -13,6 +13,7 @@
  * The segment is attached read-only at any free address and read through
  * format.c and view.c, which check every offset before following it: the tool needs
  * nothing from the process that wrote the heap and never changes it. */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -356,11 +357,25 @@ static const char *proc_state(int32_t pid) {
   }
 }
 
-/* Does pid have System V segment shmid mapped?  Its maps name each
- * attachment /SYSV<key> with the shmid as the inode.  -1: this user may not
- * read them. */
-static int proc_attached(int32_t pid, int shmid) {
-  char path[40];
+/* Is pid in IPC namespace ns (readlink of /proc/self/ns/ipc)?  A shmid
+ * means a segment only within one namespace: a container's process with a
+ * segment of the same id is not attached to this one. */
+static int same_ipc_ns(int32_t pid, const char *ns) {
+  char path[40], link[64];
+  snprintf(path, sizeof path, "/proc/%d/ns/ipc", (int)pid);
+  ssize_t n = readlink(path, link, sizeof link - 1);
+  if (n < 0) return 0;
+  link[n] = 0;
+  return !strcmp(link, ns);
+}
+
+/* Does pid have System V segment shmid, made with key, mapped?  Its maps
+ * name each attachment /SYSV<key, 8 hex digits> with the shmid as the
+ * inode (a removed segment's key reads as 0 from shmctl while the maps keep
+ * the one it was made with: any_key).  -1: this user may not read them. */
+static int proc_attached(int32_t pid, int shmid, key_t key, int any_key) {
+  char path[40], want[16];
+  snprintf(want, sizeof want, "/SYSV%08x", (unsigned)key);
   snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
   FILE *f = fopen(path, "re");
   if (!f) return -1;
@@ -370,7 +385,7 @@ static int proc_attached(int32_t pid, int shmid) {
     any = 1;
     unsigned long inode;
     char name[32];
-    if (strstr(line, "/SYSV") && sscanf(line, "%*s %*s %*s %*s %lu %31s", &inode, name) == 2 && !strncmp(name, "/SYSV", 5) &&
+    if (strstr(line, "/SYSV") && sscanf(line, "%*s %*s %*s %*s %lu %31s", &inode, name) == 2 && (any_key ? !strncmp(name, "/SYSV", 5) : !strcmp(name, want)) &&
         inode == (unsigned long)shmid)
       found = 1;
   }
@@ -388,11 +403,15 @@ static void processes(FILE *out, const struct seg *s, const struct hv *v) {
   unsigned n = 0, more = 0;
   DIR *d = opendir("/proc");
   int32_t self = (int32_t)getpid();
+  char ns[64] = "";
+  ssize_t nl = readlink("/proc/self/ns/ipc", ns, sizeof ns - 1);
+  ns[nl > 0 ? nl : 0] = 0;
   for (struct dirent *e; d && (e = readdir(d));) {
     char *end;
     long pid = strtol(e->d_name, &end, 10);
     if (*end || pid <= 0 || pid == self || pid > 0x7fffffff) continue;
-    if (proc_attached((int32_t)pid, s->shmid) <= 0) continue;
+    if (ns[0] && !same_ipc_ns((int32_t)pid, ns)) continue;
+    if (proc_attached((int32_t)pid, s->shmid, s->ds.shm_perm.__key, !!(s->ds.shm_perm.mode & SHM_DEST)) <= 0) continue;
     if (n < WATCH_ROWS) pids[n++] = (int32_t)pid;
     else more++;
   }
@@ -770,7 +789,7 @@ int main(int argc, char **argv) {
   uint64_t limit = 10000;
   double seconds = 1;
   unsigned long count = 0;
-  const char *target = NULL;
+  const char *target = NULL, *watch_arg = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json")) json = 1;
     else if (!strcmp(argv[i], "--check")) check = 1;
@@ -780,15 +799,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--force")) force = 1;
     else if (!strcmp(argv[i], "--watch")) {
       watching = 1;
-      /* SECONDS is the interval when a heap follows it: a heap may be a
-       * key, and keys are numbers too. */
-      char *end;
-      if (i + 2 < argc && argv[i + 1][0] != '-' && (strtod(argv[i + 1], &end), end != argv[i + 1] && !*end)) {
-        if (parse_seconds(argv[++i], &seconds) < 0) {
-          fprintf(stderr, "shmheap-dump: --watch %s: not a number of seconds from 0.1 to 86400\n", argv[i]);
-          return EXIT_ERROR;
-        }
-      }
+      /* A number after it is SECONDS only if the heap is named elsewhere
+       * (decided below, when every argument is read): a heap may be a key,
+       * and keys are numbers too. */
+      if (i + 1 < argc && (isdigit((unsigned char)argv[i + 1][0]) || argv[i + 1][0] == '.')) watch_arg = argv[++i];
     } else if (!strcmp(argv[i], "--count") && i + 1 < argc) {
       char *end;
       errno = 0;
@@ -841,6 +855,15 @@ int main(int argc, char **argv) {
       usage(stderr);
       return EXIT_ERROR;
     }
+  }
+  if (watch_arg && !target && shmid < 0) target = watch_arg; /* --watch KEY */
+  else if (watch_arg && parse_seconds(watch_arg, &seconds) < 0) {
+    fprintf(stderr, "shmheap-dump: --watch %s: not a number of seconds from 0.1 to 86400\n", watch_arg);
+    return EXIT_ERROR;
+  }
+  if (target && shmid >= 0) {
+    fprintf(stderr, "shmheap-dump: %s and --shmid %d: name the heap once, by KEY, NAME or --shmid ID\n", target, shmid);
+    return EXIT_ERROR;
   }
   if (check + show_blocks + remove + show_roots + watching > 1) {
     fprintf(stderr, "shmheap-dump: --check, --blocks, --roots, --remove and --watch go one at a time\n");

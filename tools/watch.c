@@ -2,9 +2,11 @@
  *
  * On a terminal the view takes the alternate screen (the shell's screen
  * comes back untouched at the end), hides the cursor, and turns off the
- * line discipline's echo and line buffering so that one q ends it.  ISIG is
- * kept: Ctrl-C is SIGINT, Ctrl-Z is SIGTSTP, and both are caught so that the
- * terminal is put back first.  Each frame is rendered to memory and written
+ * line discipline's echo and line buffering so that one q ends it (exit 0).
+ * ISIG is kept: Ctrl-C (SIGINT), Ctrl-\ (SIGQUIT), SIGTERM and SIGHUP are
+ * caught so that the terminal is put back first, and then end the process
+ * as they would have; Ctrl-Z (SIGTSTP) puts it back, stops, and takes the
+ * screen again on fg.  Each frame is rendered to memory and written
  * over the last from the top-left corner, each line cleared to its end and
  * the rest of the screen below, so that nothing flickers and no stale line
  * stays; a frame taller or wider than the window is cut to it.
@@ -28,6 +30,8 @@
 
 #include "watch.h"
 
+/* got_quit: the signal that ends the view, or QUIT_KEY (q) or QUIT_ERROR. */
+enum { QUIT_KEY = -1, QUIT_ERROR = -2 };
 static volatile sig_atomic_t got_quit, got_winch, got_tstp;
 
 static void on_signal(int sig) {
@@ -36,23 +40,30 @@ static void on_signal(int sig) {
   else if (sig != SIGCONT) got_quit = sig;
 }
 
-static const int handled[] = {SIGINT, SIGTERM, SIGHUP, SIGWINCH, SIGTSTP, SIGCONT};
+/* The signals that end the view die of themselves once the terminal is
+ * back, so that a shell sees what killed it (128 + n), as it would have
+ * without the view. */
+static const int handled[] = {SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGWINCH, SIGTSTP, SIGCONT};
 #define NHANDLED (sizeof handled / sizeof handled[0])
 
 static struct {
   int tty;      /* stdout is a terminal: draw in place */
-  int keys;     /* stdin is one too, in the mode below: read q from it */
-  int entered;  /* the terminal is in the view's modes now */
+  int keys;     /* stdin is one too: read q from it */
+  int modes;    /* stdin's modes are the view's now and saved must be put back */
+  int entered;  /* the alternate screen is up */
   struct termios saved;
 } T;
 
+static const char leave_seq[] = "\033[?25h\033[?1049l";
+
 static void term_enter(void) {
-  if (T.keys) {
+  if (T.keys && !T.modes) {
     struct termios t = T.saved;
     t.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
     t.c_cc[VMIN] = 0;
     t.c_cc[VTIME] = 0;
-    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) < 0) T.keys = 0;
+    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0) T.modes = 1;
+    else T.keys = 0; /* no single keys: Ctrl-C still ends it */
   }
   fputs("\033[?1049h\033[?25l\033[H\033[2J", stdout);
   fflush(stdout);
@@ -60,11 +71,15 @@ static void term_enter(void) {
 }
 
 static void term_leave(void) {
-  if (!T.entered) return;
-  T.entered = 0;
-  fputs("\033[?25h\033[?1049l", stdout);
-  fflush(stdout);
-  if (T.keys) tcsetattr(STDIN_FILENO, TCSANOW, &T.saved);
+  if (T.entered) {
+    T.entered = 0;
+    fputs(leave_seq, stdout);
+    fflush(stdout);
+  }
+  if (T.modes) {
+    T.modes = 0;
+    tcsetattr(STDIN_FILENO, TCSANOW, &T.saved);
+  }
 }
 
 /* Also on exit() from anywhere while the view is up (a frame that dies of
@@ -73,6 +88,16 @@ static void term_atexit(void) {
   term_leave();
 }
 
+/* A fault while a frame reads the heap (a writer that shrinks or corrupts
+ * it under the reader) must not leave the terminal raw either.  Only
+ * async-signal-safe calls here; then the default action, which dumps core
+ * at the faulting instruction as it would have. */
+static void on_fault(int sig) {
+  if (T.entered) (void)!write(STDOUT_FILENO, leave_seq, sizeof leave_seq - 1);
+  if (T.modes) tcsetattr(STDIN_FILENO, TCSANOW, &T.saved);
+  signal(sig, SIG_DFL);
+  raise(sig); /* blocked in here: delivered, by default now, on return */
+}
 static void stamp(char *buf, size_t len, const char *fmt) {
   time_t now = time(NULL);
   struct tm tm;
@@ -136,21 +161,57 @@ static double now_s(void) {
   return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+/* Ctrl-Z: the shell's screen and modes back, then stop by the default
+ * action of SIGTSTP (a shell sees a stopped job as usual); on fg, the view
+ * again. */
+static void suspend(const struct sigaction *mine) {
+  int was = T.entered;
+  term_leave();
+  signal(SIGTSTP, SIG_DFL);
+  sigset_t one;
+  sigemptyset(&one);
+  sigaddset(&one, SIGTSTP);
+  raise(SIGTSTP);
+  sigprocmask(SIG_UNBLOCK, &one, NULL); /* stops here until SIGCONT */
+  sigprocmask(SIG_BLOCK, &one, NULL);
+  sigaction(SIGTSTP, mine, NULL);
+  if (was) term_enter();
+}
+
 int watch_run(const char *title, double seconds, unsigned long count, watch_frame_fn frame, void *ctx) {
   sigset_t block, orig, waitmask;
-  sigemptyset(&block);
-  for (unsigned i = 0; i < NHANDLED; i++) sigaddset(&block, handled[i]);
-  sigprocmask(SIG_BLOCK, &block, &orig);
-  waitmask = orig;
-  for (unsigned i = 0; i < NHANDLED; i++) sigdelset(&waitmask, handled[i]);
   struct sigaction sa, old[NHANDLED];
+  int mine[NHANDLED];
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
-  for (unsigned i = 0; i < NHANDLED; i++) sigaction(handled[i], &sa, &old[i]);
+  sigemptyset(&block);
+  /* A signal the caller ignores (nohup's SIGHUP, a background job's
+   * SIGINT) stays ignored. */
+  for (unsigned i = 0; i < NHANDLED; i++) {
+    sigaction(handled[i], NULL, &old[i]);
+    mine[i] = old[i].sa_handler != SIG_IGN || handled[i] == SIGWINCH || handled[i] == SIGCONT;
+    if (mine[i]) sigaddset(&block, handled[i]);
+  }
+  sigprocmask(SIG_BLOCK, &block, &orig);
+  waitmask = orig;
+  for (unsigned i = 0; i < NHANDLED; i++)
+    if (mine[i]) sigdelset(&waitmask, handled[i]);
+  for (unsigned i = 0; i < NHANDLED; i++)
+    if (mine[i]) sigaction(handled[i], &sa, NULL);
+  struct sigaction fault, old_segv, old_bus;
+  memset(&fault, 0, sizeof fault);
+  fault.sa_handler = on_fault;
+  sigemptyset(&fault.sa_mask);
+  sigaction(SIGSEGV, &fault, &old_segv);
+  sigaction(SIGBUS, &fault, &old_bus);
 
   T.tty = isatty(STDOUT_FILENO);
   T.keys = T.tty && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &T.saved) == 0;
+  /* One write(2) per frame, not one per line: a terminal never shows half
+   * a frame, and a pipe reader gets whole blocks. */
+  static char obuf[1 << 16];
+  setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
   atexit(term_atexit);
   if (T.tty) term_enter();
 
@@ -180,24 +241,32 @@ int watch_run(const char *title, double seconds, unsigned long count, watch_fram
     if (last || (count && shown >= count)) break;
 
     next += seconds;
-    double left;
-    while (!got_quit && (left = next - now_s()) > 0) {
+    /* At least one wait per frame, even one that took longer than the
+     * interval: the signals are blocked everywhere else, and a heap slow to
+     * read must not make the view deaf to q and Ctrl-C. */
+    for (int first = 1; !got_quit; first = 0) {
+      double left = next - now_s();
+      if (left <= 0 && !first) break;
+      if (left < 0) left = 0;
       struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
       struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
       int r = ppoll(&p, T.keys ? 1 : 0, &ts, &waitmask);
+      if (r < 0 && errno != EINTR) {
+        rc = 2;
+        got_quit = QUIT_ERROR;
+        break;
+      }
       if (got_tstp) {
-        /* Ctrl-Z: the shell's screen and modes back, then stop as the
-         * default action would; on fg, the view again. */
         got_tstp = 0;
-        int was = T.entered;
-        term_leave();
-        raise(SIGSTOP);
-        if (was) term_enter();
+        suspend(&sa);
         got_winch = 1;
       }
       if (got_winch) {
         got_winch = 0;
-        if (T.tty && draw(title, buf, len) < 0) got_quit = -1;
+        if (T.tty && draw(title, buf, len) < 0) {
+          rc = 2;
+          got_quit = QUIT_ERROR;
+        }
       }
       if (r > 0 && T.keys) {
         if (p.revents & POLLIN) {
@@ -205,14 +274,10 @@ int watch_run(const char *title, double seconds, unsigned long count, watch_fram
           ssize_t n = read(STDIN_FILENO, c, sizeof c);
           if (n <= 0) T.keys = 0; /* the terminal hung up: stop reading it */
           for (ssize_t i = 0; i < n; i++)
-            if (c[i] == 'q' || c[i] == 'Q') got_quit = SIGINT;
+            if (c[i] == 'q' || c[i] == 'Q') got_quit = QUIT_KEY;
         } else if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) {
           T.keys = 0;
         }
-      }
-      if (r < 0 && errno != EINTR) {
-        rc = 2;
-        got_quit = -1;
       }
     }
     if (got_quit) break;
@@ -220,15 +285,22 @@ int watch_run(const char *title, double seconds, unsigned long count, watch_fram
   }
   free(buf);
   term_leave();
+  fflush(stdout);
   int sig = got_quit;
-  for (unsigned i = 0; i < NHANDLED; i++) sigaction(handled[i], &old[i], NULL);
-  if ((sig == SIGTERM || sig == SIGHUP) && old[sig == SIGTERM ? 1 : 2].sa_handler == SIG_DFL) {
+  sigaction(SIGSEGV, &old_segv, NULL);
+  sigaction(SIGBUS, &old_bus, NULL);
+  for (unsigned i = 0; i < NHANDLED; i++)
+    if (mine[i]) sigaction(handled[i], &old[i], NULL);
+  if (sig > 0) {
+    /* Ended by a signal whose default action ends the process: die of it
+     * now that the terminal is back.  It is blocked, so raise() leaves it
+     * pending and the unblock delivers it. */
     signal(sig, SIG_DFL);
     sigset_t one;
     sigemptyset(&one);
     sigaddset(&one, sig);
     raise(sig);
-    sigprocmask(SIG_UNBLOCK, &one, NULL); /* dies here, as the signal meant */
+    sigprocmask(SIG_UNBLOCK, &one, NULL);
   }
   sigprocmask(SIG_SETMASK, &orig, NULL);
   return rc;

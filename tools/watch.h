@@ -11,11 +11,12 @@
 typedef int (*watch_frame_fn)(FILE *out, void *ctx);
 
 /* Shows frames every `seconds` under the title line `title` until q (on a
- * terminal), SIGINT, SIGTERM or SIGHUP, until `count` frames have been shown
- * (0: no limit), or until frame returns 1.  The terminal is left as it was
- * found: its modes, the cursor, the main screen.  Returns 0, or 2 if the
- * view could not be drawn; SIGTERM and SIGHUP end the process with the
- * signal once the terminal is restored. */
+ * terminal), SIGINT, SIGQUIT, SIGTERM or SIGHUP, until `count` frames have
+ * been shown (0: no limit), or until frame returns 1.  The terminal is left
+ * as it was found: its modes, the cursor, the main screen.  Returns 0, or 2
+ * if the view could not be drawn; the signals end the process by their
+ * default action once the terminal is restored (a signal the caller ignores
+ * stays ignored). */
 int watch_run(const char *title, double seconds, unsigned long count, watch_frame_fn frame, void *ctx);
 
 #endif
