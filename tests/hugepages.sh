@@ -55,9 +55,9 @@ libc.malloc.restype = libc.calloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 MB = 1 << 20
 
-def heap_smaps():
+def heap_smaps(pid="self"):
     cur, out = False, {}
-    for line in open("/proc/self/smaps"):
+    for line in open("/proc/%s/smaps" % pid):
         f = line.split()
         if "-" in f[0] and not f[0].endswith(":"):
             cur = f[0].startswith("200000000000-")
@@ -78,15 +78,32 @@ def touch(n):
 
 p = touch(64 * MB)
 print("self", smaps(), flush=True)
-for mode in (0, 1):  # SHMHEAP_FORK_COPY, SHMHEAP_FORK_SHARE
-    libc.shmheap_set_fork_mode(mode)
-    pid = os.fork()
+# A copy-mode child has a heap of its own: Python may run there as usual.
+libc.shmheap_set_fork_mode(0)
+pid = os.fork()
+if pid == 0:
+    touch(16 * MB)
+    print("child-copy", smaps(), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+# A share-mode child shares every malloc'd block with this process, and
+# CPython is not written for that: os.fork()'s child hooks free and remake
+# the interpreter's locks, blocks this process still uses, and a global
+# the child assigns (pid = 0) is assigned in the parent too (the module's
+# dict is a malloc'd block).  So the child is forked by libc.fork() (no
+# hooks), keeps to fresh objects and locals, and runs while the parent is
+# blocked in waitpid, off the interpreter.
+def share_child():
+    libc.shmheap_set_fork_mode(1)
+    libc.fork.restype = ctypes.c_int
+    pid = libc.fork()
     if pid == 0:
         touch(16 * MB)
-        print("child-" + ("copy" if mode == 0 else "share"), smaps(), flush=True)
+        os.write(1, ("child-share " + smaps() + "\n").encode())
         os._exit(0)
     os.waitpid(pid, 0)
-libc.shmheap_set_fork_mode(0)
+    libc.shmheap_set_fork_mode(0)
+share_child()
 libc.free(p)
 libc.malloc_trim(0)
 q = libc.calloc(64 * MB, 1)
