@@ -319,15 +319,28 @@ START_TEST(t_key_second_process_private) {
   const char *env[] = {key_var(kv, sizeof kv, key), "SHMHEAP_SIZE=256M", NULL};
   const char *venv[] = {kv, "SHMHEAP_SIZE=256M", "SHMHEAP_VERBOSE=1", NULL};
   form_keyed_heap(key, "info", env);
-  pid_t owner = spawn_churn(kv, "20000", 1);
+  /* It churns longer than the waits below can last (it is killed at the
+   * end): a sanitizer build on a loaded machine starts slowly. */
+  pid_t owner = spawn_churn(kv, "120000", 1);
   ck_assert_int_gt(owner, 0);
-  /* Wait until it has attached: it is in the table then. */
+  /* Wait until it has the keyed heap attached, seen from outside (its maps):
+   * an info run that held the heap while the owner started would send the
+   * owner to a private heap, and it would never be the user. */
+  int attached = 0;
+  for (long long end = tu_now_ms() + 25000; !attached && tu_now_ms() < end;) {
+    attached = tu_maps_have_key(owner, key);
+    if (!attached) usleep(10000);
+  }
+  ck_assert_msg(attached, "the owner (pid %d) did not attach the keyed heap within 25 s", (int)owner);
+  /* It is in the table once it has attached (a little after the attach). */
   int rc = 0, found = 0;
   char want[64];
   snprintf(want, sizeof want, "in use by pid %d", (int)owner);
-  for (int i = 0; i < 200 && !found && rc == 0; i++) {
+  static char last_err[512];
+  for (long long end = tu_now_ms() + 25000; !found && rc == 0 && tu_now_ms() < end;) {
     rc = run_helper("info", NULL, venv);
     found = strstr(R.err, want) != NULL;
+    snprintf(last_err, sizeof last_err, "%s", R.err);
     if (!found) usleep(10000);
   }
   int private_heap = strstr(R.out, "key=0 ") != NULL && strstr(R.out, "reattached=0") != NULL;
@@ -340,7 +353,8 @@ START_TEST(t_key_second_process_private) {
   kill(owner, SIGKILL);
   tu_wait_timeout(owner, &st, 5000);
   ck_assert_msg(rc == 0, "a second process on a heap in use exited %d", rc);
-  ck_assert_msg(found, "SHMHEAP_VERBOSE does not name pid %d as the user", (int)owner);
+  ck_assert_msg(found, "SHMHEAP_VERBOSE does not name pid %d as the user within 25 s; the last run said [%s]", (int)owner,
+                last_err);
   ck_assert_msg(private_heap, "the second process is not on a private heap of its own: [%s]", out);
   ck_assert_msg(quiet, "without SHMHEAP_VERBOSE, not silent: exit %d [%s]", quiet_rc, R.err);
   rc = run_helper("churn", "100", venv);
@@ -750,7 +764,7 @@ static Suite *env_suite(void) {
   tcase_add_loop_test(tc, t_bad_config, 0, (int)(sizeof bad_config / sizeof bad_config[0]));
   tcase_add_test(tc, t_name_63_bytes_ok);
 
-  tc = env_tcase(s, "keys", 30);
+  tc = env_tcase(s, "keys", 90);
   tcase_add_test(tc, t_key_decimal_hex_reattach);
   tcase_add_test(tc, t_key_data_persists);
   tcase_add_test(tc, t_key_name);

@@ -212,6 +212,18 @@ long long tu_now_ms(void) {
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int tu_maps_have_key(pid_t pid, int key) {
+  char path[48], want[24], line[512];
+  snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+  snprintf(want, sizeof want, "/SYSV%08x", (unsigned)key);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  int found = 0;
+  while (!found && fgets(line, sizeof line, f)) found = strstr(line, want) != NULL;
+  fclose(f);
+  return found;
+}
+
 int tu_wait_timeout(pid_t pid, int *status, int timeout_ms) {
   long long end = tu_now_ms() + timeout_ms;
   for (;;) {

@@ -113,6 +113,10 @@ long tu_status_kb(const char *field);
 int tu_wait_timeout(pid_t pid, int *status, int timeout_ms);
 /* Milliseconds from a monotonic clock. */
 long long tu_now_ms(void);
+/* Has pid a System V segment made with key attached?  Read from its
+ * /proc/PID/maps (the attachment is named /SYSV<key, 8 hex digits>), so
+ * without attaching anything: 0 also when its maps cannot be read. */
+int tu_maps_have_key(pid_t pid, int key);
 
 /* FNV-1a of a memory range (segment contents before/after). */
 uint64_t tu_hash(const void *p, size_t n);
