@@ -5,10 +5,11 @@
 # terminal: the view draws on the alternate screen with the cursor hidden,
 # redraws in place (one frame on the screen however many were drawn) and
 # follows the heap as it grows; it fits a resized window and comes back when
-# the window grows again; q (exit 0), Ctrl-C (130) and SIGTERM (143) each
+# the window grows again; q (exit 0), Ctrl-C (130), Ctrl-\ (131) and SIGTERM (143) each
 # end it with the main screen, the cursor and the terminal's modes (stty -g)
 # as they were; Ctrl-Z under a job-control shell stops it with the terminal
-# given back, and fg brings the view back.  Without a terminal it prints
+# given back, and fg brings the view back; a SIGHUP its caller ignores
+# (nohup) is ignored.  Without a terminal it prints
 # plain blocks; a number after --watch is the interval only when the heap is
 # named elsewhere; it ends by itself when the heap it shows is removed (a
 # keyed heap by ipcrm, a private heap when its last process exits); bad
@@ -50,7 +51,9 @@ kshmid=$(sed -n "s/^libshmheap: attached key=$key name=$H shmid=\([0-9]*\).*/\1/
 # kept.  The trap makes the shell wait for the view on Ctrl-C (it is in the
 # same process group) instead of dying first; children get SIGINT's default.
 cat >"$TMP/pane.sh" <<EOF
-trap ':' INT
+trap ':' INT QUIT
+ulimit -c 0
+[ "\$2" = nohup ] && trap '' HUP # ignored, as nohup leaves it: the view inherits that
 echo BEFORE-WATCH
 stty -g >"$TMP/\$1.stty.before"
 "$TOOL" --watch 0.2 "$H"
@@ -75,8 +78,8 @@ has() { screen "$1" | grep -q -- "$2"; }
 alt_is() { [ "$(flag "$1" '#{alternate_on}')" = "$2" ]; }
 rc_is() { [ -s "$TMP/$1.rc" ]; }
 
-start() { # start CASE WIDTH HEIGHT
-  tm new-session -d -s "$1" -x "$2" -y "$3" "sh $TMP/pane.sh $1"
+start() { # start CASE WIDTH HEIGHT [nohup]
+  tm new-session -d -s "$1" -x "$2" -y "$3" "sh $TMP/pane.sh $1 ${4:-}"
   wait_for "$1" "no frame of the view on the screen" has "$1" "^heap .*name $H"
 }
 
@@ -177,6 +180,22 @@ view=$(pgrep -P "$(flag term '#{pane_pid}')" -f -- "--watch")
 [ -n "$view" ] || fail "term: no view process under the pane's shell"
 kill -TERM "$view"
 restored term 143
+
+# ---- Ctrl-\: SIGQUIT's own death (131), the terminal put back first ----
+start quit 120 80
+tm send-keys -t quit 'C-\'
+restored quit 131
+
+# ---- a SIGHUP the caller ignores stays ignored ----
+start nohup 120 80 nohup
+view=$(pgrep -P "$(flag nohup '#{pane_pid}')" -f -- "--watch")
+[ -n "$view" ] || fail "nohup: no view process under the pane's shell"
+kill -HUP "$view"
+sleep 0.5
+kill -0 "$view" 2>/dev/null || fail "nohup: the view ended on a SIGHUP its caller ignores"
+alt_is nohup 1 || fail "nohup: the view left the screen on an ignored SIGHUP"
+tm send-keys -t nohup q
+restored nohup 0
 
 # ---- not a terminal: plain blocks, no escape sequences ----
 "$TOOL" --watch 0.2 --count 3 "$H" >"$TMP/plain.out" 2>"$TMP/plain.err" </dev/null || { show "$TMP/plain.err"; fail "--watch into a file exits $?"; }
