@@ -25,7 +25,11 @@ if ! command -v tmux >/dev/null 2>&1; then
 fi
 SOCK=shmheap-test-$$
 tm() { tmux -L "$SOCK" "$@"; }
-trap 'tmux -L "$SOCK" kill-server 2>/dev/null; touch "$TMP/stop"; cleanup' EXIT
+# On any way out the python3 processes end too: they wait for $TMP/stop,
+# which cleanup removes with $TMP, perhaps before they have seen it, and
+# each holds a segment.
+holder= priv=
+trap 'tmux -L "$SOCK" kill-server 2>/dev/null; touch "$TMP/stop"; for p in $holder $priv; do kill "$p" 2>/dev/null || :; done; cleanup' EXIT
 H=$(heap_name watch)
 
 # The holder: a keyed heap, grown by 60 MB when $TMP/grow appears.
