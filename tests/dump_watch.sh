@@ -27,9 +27,10 @@ SOCK=shmheap-test-$$
 tm() { tmux -L "$SOCK" "$@"; }
 # On any way out the python3 processes end too: they wait for $TMP/stop,
 # which cleanup removes with $TMP, perhaps before they have seen it, and
-# each holds a segment.
+# each holds a segment.  Every command here must succeed: set -e holds in
+# the trap too, and kill-server fails when tmux never started.
 holder= priv=
-trap 'tmux -L "$SOCK" kill-server 2>/dev/null; touch "$TMP/stop"; for p in $holder $priv; do kill "$p" 2>/dev/null || :; done; cleanup' EXIT
+trap 'tmux -L "$SOCK" kill-server 2>/dev/null || :; touch "$TMP/stop"; for p in $holder $priv; do kill "$p" 2>/dev/null || :; done; cleanup' EXIT
 H=$(heap_name watch)
 
 # The holder: a keyed heap, grown by 60 MB when $TMP/grow appears.
