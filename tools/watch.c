@@ -161,19 +161,26 @@ static double now_s(void) {
   return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+/* Delivers sig, which the view has blocked, by its default action: raise()
+ * leaves it pending and the unblock delivers it.  Returns (with sig blocked
+ * again) only if that action lets the process go on: a stop, once resumed. */
+static void raise_default(int sig) {
+  sigset_t one;
+  sigemptyset(&one);
+  sigaddset(&one, sig);
+  signal(sig, SIG_DFL);
+  raise(sig);
+  sigprocmask(SIG_UNBLOCK, &one, NULL);
+  sigprocmask(SIG_BLOCK, &one, NULL);
+}
+
 /* Ctrl-Z: the shell's screen and modes back, then stop by the default
  * action of SIGTSTP (a shell sees a stopped job as usual); on fg, the view
  * again. */
 static void suspend(const struct sigaction *mine) {
   int was = T.entered;
   term_leave();
-  signal(SIGTSTP, SIG_DFL);
-  sigset_t one;
-  sigemptyset(&one);
-  sigaddset(&one, SIGTSTP);
-  raise(SIGTSTP);
-  sigprocmask(SIG_UNBLOCK, &one, NULL); /* stops here until SIGCONT */
-  sigprocmask(SIG_BLOCK, &one, NULL);
+  raise_default(SIGTSTP);
   sigaction(SIGTSTP, mine, NULL);
   if (was) term_enter();
 }
@@ -196,9 +203,10 @@ int watch_run(const char *title, double seconds, unsigned long count, watch_fram
   sigprocmask(SIG_BLOCK, &block, &orig);
   waitmask = orig;
   for (unsigned i = 0; i < NHANDLED; i++)
-    if (mine[i]) sigdelset(&waitmask, handled[i]);
-  for (unsigned i = 0; i < NHANDLED; i++)
-    if (mine[i]) sigaction(handled[i], &sa, NULL);
+    if (mine[i]) {
+      sigdelset(&waitmask, handled[i]);
+      sigaction(handled[i], &sa, NULL);
+    }
   struct sigaction fault, old_segv, old_bus;
   memset(&fault, 0, sizeof fault);
   fault.sa_handler = on_fault;
@@ -291,17 +299,9 @@ int watch_run(const char *title, double seconds, unsigned long count, watch_fram
   sigaction(SIGBUS, &old_bus, NULL);
   for (unsigned i = 0; i < NHANDLED; i++)
     if (mine[i]) sigaction(handled[i], &old[i], NULL);
-  if (sig > 0) {
-    /* Ended by a signal whose default action ends the process: die of it
-     * now that the terminal is back.  It is blocked, so raise() leaves it
-     * pending and the unblock delivers it. */
-    signal(sig, SIG_DFL);
-    sigset_t one;
-    sigemptyset(&one);
-    sigaddset(&one, sig);
-    raise(sig);
-    sigprocmask(SIG_UNBLOCK, &one, NULL);
-  }
+  /* Ended by a signal whose default action ends the process: die of it now
+   * that the terminal is back. */
+  if (sig > 0) raise_default(sig);
   sigprocmask(SIG_SETMASK, &orig, NULL);
   return rc;
 }
