@@ -102,7 +102,14 @@ restored() { # restored CASE RC
   echo "$1: exit $2, main screen back, cursor shown, stty -g unchanged"
 }
 
-tm -f /dev/null start-server \; set -g window-size manual \; set -g history-limit 100 || fail "tmux does not start"
+# A session of its own keeps the server up between the cases: a bare
+# start-server exits at once with no session, mostly before the next
+# command, which then starts a second server without -f /dev/null.  No
+# global window-size manual: under it tmux 3.3a's server dereferences a
+# NULL window when a second session is made with -x/-y (tmux pull request
+# 4849; the CI failure "server exited unexpectedly"), and resize-window
+# sets manual on its own window anyway.
+tm -f /dev/null new-session -d -s keep -x 80 -y 24 "exec sleep 3600" \; set -g history-limit 100 || fail "tmux does not start"
 
 # ---- q, with the heap growing under the view ----
 start q 120 80
