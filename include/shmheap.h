@@ -131,6 +131,32 @@ struct shmheap_recovery {
  * Returns info->origin. */
 int shmheap_recovered(struct shmheap_recovery *info);
 
+/* Warm restart.  A process that attaches a keyed heap with blocks in use
+ * maps the pages of those blocks in before the program touches them
+ * (SHMHEAP_PREFAULT, shmheap(7)): before main for a small heap, on
+ * background threads for a large one, so that the program's first pass over
+ * its objects does not take a page fault per 4 KiB.  The program may use the
+ * heap at once.  This reports how far that has come. */
+enum shmheap_prefault_mode {
+  SHMHEAP_PREFAULT_NONE = 0,    /* nothing to map: off, a fresh or private heap, or none in use */
+  SHMHEAP_PREFAULT_SYNC = 1,    /* mapped before main */
+  SHMHEAP_PREFAULT_THREADS = 2, /* mapped by background threads */
+};
+struct shmheap_prefault {
+  int mode;               /* enum shmheap_prefault_mode */
+  int running;            /* 1 while background threads are mapping */
+  int finished;           /* 1 once every in-use page has been walked */
+  unsigned threads;       /* threads mapping (1 for SHMHEAP_PREFAULT_SYNC) */
+  uint64_t bytes_planned; /* bytes in use when the attach found the heap */
+  uint64_t bytes_mapped;  /* bytes mapped in so far */
+  uint64_t elapsed_ns;    /* from the start until finished, or until now */
+};
+
+/* Fills *st.  Returns st->finished, or -1 with errno EINVAL when st is
+ * NULL.  A fork stops the threads for its duration (the parent's start again
+ * where they were; a child has none) and exit stops them. */
+int shmheap_prefault_status(struct shmheap_prefault *st);
+
 /* Supervision (the recovery model of shmheap(7)).  The calling process
  * becomes a supervisor: it forks a worker that shares the heap and returns
  * from this call in the worker only.  When the worker dies by a signal or

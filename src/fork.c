@@ -348,6 +348,7 @@ static void write_child_copy(struct fork_state *f) {
 
 static void prepare(void) {
   fork_lock_take();
+  if (fork_depth == 0) prefault_pause();
   if (fork_depth >= FORK_NEST)
     os_die(SH_EXIT_OSERR, "libshmheap: fork nested %d deep in signal handlers", FORK_NEST);
   struct fork_state *f = &fork_stack[fork_depth];
@@ -436,6 +437,9 @@ static void parent(void) {
   if (f->files.locked) _IO_list_unlock();
   fork_depth--; /* last: a fork from a signal handler above used the next entry */
   fork_lock_drop();
+  /* Not from a signal handler that interrupted the allocator: starting a
+   * thread allocates. */
+  if (fork_depth == 0 && !locks_held() && !(tl_heap && atomic_load(&tl_heap->busy))) prefault_resume();
 }
 
 /* In a child, every fork on the stack (a nested one's and the forks it
@@ -455,6 +459,7 @@ static void child(void) {
   /* Only this thread exists here: the fork lock is its own, under its new
    * tid (a signal handler that forks below is nested in this fork). */
   atomic_store(&fork_holder, (int)os_gettid());
+  prefault_forget();
   self_identify();
   next_mode = -1;
   alloc_gate_register();

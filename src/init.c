@@ -117,10 +117,14 @@ __attribute__((constructor)) static void shmheap_ctor(void) {
   /* The first malloc may have come before environ was set. */
   options_strip_reexec();
   image_check();
+  /* Here, not in start_up: that can run inside ld.so, where no thread may
+   * be started, and the walk is no business of the first malloc. */
+  if (SELF.keyed) prefault_start();
 }
 
 __attribute__((destructor)) static void shmheap_dtor(void) {
   if (!started()) return;
+  prefault_stop(); /* before anything lets go of the heap */
   if (opts.verbose) {
     struct stats_totals t;
     stats_totals(&t);

@@ -259,6 +259,14 @@ void options_parse(struct options *o) {
     else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_HUGEPAGES=%s is not a page setting: use off (the default), thp (transparent huge pages), hugetlb (the system's huge page pool, else 4 KiB pages) or hugetlb-strict (the pool or exit)", v);
   }
 
+  if ((v = env_get("SHMHEAP_PREFAULT")) && *v) {
+    if (!strcmp(v, "auto")) o->prefault = SH_PREFAULT_AUTO;
+    else if (!strcmp(v, "sync")) o->prefault = SH_PREFAULT_SYNC;
+    else if (!strcmp(v, "threads")) o->prefault = SH_PREFAULT_THREADS;
+    else if (!strcmp(v, "off")) o->prefault = SH_PREFAULT_OFF;
+    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_PREFAULT=%s is not a prefault setting: use auto (the default), sync (before main), threads (in the background) or off", v);
+  }
+
   if ((v = env_get("SHMHEAP_VERBOSE")) && *v) {
     if (!strcmp(v, "0")) o->verbose = 0;
     else if (!strcmp(v, "1")) o->verbose = 1;

@@ -2,6 +2,7 @@
  * library names what it asks of the kernel and the kernel is asked in one
  * place.  Nothing here allocates. */
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
@@ -237,9 +238,18 @@ int os_shm_remove(int id) { return shmctl(id, IPC_RMID, NULL); }
  * segment; MADV_REMOVE frees them. */
 void os_release_pages(void *p, size_t len) { madvise(p, len, MADV_REMOVE); }
 
-/* Linux 5.14; older kernels refuse and the pages fault in one by one. */
-void os_populate(void *p, size_t len, int write) {
-  madvise(p, len, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+/* Linux 5.14; older kernels refuse (EINVAL) and the pages fault in one by
+ * one.  A page the kernel cannot provide (a hugetlb pool run dry) is an
+ * error here, where a touch would be SIGBUS. */
+int os_populate(void *p, size_t len, int write) {
+  return madvise(p, len, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+}
+
+unsigned os_ncpus(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) < 0) return 1;
+  int n = CPU_COUNT(&set);
+  return n > 0 ? (unsigned)n : 1;
 }
 
 #ifndef MADV_HUGEPAGE

@@ -143,7 +143,10 @@ SH_HIDDEN int os_secure_exec(void);
 /* ---- memory, futex, membarrier ------------------------------------------------------ */
 
 SH_HIDDEN void os_release_pages(void *p, size_t len); /* MADV_REMOVE: shmem pages are freed */
-SH_HIDDEN void os_populate(void *p, size_t len, int write); /* MADV_POPULATE_*: one call, no faults */
+/* MADV_POPULATE_*: maps [p, p+len) in one call instead of a fault per
+ * page.  0, or -1 with errno (EINVAL before Linux 5.14). */
+SH_HIDDEN int os_populate(void *p, size_t len, int write);
+SH_HIDDEN unsigned os_ncpus(void); /* CPUs this process may run on, at least 1 */
 /* MADV_HUGEPAGE, for SHMHEAP_HUGEPAGES=thp: on each mapping of the heap
  * (the advice belongs to the mapping, not to the segment); 0, or -1. */
 SH_HIDDEN int os_advise_huge(void *p, size_t len);
@@ -189,6 +192,7 @@ struct options {
   int image_any;       /* SHMHEAP_IMAGE=any */
   int hugepages;       /* SHMHEAP_HUGEPAGES: SH_HUGEPAGES_* */
   int hugepages_strict; /* SHMHEAP_HUGEPAGES=hugetlb-strict: no pool, no heap (exit 78) */
+  int prefault;        /* SHMHEAP_PREFAULT: SH_PREFAULT_* */
   int secure;          /* set-user-ID or the like: SHMHEAP_* ignored */
   long reexec_pid;     /* SHMHEAP_REEXEC: the pid image_reexec exec'd, or 0 */
   char reexec_name[16]; /* SHMHEAP_REEXEC: the process's name before that exec, or "" */
@@ -197,6 +201,7 @@ struct options {
 
 enum { SH_HUGEPAGES_OFF, SH_HUGEPAGES_THP, SH_HUGEPAGES_HUGETLB };
 #define SH_HUGE_PAGE ((size_t)2 << 20) /* the huge page SHMHEAP_HUGEPAGES uses (x86-64's PMD) */
+enum { SH_PREFAULT_AUTO, SH_PREFAULT_SYNC, SH_PREFAULT_THREADS, SH_PREFAULT_OFF };
 
 /* The process's options, parsed once at start-up (init.c). */
 extern SH_HIDDEN struct options opts;

@@ -73,6 +73,17 @@ SH_HIDDEN void recover_register_self(void); /* a share-mode child */
 SH_HIDDEN void recover_leave(void);         /* at exit */
 SH_HIDDEN void recover_reap(void);          /* the supervisor, after its worker died */
 
+/* ---- warm restart (prefault.c) ------------------------------------------------------------------ */
+
+/* After the attach of a keyed heap: maps its in-use pages in (before
+ * returning, or on threads), as SHMHEAP_PREFAULT says; nothing if none. */
+SH_HIDDEN void prefault_start(void);
+SH_HIDDEN void prefault_pause(void);  /* fork's prepare: no thread maps until resume */
+SH_HIDDEN void prefault_resume(void); /* fork's parent */
+SH_HIDDEN void prefault_forget(void); /* fork's child: there are no threads here */
+SH_HIDDEN void prefault_stop(void);   /* exit, or the supervisor: for good */
+SH_HIDDEN void prefault_worker(void); /* a supervised worker: afresh */
+
 /* ---- the program image (image.c) ------------------------------------------------------------- */
 
 SH_HIDDEN void image_reexec(void);

@@ -52,11 +52,15 @@ SH_API int shmheap_supervise(const struct shmheap_supervise_options *opt) {
   sigemptyset(&sa.sa_mask);
   for (unsigned i = 0; i < NFORWARD; i++) sigaction(forwarded[i], &sa, &old[i]);
 
+  /* The supervisor's page tables are not the workers': each worker maps
+   * the heap in for itself. */
+  prefault_stop();
   unsigned deaths = 0, in_a_row = 0, wait_ms = o.backoff_ms;
   for (;;) {
     pid_t pid = shmheap_fork(SHMHEAP_FORK_SHARE);
     if (pid == 0) {
       for (unsigned i = 0; i < NFORWARD; i++) sigaction(forwarded[i], &old[i], NULL);
+      prefault_worker();
       return (int)(deaths > 0x7fffffff ? 0x7fffffff : deaths);
     }
     if (pid < 0) {
