@@ -33,7 +33,11 @@
 
 #define PF_CHUNK 512u                   /* pages: 2 MiB, one populate call */
 #define PF_MAX_THREADS 4u               /* more do not map faster (one segment's page cache) */
-#define PF_SYNC_MAX ((uint64_t)64 << 20) /* auto: in use up to this is mapped before main */
+/* auto: in use up to this is mapped before main.  Measured here (2 CPUs):
+ * from 10 MiB up, two threads bring a walk of it to its end sooner; below
+ * 5 MiB the two are level, and threads make the process multi-threaded for
+ * good (glibc keeps __libc_single_threaded false after they end). */
+#define PF_SYNC_MAX ((uint64_t)8 << 20)
 
 struct pf_thread {
   unsigned i;       /* this thread's chunks: k % n == i */

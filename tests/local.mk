@@ -45,6 +45,10 @@
 #   systemd_unit.sh                               examples/systemd/kvstore.service:
 #              systemd-analyze verify, and (as root, PID 1 not systemd) the
 #              unit under a systemd booted in namespaces: kill -s KILL, stop
+#   prefault.sh (prefault_prog, LINKED with the   SHMHEAP_PREFAULT: a re-attach
+#              library, -no-install)              maps the in-use pages in and
+#              changes no byte; churn, kill -9 and fork (both modes) while
+#              it runs; garbage metadata under its walk; a supervised worker
 #   hugepages.sh                                  SHMHEAP_HUGEPAGES against
 #              /proc/self/smaps: thp with shmem_enabled never and advise;
 #              hugetlb with an empty pool, strict, and a pool of 64 pages
@@ -148,6 +152,14 @@ tests_fork_stress_SOURCES = tests/fork_stress.c
 tests_fork_stress_CFLAGS = $(AM_CFLAGS) -pthread
 tests_fork_stress_LDADD = -lpthread
 
+# prefault_prog: the program of prefault.sh, linked with the library; it
+# reads the segment's layout (format.h) to hash it and to scribble on it.
+check_PROGRAMS += tests/prefault_prog
+tests_prefault_prog_SOURCES = tests/prefault_prog.c
+tests_prefault_prog_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
+tests_prefault_prog_LDADD = src/libshmheap.la
+tests_prefault_prog_LDFLAGS = -no-install -Wl,-rpath,$(abs_top_builddir)/src/.libs
+
 # exec_prog: the program at the end of exec chains (exec.sh); a real
 # executable (-no-install), so that /proc/PID/exe is the program itself.
 check_PROGRAMS += tests/exec_prog
@@ -186,8 +198,8 @@ TESTS += $(REAL_TESTS) tests/layers.sh tests/linkage.sh tests/errno.sh tests/rss
 EXTRA_DIST += tests/layers.sh tests/linkage.sh tests/sanrun.sh tests/errno.sh tests/rss.sh tests/fork.sh tests/exec.sh \
 	tests/dump_users.sh tests/dump_prometheus.sh tests/malloc_info.sh
 EXTRA_DIST += $(REAL_TESTS) tests/real_common.sh tests/py_workload.py tests/dump_fuzz.py
-TESTS += tests/systemd_unit.sh tests/hugepages.sh tests/dump_watch.sh
-EXTRA_DIST += tests/systemd_unit.sh tests/hugepages.sh tests/dump_watch.sh
+TESTS += tests/systemd_unit.sh tests/hugepages.sh tests/dump_watch.sh tests/prefault.sh
+EXTRA_DIST += tests/systemd_unit.sh tests/hugepages.sh tests/dump_watch.sh tests/prefault.sh
 
 # SIGKILL at random instructions: check_crash kills crash_worker 200 times
 # (SHMHEAP_CRASH_KILLS); crash-long is the same with CRASH_LONG_KILLS kills.
