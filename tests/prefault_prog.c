@@ -28,6 +28,7 @@
  * planned=B mapped=B" first (status at main) and exits 1 on a problem. */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,24 +109,37 @@ static int verify(struct table *t) {
   return bad + probs;
 }
 
+/* A slot holds NULL or a whole block at every instruction, for the kill
+ * case: taken out before it is freed or reallocated, put back once filled.
+ * The fences keep the compiler from moving the stores across the calls. */
+static void publish(struct table *t, size_t i, unsigned char *b) {
+  atomic_signal_fence(memory_order_seq_cst);
+  t->slot[i] = b;
+  atomic_signal_fence(memory_order_seq_cst);
+}
+
 static void churn_step(struct table *t, uint64_t salt) {
   size_t i = next() % t->n;
   unsigned r = (unsigned)(next() % 3);
-  if (r == 0 || !t->slot[i]) {
-    free(t->slot[i]);
-    t->slot[i] = NULL;
+  unsigned char *old = t->slot[i];
+  publish(t, i, NULL);
+  if (r == 0 || !old) {
+    free(old);
     if (r == 0) return;
     size_t sz = size_of(i, salt);
-    t->slot[i] = malloc(sz);
-    if (t->slot[i]) fill_block(t->slot[i], i, sz);
+    unsigned char *b = malloc(sz);
+    if (b) fill_block(b, i, sz);
+    publish(t, i, b);
     return;
   }
   size_t sz = size_of(i, salt ^ 0x5bd1e995);
-  unsigned char *b = realloc(t->slot[i], sz);
-  if (b) {
-    t->slot[i] = b;
-    fill_block(b, i, sz);
+  unsigned char *b = realloc(old, sz);
+  if (!b) {
+    publish(t, i, old);
+    return;
   }
+  fill_block(b, i, sz);
+  publish(t, i, b);
 }
 
 int main(int argc, char **argv) {
