@@ -436,10 +436,10 @@ static void parent(void) {
   files_attach(&f->files, 0);
   if (f->files.locked) _IO_list_unlock();
   fork_depth--; /* last: a fork from a signal handler above used the next entry */
+  /* Before the fork lock goes: another thread's fork must not find the
+   * threads let go after its prepare parked them. */
+  if (fork_depth == 0) prefault_resume();
   fork_lock_drop();
-  /* Not from a signal handler that interrupted the allocator: starting a
-   * thread allocates. */
-  if (fork_depth == 0 && !locks_held() && !(tl_heap && atomic_load(&tl_heap->busy))) prefault_resume();
 }
 
 /* In a child, every fork on the stack (a nested one's and the forks it

@@ -2,10 +2,12 @@
  * library names what it asks of the kernel and the kernel is asked in one
  * place.  Nothing here allocates. */
 #include <errno.h>
-#include <sched.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
@@ -306,6 +308,28 @@ void os_scratch_free(void *p, size_t len) {
 
 void os_futex_wait(_Atomic int *w, int val) {
   syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+void os_futex_wait_ms(_Atomic int *w, int val, uint64_t ms) {
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+  syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
+}
+
+int os_thread_start(void *(*fn)(void *), void *arg, const char *name) {
+  pthread_attr_t a;
+  int e = pthread_attr_init(&a);
+  if (e) return e;
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&a, 64 << 10);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread's mask */
+  pthread_t id;
+  e = pthread_create(&id, &a, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&a);
+  if (!e) pthread_setname_np(id, name);
+  return e;
 }
 
 void os_futex_wake_all(_Atomic int *w) {

@@ -161,6 +161,12 @@ SH_HIDDEN void *os_scratch(size_t len);
 SH_HIDDEN void os_scratch_free(void *p, size_t len);
 SH_HIDDEN void os_futex_wait(_Atomic int *w, int val);
 SH_HIDDEN void os_futex_wake_all(_Atomic int *w);
+SH_HIDDEN void os_futex_wait_ms(_Atomic int *w, int val, uint64_t ms); /* at most ms */
+/* A detached thread running fn(arg), named name (at most 15 bytes), on a
+ * 64 KiB stack, with every signal blocked: none of the program's handlers
+ * runs on it.  0, or the error number.  It allocates (glibc's descriptors
+ * of a thread): never from inside a heap edit. */
+SH_HIDDEN int os_thread_start(void *(*fn)(void *), void *arg, const char *name);
 SH_HIDDEN int os_membarrier_register(void); /* 1 if expedited private barriers work */
 SH_HIDDEN void os_membarrier(void);
 
@@ -193,6 +199,7 @@ struct options {
   int hugepages;       /* SHMHEAP_HUGEPAGES: SH_HUGEPAGES_* */
   int hugepages_strict; /* SHMHEAP_HUGEPAGES=hugetlb-strict: no pool, no heap (exit 78) */
   int prefault;        /* SHMHEAP_PREFAULT: SH_PREFAULT_* */
+  int background;      /* SHMHEAP_BACKGROUND=on: a thread purges free pages (the default) */
   int secure;          /* set-user-ID or the like: SHMHEAP_* ignored */
   long reexec_pid;     /* SHMHEAP_REEXEC: the pid image_reexec exec'd, or 0 */
   char reexec_name[16]; /* SHMHEAP_REEXEC: the process's name before that exec, or "" */

@@ -19,14 +19,16 @@
  * populate costs memory, never bytes: a populate only reads.
  *
  * Threads (auto for a large heap, or SHMHEAP_PREFAULT=threads) split the
- * heap into 2 MiB chunks, chunk k to thread k % n, and check for a stop
- * request between chunks: a fork's prepare handler stops them (the child has
- * none) and the parent's handler starts them again where they were; exit
- * stops them before the library lets go of the heap.  They block every
- * signal, so none of the program's handlers ever runs on them. */
+ * heap into 2 MiB chunks, chunk k to thread k % n.  They are created once,
+ * at attach, and never by a fork handler (creating a thread allocates, and
+ * a fork may come from a signal handler that interrupted glibc's own thread
+ * bookkeeping): a fork's prepare handler parks them between chunks and
+ * waits until every one is parked, the parent's handler lets them go on, a
+ * child has none.  Exit ends them before the library lets go of the heap.
+ * They block every signal, so none of the program's handlers ever runs on
+ * them.
+ */
 #include <errno.h>
-#include <pthread.h>
-#include <signal.h>
 #include <string.h>
 
 #include "proc.h"
@@ -41,8 +43,10 @@
 
 struct pf_thread {
   unsigned i;       /* this thread's chunks: k % n == i */
-  uint32_t cursor;  /* pages below this are done (for a restart after fork) */
 };
+
+/* PF.hold: what the threads are to do at their next chunk. */
+enum { PF_RUN, PF_PARK, PF_END };
 
 static struct {
   int mode;               /* SHMHEAP_PREFAULT_* of the public header */
@@ -52,10 +56,9 @@ static struct {
   _Atomic uint64_t done;  /* pages populated so far */
   uint64_t t0;            /* start */
   _Atomic uint64_t t1;    /* end, 0 until then */
-  _Atomic int stop;       /* threads end at their next chunk */
-  _Atomic int active;     /* threads not yet ended (futex word) */
+  _Atomic int hold;       /* PF_RUN, PF_PARK or PF_END (futex word) */
+  _Atomic int busy;       /* threads neither parked nor ended (futex word) */
   _Atomic unsigned left;  /* threads whose walk is not complete */
-  int forgotten;          /* a fork child or a supervisor: never again */
   struct pf_thread th[PF_MAX_THREADS];
 } PF;
 
@@ -104,28 +107,41 @@ static int populate(uint32_t a, uint32_t b) {
   return os_populate(lo, (size_t)(hi - lo), 0);
 }
 
-/* One walker's work: the runs' pages in chunks k with k % n == i, from
- * *cursor on.  Returns 1 when complete, 0 when told to stop first. */
-static int walk(unsigned i, unsigned n, uint32_t *cursor) {
+/* A thread told to park waits until it may go on; 0 when it is to end.
+ * busy and hold are read crosswise (seq_cst) with quiesce: either it sees
+ * this thread busy and waits for it, or this thread sees the hold and
+ * parks again before it maps anything. */
+static int may_go_on(void) {
+  for (;;) {
+    int h = atomic_load(&PF.hold);
+    if (h == PF_RUN) return 1;
+    if (atomic_fetch_sub(&PF.busy, 1) == 1) os_futex_wake_all(&PF.busy);
+    if (h == PF_END) return 0;
+    while ((h = atomic_load(&PF.hold)) == PF_PARK) os_futex_wait(&PF.hold, PF_PARK);
+    if (h == PF_END) return 0;
+    atomic_fetch_add(&PF.busy, 1);
+  }
+}
+
+/* One walker's work: the runs' pages in chunks k with k % n == i.
+ * Returns 1 when complete, 0 when told to end first (it is not busy any
+ * more then). */
+static int walk(unsigned i, unsigned n, int threaded) {
   uint32_t p = 0, a, b, top = PF.top;
   while (next_run(&p, top, &a, &b)) {
-    if (b <= *cursor) continue;
-    if (a < *cursor) a = *cursor;
     while (a < b) {
-      uint32_t k = a / PF_CHUNK, cend = (k + 1) * PF_CHUNK;
-      uint32_t e = b < cend ? b : cend;
+      uint64_t k = a / PF_CHUNK, cend = (k + 1) * PF_CHUNK;
+      uint32_t e = b < cend ? b : (uint32_t)cend;
       if (k % n == i) {
-        if (atomic_load_explicit(&PF.stop, memory_order_relaxed)) return 0;
+        if (threaded && !may_go_on()) return 0;
         /* EINVAL: a kernel before 5.14, no populate at all; the others
          * (a hugetlb page that cannot be had) end this range only. */
         if (populate(a, e) < 0 && errno == EINVAL) return 1;
         atomic_fetch_add_explicit(&PF.done, e - a, memory_order_relaxed);
       }
       a = e;
-      *cursor = a;
     }
   }
-  *cursor = top;
   return 1;
 }
 
@@ -142,43 +158,17 @@ static void finished(void) {
 
 static void *pf_main(void *arg) {
   struct pf_thread *t = arg;
-  if (walk(t->i, PF.n, &t->cursor) && atomic_fetch_sub(&PF.left, 1) == 1) finished();
-  /* Last: after this the thread touches nothing of the heap's or of PF's
-   * that a fork or exit waiting for it could be changing. */
-  if (atomic_fetch_sub(&PF.active, 1) == 1) os_futex_wake_all(&PF.active);
+  if (walk(t->i, PF.n, 1)) {
+    if (atomic_fetch_sub(&PF.left, 1) == 1) finished();
+    /* Last: after this the thread touches nothing of the heap's or of
+     * PF's that a fork or exit waiting for it could be changing. */
+    if (atomic_fetch_sub(&PF.busy, 1) == 1) os_futex_wake_all(&PF.busy);
+  }
   return NULL;
 }
 
-/* Starts the threads whose walk is not complete.  pthread_create allocates
- * (glibc's thread descriptor): the heap is ready by now. */
-static void spawn(void) {
-  pthread_attr_t a;
-  if (pthread_attr_init(&a)) return;
-  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&a, 64 << 10);
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old); /* inherited by the threads */
-  atomic_store(&PF.stop, 0);
-  for (unsigned i = 0; i < PF.n; i++) {
-    if (PF.th[i].cursor >= PF.top) continue;
-    pthread_t id;
-    atomic_fetch_add(&PF.active, 1);
-    if (pthread_create(&id, &a, pf_main, &PF.th[i]) != 0) {
-      /* No thread (out of memory or of processes): its chunks stay
-       * unmapped and fault in as they would without this. */
-      atomic_fetch_sub(&PF.active, 1);
-      if (atomic_fetch_sub(&PF.left, 1) == 1) finished();
-      continue;
-    }
-    pthread_setname_np(id, "shmheap-prefault");
-  }
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&a);
-}
-
 void prefault_start(void) {
-  if (PF.forgotten || PF.mode != SHMHEAP_PREFAULT_NONE || opts.prefault == SH_PREFAULT_OFF) return;
+  if (PF.mode != SHMHEAP_PREFAULT_NONE || opts.prefault == SH_PREFAULT_OFF) return;
   uint32_t top = __atomic_load_n(&G.hdr->top, __ATOMIC_RELAXED);
   uint64_t live = __atomic_load_n(&G.hdr->live_pages, __ATOMIC_RELAXED);
   uint32_t npages = (uint32_t)(G.heap_len >> SH_PAGE_SHIFT);
@@ -193,43 +183,57 @@ void prefault_start(void) {
   if (sync) {
     PF.mode = SHMHEAP_PREFAULT_SYNC;
     PF.n = 1;
-    walk(0, 1, &PF.th[0].cursor);
+    walk(0, 1, 0);
     finished();
     return;
   }
   PF.mode = SHMHEAP_PREFAULT_THREADS;
   PF.n = cpus < PF_MAX_THREADS ? cpus : PF_MAX_THREADS;
-  for (unsigned i = 0; i < PF.n; i++) PF.th[i].i = i;
   atomic_store(&PF.left, PF.n);
-  spawn();
+  atomic_store(&PF.busy, (int)PF.n);
+  for (unsigned i = 0; i < PF.n; i++) {
+    PF.th[i].i = i;
+    if (os_thread_start(pf_main, &PF.th[i], "shmheap-prefault") != 0) {
+      /* No thread (out of memory or of processes): its chunks stay
+       * unmapped and fault in as they would without this. */
+      if (atomic_fetch_sub(&PF.left, 1) == 1) finished();
+      if (atomic_fetch_sub(&PF.busy, 1) == 1) os_futex_wake_all(&PF.busy);
+    }
+  }
 }
 
-/* Waits until no thread is left (each ends within one chunk of the stop). */
-static void quiesce(void) {
-  atomic_store(&PF.stop, 1);
-  for (int a; (a = atomic_load(&PF.active)) != 0;) os_futex_wait(&PF.active, a);
+/* Sets the hold and waits until no thread is busy (each looks at the hold
+ * before each chunk). */
+static void quiesce(int hold) {
+  atomic_store(&PF.hold, hold);
+  if (hold == PF_END) os_futex_wake_all(&PF.hold); /* parked ones end too */
+  for (int b; (b = atomic_load(&PF.busy)) > 0;) os_futex_wait(&PF.busy, b);
 }
 
 void prefault_pause(void) {
-  if (PF.mode == SHMHEAP_PREFAULT_THREADS) quiesce();
+  if (PF.mode == SHMHEAP_PREFAULT_THREADS && atomic_load(&PF.hold) == PF_RUN) quiesce(PF_PARK);
 }
 
+/* No allocation, no thread created: a store and a wake, safe in a fork
+ * from a signal handler. */
 void prefault_resume(void) {
-  if (PF.mode == SHMHEAP_PREFAULT_THREADS && !PF.forgotten && atomic_load(&PF.left)) spawn();
+  if (PF.mode == SHMHEAP_PREFAULT_THREADS && atomic_load(&PF.hold) == PF_PARK) {
+    atomic_store(&PF.hold, PF_RUN);
+    os_futex_wake_all(&PF.hold);
+  }
 }
 
-/* A fork's child: the threads were not forked, and the heap is a copy that
+/* A fork's child: the threads were not forked.  The heap is a copy that
  * the copy itself mapped in, or a share-mode child's, whose pages the
- * parent's threads were mapping into the parent only. */
+ * parent's threads were mapping into the parent only: the child has no
+ * prefault of its own (a supervised worker starts one, prefault_worker). */
 void prefault_forget(void) {
-  PF.forgotten = 1;
-  atomic_store(&PF.active, 0);
-  atomic_store(&PF.stop, 1);
+  memset(&PF, 0, sizeof PF);
+  atomic_store(&PF.hold, PF_END);
 }
 
 void prefault_stop(void) {
-  PF.forgotten = 1;
-  if (PF.mode == SHMHEAP_PREFAULT_THREADS) quiesce();
+  if (PF.mode == SHMHEAP_PREFAULT_THREADS) quiesce(PF_END);
 }
 
 /* A share-mode worker forked by the supervisor carries on with the heap
@@ -246,7 +250,7 @@ SH_API int shmheap_prefault_status(struct shmheap_prefault *st) {
   }
   memset(st, 0, sizeof *st);
   st->mode = PF.mode;
-  st->running = PF.mode == SHMHEAP_PREFAULT_THREADS && atomic_load(&PF.active) > 0 && !atomic_load(&PF.t1);
+  st->running = PF.mode == SHMHEAP_PREFAULT_THREADS && atomic_load(&PF.hold) == PF_RUN && !atomic_load(&PF.t1);
   uint64_t t1 = atomic_load(&PF.t1);
   st->finished = PF.mode != SHMHEAP_PREFAULT_NONE && t1 != 0;
   st->threads = PF.n;

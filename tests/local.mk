@@ -157,7 +157,7 @@ tests_fork_stress_LDADD = -lpthread
 check_PROGRAMS += tests/prefault_prog
 tests_prefault_prog_SOURCES = tests/prefault_prog.c
 tests_prefault_prog_CPPFLAGS = $(SUITE_CPPFLAGS_ALL)
-tests_prefault_prog_LDADD = src/libshmheap.la
+tests_prefault_prog_LDADD = src/libshmheap.la -lpthread
 tests_prefault_prog_LDFLAGS = -no-install -Wl,-rpath,$(abs_top_builddir)/src/.libs
 
 # exec_prog: the program at the end of exec chains (exec.sh); a real

@@ -21,12 +21,16 @@
  *   hash SHMID [LIST]  (run with no key) hashes the heap pages below top
  *                   of segment SHMID, attached read-only, or the blocks
  *                   that LIST names (shmheap-dump --blocks): "hash=H ..."
- *   scribble        overwrites the page map and span descriptors with
- *                   garbage while the threads walk them; waits for them to
+ *   fork-storm N    two threads fork N times each while it runs (SHMHEAP_FORK
+ *                   as set): every child has no prefault, and the parent's
+ *                   maps exactly what it planned
+ *   scribble        overwrites the page map, span descriptors and the
+ *                   header's bounds with garbage while the threads walk them; waits for them to
  *                   finish and leaves by _exit (the heap is garbage now)
  * Every mode but fill prints "mode=M running=R finished=F threads=T
  * planned=B mapped=B" first (status at main) and exits 1 on a problem. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -140,6 +144,33 @@ static void churn_step(struct table *t, uint64_t salt) {
   }
   fill_block(b, i, sz);
   publish(t, i, b);
+}
+
+/* fork-storm: two threads fork at once, over and over, while the prefault
+ * runs; each child checks that it has no prefault and leaves. */
+static int storm_n;
+static _Atomic int storm_during, storm_bad;
+static void *storm(void *arg) {
+  (void)arg;
+  for (int i = 0; i < storm_n; i++) {
+    struct shmheap_prefault s;
+    shmheap_prefault_status(&s);
+    pid_t pid = fork();
+    if (pid == 0) {
+      shmheap_prefault_status(&s);
+      _exit(s.mode == SHMHEAP_PREFAULT_NONE ? 0 : 1);
+    }
+    if (pid < 0) {
+      atomic_store(&storm_bad, 1);
+      return NULL;
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status)) atomic_store(&storm_bad, 1);
+    if (s.running) atomic_fetch_add(&storm_during, 1);
+  }
+  return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -282,8 +313,8 @@ int main(int argc, char **argv) {
     if (pid == 0) {
       struct shmheap_prefault c;
       shmheap_prefault_status(&c);
-      int bad = c.running ? 1 : 0; /* a child has no prefault threads */
-      if (bad) fprintf(stderr, "prefault_prog: child: the prefault says it runs\n");
+      int bad = c.mode != SHMHEAP_PREFAULT_NONE || c.running; /* a child has no prefault */
+      if (bad) fprintf(stderr, "prefault_prog: child: the prefault says mode %d, running %d\n", c.mode, c.running);
       for (size_t i = 0; i < t->n; i++)
         if (t->slot[i] && !block_ok(t->slot[i], i)) bad++;
       void *p[1000];
@@ -308,7 +339,30 @@ int main(int argc, char **argv) {
     printf("parent: mapped %llu before the fork, finished=%d mapped=%llu of %llu\n", (unsigned long long)before, done,
            (unsigned long long)st.bytes_mapped, (unsigned long long)st.bytes_planned);
     if (!done) return 1;
+    if (st.bytes_mapped != st.bytes_planned) {
+      fprintf(stderr, "prefault_prog: %llu bytes mapped, %llu planned\n", (unsigned long long)st.bytes_mapped,
+              (unsigned long long)st.bytes_planned);
+      return 1;
+    }
     return verify(t) ? 1 : 0;
+  }
+
+  if (!strcmp(m, "fork-storm") && argc > 2) {
+    if (!st.running) {
+      fprintf(stderr, "prefault_prog: the prefault was not running at main (make the heap larger)\n");
+      return 1;
+    }
+    storm_n = atoi(argv[2]);
+    pthread_t a, b;
+    pthread_create(&a, NULL, storm, NULL);
+    pthread_create(&b, NULL, storm, NULL);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    int done = wait_finished(&st);
+    printf("storm: %d forks, %d while it ran; finished=%d mapped=%llu of %llu\n", 2 * storm_n,
+           atomic_load(&storm_during), done, (unsigned long long)st.bytes_mapped, (unsigned long long)st.bytes_planned);
+    if (atomic_load(&storm_bad)) return 1;
+    return done && st.bytes_mapped == st.bytes_planned && atomic_load(&storm_during) > 0 ? 0 : 1;
   }
 
   if (!strcmp(m, "scribble")) {
@@ -332,6 +386,11 @@ int main(int argc, char **argv) {
       spans[s].npages = (uint32_t)next();
       spans[s].state = (uint8_t)(next() % 4);
     }
+    /* The bounds in the header too: the walk keeps those of the attach. */
+    h->top = 0xffffffffu;
+    h->npages = 0xffffffffu;
+    h->nspans = 0xffffffffu;
+    h->span_count = 0xffffffffu;
     int done = wait_finished(&st);
     len = snprintf(line, sizeof line, "scribbled: finished=%d\n", done);
     if (write(1, line, (size_t)len) != len) _exit(1);
