@@ -153,8 +153,9 @@ struct shmheap_prefault {
 };
 
 /* Fills *st.  Returns st->finished, or -1 with errno EINVAL when st is
- * NULL.  A fork stops the threads for its duration (the parent's start again
- * where they were; a child has none) and exit stops them. */
+ * NULL.  A fork parks the threads for its duration (the parent's go on
+ * where they were; a child has none and reports SHMHEAP_PREFAULT_NONE) and
+ * exit ends them. */
 int shmheap_prefault_status(struct shmheap_prefault *st);
 
 /* Supervision (the recovery model of shmheap(7)).  The calling process
