@@ -32,10 +32,18 @@ static void *next(const char *name) {
   return f;
 }
 
+/* The background thread ends first: exec would kill it wherever it is,
+ * holding the heap's lock perhaps (a repair for the next process). */
+static void entering(void) {
+  background_stop();
+  recover_exec(1);
+}
+
 /* The mark is taken back with errno as the exec left it. */
 static int failed(int r) {
   int saved = errno;
   recover_exec(0);
+  background_allow();
   errno = saved;
   return r;
 }
@@ -43,7 +51,7 @@ static int failed(int r) {
 SH_API int execve(const char *path, char *const argv[], char *const envp[]) {
   static execve_fn real;
   if (!real && !(real = (execve_fn)next("execve"))) return -1;
-  recover_exec(1);
+  entering();
   return failed(real(path, argv, envp));
 }
 
@@ -52,28 +60,28 @@ SH_API int execv(const char *path, char *const argv[]) { return execve(path, arg
 SH_API int execvpe(const char *file, char *const argv[], char *const envp[]) {
   static execve_fn real;
   if (!real && !(real = (execve_fn)next("execvpe"))) return -1;
-  recover_exec(1);
+  entering();
   return failed(real(file, argv, envp));
 }
 
 SH_API int execvp(const char *file, char *const argv[]) {
   static execvp_fn real;
   if (!real && !(real = (execvp_fn)next("execvp"))) return -1;
-  recover_exec(1);
+  entering();
   return failed(real(file, argv));
 }
 
 SH_API int fexecve(int fd, char *const argv[], char *const envp[]) {
   static fexecve_fn real;
   if (!real && !(real = (fexecve_fn)next("fexecve"))) return -1;
-  recover_exec(1);
+  entering();
   return failed(real(fd, argv, envp));
 }
 
 SH_API int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags) {
   static execveat_fn real;
   if (!real && !(real = (execveat_fn)next("execveat"))) return -1;
-  recover_exec(1);
+  entering();
   return failed(real(dirfd, path, argv, envp, flags));
 }
 

@@ -460,6 +460,7 @@ static void child(void) {
    * tid (a signal handler that forks below is nested in this fork). */
   atomic_store(&fork_holder, (int)os_gettid());
   prefault_forget();
+  background_forget();
   self_identify();
   next_mode = -1;
   alloc_gate_register();

@@ -125,6 +125,7 @@ __attribute__((constructor)) static void shmheap_ctor(void) {
 __attribute__((destructor)) static void shmheap_dtor(void) {
   if (!started()) return;
   prefault_stop(); /* before anything lets go of the heap */
+  background_stop();
   if (opts.verbose) {
     struct stats_totals t;
     stats_totals(&t);

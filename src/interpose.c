@@ -126,15 +126,35 @@ static void *do_memalign(size_t align, size_t n) {
   return thread_alloc_large(n > SH_SMALL_MAX ? n : SH_SMALL_MAX + 1, align, 0);
 }
 
+/* After a free: free pages more than the floor wait for the background
+ * thread (background.c), started or woken here, outside any heap edit.
+ * One load of a word that changes only when it is asked for.  A macro: the
+ * return address is the exported function's. */
+#define AFTER_FREE()                                                                   \
+  do {                                                                                 \
+    if (unlikely(atomic_load_explicit(&pages_purge_wanted, memory_order_relaxed)))     \
+      background_kick(__builtin_return_address(0));                                   \
+  } while (0)
+
 /* For the C++ operators (cxx.c). */
 void *sh_malloc(size_t n) { return do_malloc(n); }
-void sh_free(void *p) { do_free(p, "operator delete"); }
+void sh_free(void *p) {
+  do_free(p, "operator delete");
+  AFTER_FREE();
+}
 void *sh_memalign(size_t align, size_t n) { return do_memalign(align, n); }
 
 SH_API void *malloc(size_t n) { return do_malloc(n); }
-SH_API void free(void *p) { do_free(p, "free"); }
+SH_API void free(void *p) {
+  do_free(p, "free");
+  AFTER_FREE();
+}
 SH_API void *calloc(size_t n, size_t m) { return do_calloc(n, m); }
-SH_API void *realloc(void *p, size_t n) { return do_realloc(p, n); }
+SH_API void *realloc(void *p, size_t n) {
+  void *q = do_realloc(p, n);
+  AFTER_FREE();
+  return q;
+}
 
 SH_API void *reallocarray(void *p, size_t n, size_t m) {
   size_t total;
@@ -142,7 +162,9 @@ SH_API void *reallocarray(void *p, size_t n, size_t m) {
     errno = ENOMEM;
     return NULL;
   }
-  return do_realloc(p, total);
+  void *q = do_realloc(p, total);
+  AFTER_FREE();
+  return q;
 }
 
 static inline int pow2(size_t a) { return a && !(a & (a - 1)); }
@@ -194,9 +216,16 @@ SH_API size_t malloc_usable_size(void *p) {
 }
 
 SH_API void *__libc_malloc(size_t n) { return do_malloc(n); }
-SH_API void __libc_free(void *p) { do_free(p, "free"); }
+SH_API void __libc_free(void *p) {
+  do_free(p, "free");
+  AFTER_FREE();
+}
 SH_API void *__libc_calloc(size_t n, size_t m) { return do_calloc(n, m); }
-SH_API void *__libc_realloc(void *p, size_t n) { return do_realloc(p, n); }
+SH_API void *__libc_realloc(void *p, size_t n) {
+  void *q = do_realloc(p, n);
+  AFTER_FREE();
+  return q;
+}
 SH_API void *__libc_memalign(size_t align, size_t n) { return memalign(align, n); }
 SH_API void *__libc_valloc(size_t n) { return valloc(n); }
 SH_API void *__libc_pvalloc(size_t n) { return pvalloc(n); }

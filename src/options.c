@@ -142,6 +142,7 @@ void options_parse(struct options *o) {
   o->size = options_default_size(&o->size_fitted);
   o->addr = SH_DEFAULT_ADDR;
   o->mode = 0600;
+  o->background = 1;
 
   if ((v = env_get("SHMHEAP_REEXEC")) && *v) {
     unsigned long long pid;
@@ -257,6 +258,12 @@ void options_parse(struct options *o) {
     else if (!strcmp(v, "hugetlb")) o->hugepages = SH_HUGEPAGES_HUGETLB;
     else if (!strcmp(v, "hugetlb-strict")) o->hugepages = SH_HUGEPAGES_HUGETLB, o->hugepages_strict = 1;
     else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_HUGEPAGES=%s is not a page setting: use off (the default), thp (transparent huge pages), hugetlb (the system's huge page pool, else 4 KiB pages) or hugetlb-strict (the pool or exit)", v);
+  }
+
+  if ((v = env_get("SHMHEAP_BACKGROUND")) && *v) {
+    if (!strcmp(v, "on")) o->background = 1;
+    else if (!strcmp(v, "off")) o->background = 0;
+    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_BACKGROUND=%s is not on or off: use on (the default: a thread gives free pages back a second after they were freed) or off (only when the program calls the allocator)", v);
   }
 
   if ((v = env_get("SHMHEAP_PREFAULT")) && *v) {

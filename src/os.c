@@ -2,6 +2,8 @@
  * library names what it asks of the kernel and the kernel is asked in one
  * place.  Nothing here allocates. */
 #include <errno.h>
+#include <link.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -330,6 +332,41 @@ int os_thread_start(void *(*fn)(void *), void *arg, const char *name) {
   pthread_attr_destroy(&a);
   if (!e) pthread_setname_np(id, name);
   return e;
+}
+
+/* The executable segments of libc and the dynamic loader, found once
+ * (dl_iterate_phdr allocates nothing). */
+#define LIBC_RANGES 8
+static struct { uintptr_t lo, hi; } libc_range[LIBC_RANGES];
+static _Atomic int libc_ranges = -1;
+
+static int note_libc(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  int *n = arg;
+  const char *name = info->dlpi_name ? strrchr(info->dlpi_name, '/') : NULL;
+  name = name ? name + 1 : info->dlpi_name;
+  if (!name || (strncmp(name, "libc.so", 7) && strncmp(name, "ld-linux", 8))) return 0;
+  for (int i = 0; i < info->dlpi_phnum && *n < LIBC_RANGES; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+    libc_range[*n].lo = info->dlpi_addr + ph->p_vaddr;
+    libc_range[*n].hi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+    ++*n;
+  }
+  return 0;
+}
+
+int os_addr_in_libc(const void *p) {
+  int n = atomic_load(&libc_ranges);
+  if (n < 0) {
+    int k = 0;
+    dl_iterate_phdr(note_libc, &k);
+    atomic_store(&libc_ranges, k);
+    n = k;
+  }
+  for (int i = 0; i < n; i++)
+    if ((uintptr_t)p >= libc_range[i].lo && (uintptr_t)p < libc_range[i].hi) return 1;
+  return 0;
 }
 
 void os_futex_wake_all(_Atomic int *w) {

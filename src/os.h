@@ -167,6 +167,8 @@ SH_HIDDEN void os_futex_wait_ms(_Atomic int *w, int val, uint64_t ms); /* at mos
  * runs on it.  0, or the error number.  It allocates (glibc's descriptors
  * of a thread): never from inside a heap edit. */
 SH_HIDDEN int os_thread_start(void *(*fn)(void *), void *arg, const char *name);
+/* Is p in the code of libc or of the dynamic loader? */
+SH_HIDDEN int os_addr_in_libc(const void *p);
 SH_HIDDEN int os_membarrier_register(void); /* 1 if expedited private barriers work */
 SH_HIDDEN void os_membarrier(void);
 

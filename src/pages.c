@@ -58,10 +58,10 @@ void pages_unlock(void) {
  * that: free pages never exceed the heap's high-water mark, and a cap tied to
  * the live heap purges exactly the pages a fluctuating working set reuses
  * (bench/ large: 6.5 s and 480k faults with a cap of the live heap, 0.2 s
- * and 13k without).  Like jemalloc without its background thread, the clock
- * is read only when the allocator runs: a program that stops allocating
- * keeps its free pages until it allocates or frees again, calls
- * malloc_trim, or is the last to leave a keyed heap. */
+ * and 13k without).  The clock is read when the allocator runs; a program
+ * that stops allocating has its free pages purged by the background thread
+ * (background.c), which page_purge_due asks for once more than the floor
+ * is dirty, as jemalloc's background thread does. */
 #define DECAY_MS 1000u
 #define DIRTY_MIN_PAGES 2048u /* 8 MiB */
 
@@ -199,10 +199,17 @@ static uint64_t purge_older(uint64_t when) {
  * compare, and a clock read when more than DIRTY_MIN_PAGES are free.  The
  * bins are scanned only when a span may have come of age (purge_due_ms), at
  * most every DECAY_MS / 8. */
+_Atomic int pages_purge_wanted, pages_purger_awake;
+
 void page_purge_due(void) {
   struct shm_header *h = H();
   SH_ASSERT(pages_locked() && !journal_open(), "I6");
   if (h->dirty_pages <= DIRTY_MIN_PAGES) return;
+  /* A thread in its timed sleep comes back by itself: only one that is
+   * absent or asleep for good is asked for, once. */
+  if (opts.background && !atomic_load_explicit(&pages_purger_awake, memory_order_relaxed) &&
+      !atomic_load_explicit(&pages_purge_wanted, memory_order_relaxed))
+    atomic_store_explicit(&pages_purge_wanted, 1, memory_order_relaxed);
   uint64_t now = now_ms();
   if (now < h->purge_due_ms) return;
   journal_begin();
@@ -210,6 +217,20 @@ void page_purge_due(void) {
   uint64_t due = oldest == UINT64_MAX ? now + DECAY_MS : oldest + DECAY_MS;
   JW(h->purge_due_ms) = due > now + DECAY_MS / 8 ? due : now + DECAY_MS / 8;
   journal_end();
+}
+
+int pages_dirty_over_floor(void) {
+  return __atomic_load_n(&G.hdr->dirty_pages, __ATOMIC_RELAXED) > DIRTY_MIN_PAGES;
+}
+
+uint64_t page_purge_background(void) {
+  page_purge_due();
+  struct shm_header *h = H();
+  if (h->dirty_pages <= DIRTY_MIN_PAGES) return UINT64_MAX;
+  uint64_t now = now_ms(), due = h->purge_due_ms;
+  /* A due time far off was written by another process's clock or a bad
+   * writer: look again within one decay. */
+  return due <= now ? DECAY_MS / 8 : due - now > DECAY_MS ? DECAY_MS : due - now;
 }
 
 size_t page_purge_all(void) {

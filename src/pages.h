@@ -91,6 +91,16 @@ SH_HIDDEN void page_free(struct span *s);
 SH_HIDDEN int page_resize(struct span *s, uint32_t npages); /* in place; 1 on success */
 /* Under the lock, outside an edit (each purge is an edit of its own): */
 SH_HIDDEN void page_purge_due(void);
+/* page_purge_due sets pages_purge_wanted to 1 when more than the floor of
+ * free pages is dirty, SHMHEAP_BACKGROUND is on and the background thread
+ * (background.c) is not awake (pages_purger_awake, its own): the exported
+ * free paths then start or wake it, outside any heap edit. */
+extern SH_HIDDEN _Atomic int pages_purge_wanted, pages_purger_awake;
+SH_HIDDEN int pages_dirty_over_floor(void); /* a racy look, without the lock */
+/* The background thread's step, under the lock, outside an edit: purges
+ * what is due; returns the ms until more may be due, or UINT64_MAX when
+ * no more than the floor is dirty. */
+SH_HIDDEN uint64_t page_purge_background(void);
 SH_HIDDEN size_t page_purge_all(void);
 
 #endif

@@ -84,6 +84,15 @@ SH_HIDDEN void prefault_forget(void); /* fork's child: there are no threads here
 SH_HIDDEN void prefault_stop(void);   /* exit, or the supervisor: for good */
 SH_HIDDEN void prefault_worker(void); /* a supervised worker: afresh */
 
+/* ---- the background thread (background.c) ----------------------------------------------------- */
+
+/* From the exported free paths when pages_purge_wanted is set; caller is
+ * the free's return address. */
+SH_HIDDEN void background_kick(const void *caller);
+SH_HIDDEN void background_stop(void);   /* exit, exec: waits for it to end */
+SH_HIDDEN void background_allow(void);  /* after a failed exec */
+SH_HIDDEN void background_forget(void); /* fork's child: there is no thread here */
+
 /* ---- the program image (image.c) ------------------------------------------------------------- */
 
 SH_HIDDEN void image_reexec(void);

@@ -49,6 +49,9 @@
 #              library, -no-install)              maps the in-use pages in and
 #              changes no byte; churn, kill -9 and fork (both modes) while
 #              it runs; garbage metadata under its walk; a supervised worker
+#   background.sh (idle_prog)                     SHMHEAP_BACKGROUND: an idle
+#              program's free pages go back within 2 s; off; no thread
+#              without frees; forks in both modes
 #   hugepages.sh                                  SHMHEAP_HUGEPAGES against
 #              /proc/self/smaps: thp with shmem_enabled never and advise;
 #              hugetlb with an empty pool, strict, and a pool of 64 pages
@@ -266,3 +269,10 @@ tests_helper_free_SOURCES = tests/helper_free.c
 tests_helper_free_CFLAGS = $(AM_CFLAGS) -pthread
 tests_helper_free_cxx_SOURCES = tests/helper_free_cxx.cc
 tests_helper_free_cxx_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17 -fsized-deallocation
+
+# idle_prog: the program of background.sh (SHMHEAP_BACKGROUND), run with
+# LD_PRELOAD.
+check_PROGRAMS += tests/idle_prog
+tests_idle_prog_SOURCES = tests/idle_prog.c
+TESTS += tests/background.sh
+EXTRA_DIST += tests/background.sh

@@ -468,3 +468,11 @@ uint64_t tu_shm_hash(int shmid, size_t *size) {
   if (h && size) *size = ds.shm_segsz;
   return h;
 }
+
+void tu_background_running(void) {
+  char *p = malloc((size_t)16 << 20);
+  if (p) {
+    memset(p, 1, (size_t)16 << 20); /* dirty: free pages that hold memory */
+    free(p);
+  }
+}

@@ -124,6 +124,12 @@ uint64_t tu_hash(const void *p, size_t n);
  * *size set to its size. */
 uint64_t tu_shm_hash(int shmid, size_t *size);
 
+/* Starts the library's background thread (SHMHEAP_BACKGROUND) in this
+ * process, by a free of more than the floor of free pages: its start
+ * allocates (glibc's descriptors of a thread), so a test of exact in-use
+ * figures or of where blocks land calls this before it measures. */
+void tu_background_running(void);
+
 #ifdef __cplusplus
 }
 #endif
