@@ -68,7 +68,7 @@ run_pre() {
 
 # stderr of the preloaded run without the library's own verbose lines
 lib_free_stderr() {
-  grep -v '^libshmheap: \(attached\|exit\)' "$TMP/$1.pre.err" || :
+  grep -v '^libshmheap: \(attached\|exit\|pid [0-9]*: prefault:\)' "$TMP/$1.pre.err" || :
 }
 
 check_used() {
@@ -86,7 +86,7 @@ check_used() {
     show "$_e"
     fail "$1: no process reported nmalloc > 0: the heap was not used"
   fi
-  if grep '^libshmheap: ' "$_e" | grep -v '^libshmheap: \(attached\|exit\)' >"$TMP/$1.other"; then
+  if grep '^libshmheap: ' "$_e" | grep -v '^libshmheap: \(attached\|exit\|pid [0-9]*: prefault:\)' >"$TMP/$1.other"; then
     show "$TMP/$1.other"
     fail "$1: the library printed something else than its verbose lines"
   fi
@@ -118,7 +118,7 @@ keyed_heap_bytes() {
     fail "$1: no 'libshmheap: attached key=0x...' line on stderr: the library was not used"
   fi
   echo "$_key" >>"$TMP/keys"
-  if grep '^libshmheap: ' "$_e" | grep -v '^libshmheap: \(attached\|exit\)' >"$TMP/$1.other"; then
+  if grep '^libshmheap: ' "$_e" | grep -v '^libshmheap: \(attached\|exit\|pid [0-9]*: prefault:\)' >"$TMP/$1.other"; then
     show "$TMP/$1.other"
     fail "$1: the library printed something else than its verbose lines"
   fi
