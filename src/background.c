@@ -70,7 +70,10 @@ void background_kick(const void *caller) {
   int e = os_thread_start(bg_main, NULL, "shmheap-purge");
   if (e) {
     /* Free pages then go back when the allocator runs, as without it. */
+    /* And no more tries: each would cost a failed thread creation. */
+    atomic_store(&BG.stop, 1);
     atomic_store(&BG.active, 0);
+    os_futex_wake_all(&BG.active);
     atomic_store(&BG.running, 0);
     if (opts.verbose && !atomic_exchange(&BG.said, 1))
       os_say("libshmheap: pid %d: no background thread (%s): free pages go back only when the program calls the allocator",
@@ -84,6 +87,9 @@ void background_stop(void) {
   if (!atomic_load(&BG.running)) return;
   atomic_fetch_add(&BG.wake, 1);
   os_futex_wake_all(&BG.wake);
+  /* An exit from a signal handler that interrupted a holder of the heap's
+   * lock: the thread may be waiting for it, so it is not waited for. */
+  if (locks_held()) return;
   while (atomic_load(&BG.active)) os_futex_wait(&BG.active, 1);
 }
 

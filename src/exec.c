@@ -35,7 +35,10 @@ static void *next(const char *name) {
 /* The background thread ends first: exec would kill it wherever it is,
  * holding the heap's lock perhaps (a repair for the next process). */
 static void entering(void) {
-  background_stop();
+  /* Not in a vfork child, whose memory is its parent's (the parent's
+   * thread goes on), nor from a signal handler that interrupted a holder
+   * of the heap's lock, which the thread may be waiting for. */
+  if (os_getpid() == SELF.pid && !locks_held()) background_stop();
   recover_exec(1);
 }
 
@@ -43,7 +46,7 @@ static void entering(void) {
 static int failed(int r) {
   int saved = errno;
   recover_exec(0);
-  background_allow();
+  if (os_getpid() == SELF.pid) background_allow();
   errno = saved;
   return r;
 }

@@ -61,6 +61,8 @@ same_heap() {
 consistent() { "$DUMP" --check "$H" >"$TMP/check.out" 2>&1 || { show "$TMP/check.out"; fail "$1: shmheap-dump --check finds problems"; }; }
 
 run fill off fill 150000
+# Its key, for cleanup: the scribble case leaves a header no tool can read.
+printf '0x%x\n' "$("$DUMP" --json "$H" | sed -n 's/.*"key": *\([0-9]*\).*/\1/p' | head -n 1)" >>"$TMP/keys"
 "$DUMP" --json "$H" | grep -q '"name": "'"$H"'"' || fail "the fill left no heap named $H"
 free=$("$DUMP" --json "$H" | sed -n 's/.*"free_bytes": *\([0-9]*\).*/\1/p')
 [ "${free:-0}" -ge $((32 << 20)) ] || fail "the fill left ${free:-0} bytes of free spans, not the 32 MiB or more this test needs"
