@@ -30,20 +30,22 @@ static struct {
 
 static void *bg_main(void *arg) {
   (void)arg;
+  os_set_self_name("shmheap-purge");
   while (!atomic_load(&BG.stop)) {
     int w = atomic_load(&BG.wake);
     atomic_store(&pages_purger_awake, 1);
     pages_lock();
+    /* Asleep for good (UINT64_MAX) clears pages_purger_awake under the
+     * lock: an edit that then leaves more than the floor dirty takes the
+     * lock after this step, sees the thread asleep and asks for it, and
+     * the kick that follows bumps BG.wake past w, so the wait below
+     * returns at once. */
     uint64_t ms = page_purge_background();
     pages_unlock();
     if (atomic_load(&BG.stop)) break;
-    if (ms == UINT64_MAX) {
-      /* Asleep for good: from now on page_purge_due asks for it again.  A
-       * free between the step and this store asked nobody: look again. */
-      atomic_store(&pages_purger_awake, 0);
-      if (pages_dirty_over_floor()) continue;
+    if (ms == UINT64_MAX)
       os_futex_wait(&BG.wake, w);
-    } else {
+    else {
       os_futex_wait_ms(&BG.wake, w, ms);
     }
   }
@@ -67,7 +69,7 @@ void background_kick(const void *caller) {
     return;
   }
   atomic_store(&BG.active, 1);
-  int e = os_thread_start(bg_main, NULL, "shmheap-purge");
+  int e = os_thread_start(bg_main, NULL);
   if (e) {
     /* Free pages then go back when the allocator runs, as without it. */
     /* And no more tries: each would cost a failed thread creation. */

@@ -317,7 +317,7 @@ void os_futex_wait_ms(_Atomic int *w, int val, uint64_t ms) {
   syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
 }
 
-int os_thread_start(void *(*fn)(void *), void *arg, const char *name) {
+int os_thread_start(void *(*fn)(void *), void *arg) {
   pthread_attr_t a;
   int e = pthread_attr_init(&a);
   if (e) return e;
@@ -330,7 +330,6 @@ int os_thread_start(void *(*fn)(void *), void *arg, const char *name) {
   e = pthread_create(&id, &a, fn, arg);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   pthread_attr_destroy(&a);
-  if (!e) pthread_setname_np(id, name);
   return e;
 }
 
@@ -359,6 +358,11 @@ static int note_libc(struct dl_phdr_info *info, size_t size, void *arg) {
 int os_addr_in_libc(const void *p) {
   int n = atomic_load(&libc_ranges);
   if (n < 0) {
+    /* One thread fills the table; while it does, every other caller (a
+     * signal handler on the filler's own stack too, which must not wait)
+     * is told yes, the answer that defers the work to a later call. */
+    int none = -1;
+    if (!atomic_compare_exchange_strong(&libc_ranges, &none, -2)) return 1;
     int k = 0;
     dl_iterate_phdr(note_libc, &k);
     atomic_store(&libc_ranges, k);

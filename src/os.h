@@ -90,7 +90,8 @@ SH_HIDDEN int os_self_args(char ***argv, char ***envp);
  * entry with the same name); returns only on failure. */
 SH_HIDDEN void os_exec_self(char **argv, char **envp, const char *mark);
 /* The process's name (/proc/self/comm, what ps, top and pgrep show): read
- * into buf ("" if unknown), and set. */
+ * into buf ("" if unknown), and set (the calling thread's, which for the
+ * main thread is the process's). */
 SH_HIDDEN void os_self_name(char *buf, size_t len);
 SH_HIDDEN void os_set_self_name(const char *name);
 
@@ -162,11 +163,12 @@ SH_HIDDEN void os_scratch_free(void *p, size_t len);
 SH_HIDDEN void os_futex_wait(_Atomic int *w, int val);
 SH_HIDDEN void os_futex_wake_all(_Atomic int *w);
 SH_HIDDEN void os_futex_wait_ms(_Atomic int *w, int val, uint64_t ms); /* at most ms */
-/* A detached thread running fn(arg), named name (at most 15 bytes), on a
- * 64 KiB stack, with every signal blocked: none of the program's handlers
- * runs on it.  0, or the error number.  It allocates (glibc's descriptors
+/* A detached thread running fn(arg) on a 64 KiB stack, with every signal
+ * blocked: none of the program's handlers runs on it.  fn names it
+ * (os_set_self_name): a detached thread may have ended, and its id been
+ * reused, by the time its creator would.  0, or the error number.  It allocates (glibc's descriptors
  * of a thread): never from inside a heap edit. */
-SH_HIDDEN int os_thread_start(void *(*fn)(void *), void *arg, const char *name);
+SH_HIDDEN int os_thread_start(void *(*fn)(void *), void *arg);
 /* Is p in the code of libc or of the dynamic loader? */
 SH_HIDDEN int os_addr_in_libc(const void *p);
 SH_HIDDEN int os_membarrier_register(void); /* 1 if expedited private barriers work */

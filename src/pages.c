@@ -159,10 +159,19 @@ static void purge(struct span *s) {
      * part of one as it was (older kernels do not zero it), so the parts
      * at the ends are zeroed here: after a purge the span must read as
      * zero (calloc relies on it).  A span within one huge page gives
-     * nothing back and stays dirty. */
+     * nothing back: it is zeroed and counted clean, since its huge page
+     * stays whole for its other part (in use, as a free neighbour would
+     * have merged, or not carved yet), and a span left dirty would bring
+     * the purge back to it every DECAY_MS / 8 for ever. */
     char *lo = (char *)(((uintptr_t)a + SH_HUGE_PAGE - 1) & ~(uintptr_t)(SH_HUGE_PAGE - 1));
     char *hi = (char *)(((uintptr_t)a + len) & ~(uintptr_t)(SH_HUGE_PAGE - 1));
-    if (hi <= lo) return;
+    if (hi <= lo) {
+      memset(a, 0, len);
+      JW(H()->dirty_pages) -= s->ndirty;
+      JW(s->ndirty) = 0;
+      journal_step();
+      return;
+    }
     os_release_pages(lo, (size_t)(hi - lo));
     memset(a, 0, (size_t)(lo - a));
     memset(hi, 0, (size_t)(a + len - hi));
@@ -219,14 +228,14 @@ void page_purge_due(void) {
   journal_end();
 }
 
-int pages_dirty_over_floor(void) {
-  return __atomic_load_n(&G.hdr->dirty_pages, __ATOMIC_RELAXED) > DIRTY_MIN_PAGES;
-}
 
 uint64_t page_purge_background(void) {
   page_purge_due();
   struct shm_header *h = H();
-  if (h->dirty_pages <= DIRTY_MIN_PAGES) return UINT64_MAX;
+  if (h->dirty_pages <= DIRTY_MIN_PAGES) {
+    atomic_store(&pages_purger_awake, 0);
+    return UINT64_MAX;
+  }
   uint64_t now = now_ms(), due = h->purge_due_ms;
   /* A due time far off was written by another process's clock or a bad
    * writer: look again within one decay. */

@@ -96,10 +96,10 @@ SH_HIDDEN void page_purge_due(void);
  * (background.c) is not awake (pages_purger_awake, its own): the exported
  * free paths then start or wake it, outside any heap edit. */
 extern SH_HIDDEN _Atomic int pages_purge_wanted, pages_purger_awake;
-SH_HIDDEN int pages_dirty_over_floor(void); /* a racy look, without the lock */
 /* The background thread's step, under the lock, outside an edit: purges
  * what is due; returns the ms until more may be due, or UINT64_MAX when
- * no more than the floor is dirty. */
+ * no more than the floor is dirty, and then, under the lock, clears
+ * pages_purger_awake (the thread sleeps until asked for). */
 SH_HIDDEN uint64_t page_purge_background(void);
 SH_HIDDEN size_t page_purge_all(void);
 

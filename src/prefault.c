@@ -158,6 +158,7 @@ static void finished(void) {
 
 static void *pf_main(void *arg) {
   struct pf_thread *t = arg;
+  os_set_self_name("shmheap-prefault");
   if (walk(t->i, PF.n, 1)) {
     if (atomic_fetch_sub(&PF.left, 1) == 1) finished();
     /* Last: after this the thread touches nothing of the heap's or of
@@ -193,7 +194,7 @@ void prefault_start(void) {
   atomic_store(&PF.busy, (int)PF.n);
   for (unsigned i = 0; i < PF.n; i++) {
     PF.th[i].i = i;
-    if (os_thread_start(pf_main, &PF.th[i], "shmheap-prefault") != 0) {
+    if (os_thread_start(pf_main, &PF.th[i]) != 0) {
       /* No thread (out of memory or of processes): its chunks stay
        * unmapped and fault in as they would without this. */
       if (atomic_fetch_sub(&PF.left, 1) == 1) finished();

@@ -3,12 +3,15 @@
 # pages back.  tests/idle_prog frees all but a thousandth of a GiB and makes
 # no more allocator calls:
 #  - by default its resident memory falls to within 16 MiB of what it holds
-#    within 2 seconds (the background thread purges what lay free a second);
+#    within 2 seconds (the background thread purges what lay free a second),
+#    and the process has that thread, named shmheap-purge;
 #  - with SHMHEAP_BACKGROUND=off it does not, and the process has no thread;
 #  - a program that frees no more than the floor (8 MiB) gets no thread;
 #  - a fork right after the free, in copy and in share mode: the parent's
 #    memory falls, and so does the child's after it does the same in its
-#    own heap (a child gets a thread of its own);
+#    own heap (a child gets a thread of its own); in share mode the child
+#    reuses pages the parent mapped, so the parent's falls to within 16 MiB
+#    of what both hold, within 2 seconds of the child's last free;
 #  - a bad SHMHEAP_BACKGROUND exits 78.
 . "$(dirname "$0")/real_common.sh"
 unset SHMHEAP_BACKGROUND
@@ -33,6 +36,7 @@ fell_within() {
 
 runp default free 3
 fell_within default "" 2
+grep -q ' purgers=1 threads=2$' "$TMP/default.out" || { show "$TMP/default.out"; fail "default: the process has no thread named shmheap-purge, or more threads than it"; }
 cat "$TMP/default.out"
 
 SHMHEAP_BACKGROUND=off runp off free 2.5
@@ -47,6 +51,7 @@ for mode in copy share; do
   SHMHEAP_FORK=$mode runp fork-$mode fork 3
   fell_within fork-$mode "parent: " 2
   fell_within fork-$mode "child: " 2
+  [ "$(grep -c ' purgers=1 threads=2$' "$TMP/fork-$mode.out")" = 2 ] || { show "$TMP/fork-$mode.out"; fail "fork $mode: the parent and the child do not each have their own shmheap-purge thread"; }
   sed "s/^/fork $mode: /" "$TMP/fork-$mode.out"
 done
 

@@ -9,11 +9,18 @@
  *   idle_prog fork SECONDS     the same, then fork (SHMHEAP_FORK as set) at
  *                              once: the child does it all again in its own
  *                              heap and watches its own; the parent watches
- *                              too, then waits for the child
+ *                              too, then waits for the child.  In share
+ *                              mode the child reuses pages the parent
+ *                              mapped: the parent's figure includes what
+ *                              the child holds, and its time runs from the
+ *                              child's last free
  *   idle_prog nofree SECONDS   fill 256 MiB and free 1 MiB of it: no more
  *                              than the floor of free pages
- * Each prints "in_use=KiB rss_after_free=KiB fell=T|never rss=KiB threads=N"
- * (threads: the process's, from /proc/self/status, at the end). */
+ * Each prints "in_use=KiB rss_after_free=KiB fell=T|never rss=KiB
+ * purgers=N threads=N" (at the end: the threads named shmheap-purge, and
+ * all the process's, from /proc/self). */
+#include <dirent.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,12 +29,36 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
+/* With open and read on a stack buffer: no allocator call (fopen's buffer
+ * would come from the heap, and its free could wake the thread). */
 static long rss_kib(void) {
-  long pages = 0, res = 0;
-  FILE *f = fopen("/proc/self/statm", "r");
-  if (!f || fscanf(f, "%ld %ld", &pages, &res) != 2) res = -1;
-  if (f) fclose(f);
+  char buf[128];
+  long pages = 0, res = -1;
+  int fd = open("/proc/self/statm", O_RDONLY);
+  ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+  if (fd >= 0) close(fd);
+  if (n > 0) {
+    buf[n] = 0;
+    if (sscanf(buf, "%ld %ld", &pages, &res) != 2) res = -1;
+  }
   return res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Threads named shmheap-purge (the background thread), from
+ * /proc/self/task/<tid>/comm. */
+static int purgers(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    char path[300], comm[32] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f && fgets(comm, sizeof comm, f) && !strcmp(comm, "shmheap-purge\n")) n++;
+    if (f) fclose(f);
+  }
+  if (d) closedir(d);
+  return n;
 }
 
 static int threads(void) {
@@ -65,23 +96,34 @@ static size_t fill_and_free(size_t total, size_t keep) {
   return mallinfo2().uordblks;
 }
 
-/* No allocator call from here on (fopen's buffer comes from the heap: the
- * figures are read only at the end). */
-static void watch(const char *who, size_t held, double seconds) {
+/* No allocator call while it watches (the figures of threads are read with
+ * stdio only at the end).  With peer >= 0 (a share-mode parent), the pages
+ * it maps include those its child reuses: the limit then also counts what
+ * the child holds, and the time runs from when the child says so (it
+ * writes its figure to peer after its last free). */
+static void watch(const char *who, size_t held, double seconds, int peer) {
   long after = rss_kib(), limit = (long)(held >> 10) + 16 * 1024;
-  double t0 = now(), fell = -1;
+  double t0 = now(), tref = peer < 0 ? t0 : -1, fell = -1;
   while (now() - t0 < seconds) {
-    if (rss_kib() <= limit) {
-      fell = now() - t0;
+    size_t other;
+    if (tref < 0 && read(peer, &other, sizeof other) == (ssize_t)sizeof other) {
+      tref = now();
+      held += other;
+      limit += (long)(other >> 10);
+    }
+    if (tref >= 0 && rss_kib() <= limit) {
+      fell = now() - tref;
       break;
     }
     struct timespec ts = {0, 10000000};
     nanosleep(&ts, NULL);
   }
+  long rss = rss_kib(); /* before stdio, which allocates */
+  int np = purgers(), nt = threads();
   if (fell >= 0)
-    printf("%sin_use=%zu rss_after_free=%ld fell=%.2f rss=%ld threads=%d\n", who, held >> 10, after, fell, rss_kib(), threads());
+    printf("%sin_use=%zu rss_after_free=%ld fell=%.2f rss=%ld purgers=%d threads=%d\n", who, held >> 10, after, fell, rss, np, nt);
   else
-    printf("%sin_use=%zu rss_after_free=%ld fell=never rss=%ld threads=%d\n", who, held >> 10, after, rss_kib(), threads());
+    printf("%sin_use=%zu rss_after_free=%ld fell=never rss=%ld purgers=%d threads=%d\n", who, held >> 10, after, rss, np, nt);
   fflush(stdout);
 }
 
@@ -95,23 +137,27 @@ int main(int argc, char **argv) {
     size_t held = fill_and_free((size_t)256 << 20, 1);
     char *p = malloc(1 << 20);
     free(p);
-    watch("", held, seconds);
+    watch("", held, seconds, -1);
     return 0;
   }
   size_t held = fill_and_free((size_t)1 << 30, 1000);
   if (!strcmp(argv[1], "fork")) {
+    const char *mode = getenv("SHMHEAP_FORK");
+    int share = mode && !strcmp(mode, "share"), p[2];
+    if (pipe(p) || fcntl(p[0], F_SETFL, O_NONBLOCK)) return 1;
     pid_t pid = fork();
     if (pid < 0) return 1;
     if (pid == 0) {
       size_t h = fill_and_free((size_t)512 << 20, 1000);
-      watch("child: ", h, seconds);
+      if (write(p[1], &h, sizeof h) != (ssize_t)sizeof h) _exit(1);
+      watch("child: ", h, seconds, -1);
       _exit(0);
     }
-    watch("parent: ", held, seconds);
+    watch("parent: ", held, seconds, share ? p[0] : -1);
     int status;
     if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) return 1;
     return 0;
   }
-  watch("", held, seconds);
+  watch("", held, seconds, -1);
   return 0;
 }
