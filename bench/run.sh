@@ -60,7 +60,7 @@ fi
 for f in "${lib[@]}" "$python" "$sortprog" "$gxx" "$sqlite"; do
   if [ -n "$f" ] && [ ! -e "$f" ]; then echo "bench: $f is missing (bench/run.sh --install)" >&2; exit 1; fi
 done
-for p in workloads cxx shared shared_boost timeit faults; do
+for p in workloads cxx shared shared_boost timeit faults spans; do
   if [ ! -x "$builddir/bench/$p" ]; then echo "bench: $builddir/bench/$p is not built (make bench builds it)" >&2; exit 1; fi
 done
 
@@ -203,6 +203,17 @@ printf '\nfirst touch of a page, 160 MiB (bench/faults.c, median of 5):\n'
 printf '  anonymous %s us, SysV shm %s us (%s), shm populated by MADV_POPULATE_WRITE %s us\n' "$fa" "$fs" \
   "$(awk -v a="$fa" -v s="$fs" 'BEGIN {printf "%+.2f us, %.2fx", s - a, s / a}')" "$fp"
 
+# A heap fragmented into many free runs of pages: what one free() costs
+# while they lie there (bench/spans.c).  libshmheap's purge visits the runs
+# it gives back and no others (its dirty list is in age order).
+spans_n=${BENCH_SPANS:-100000}
+printf '\nfree() beside %s free runs of pages (bench/spans.c: 16 MiB allocated and freed for 3 s):\n' "$spans_n"
+printf '%-12s %10s %10s %10s\n' allocator "mean us" "p99.9 us" "worst us"
+for a in "${order[@]}"; do
+  read -r sm sp sw < <(env ${lib[$a]:+LD_PRELOAD=${lib[$a]}} SHMHEAP_SIZE=$(( (spans_n * 80 + 131072) >> 10 ))M \
+    "$builddir/bench/spans" "$spans_n") || { echo "bench: bench/spans failed under $a" >&2; exit 1; }
+  printf '%-12s %10s %10s %10s\n' "$a" "$sm" "$sp" "$sw"
+done
 
 # Huge pages (SHMHEAP_HUGEPAGES): libshmheap on a heap of BENCH_HUGE_SIZE
 # (default 1G; hugetlb reserves all of it from the pool) with each setting

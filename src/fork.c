@@ -232,6 +232,7 @@ static void copy_fix_dirty(struct shm_header *dh) {
   for (uint32_t i = 1; i < dh->span_count; i++)
     if (ds[i].state == SPAN_FREE) ds[i].ndirty = 0;
   dh->dirty_pages = 0;
+  dh->dirty_head = dh->dirty_tail = 0; /* I8: no span is dirty */
 }
 
 /* Why a copy could not be made, and what to change: one sentence for the

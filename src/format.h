@@ -36,6 +36,11 @@
  *      set); heap 0, shared by threads without a slot, only under its lock.
  *      A slot left busy by a dead thread is rebuilt from its spans
  *      (repair.c) before anyone uses it again; one left idle is consistent.
+ *  I8  A span is on the dirty list (hdr->dirty_head, linked through dnext
+ *      and dprev) exactly when it is free with ndirty > 0, and the list is
+ *      in order of dirty_ms, oldest first: a purge takes spans from its head
+ *      and stops at the first that is not due, so it visits what it gives
+ *      back and one more, however many free spans there are.
  */
 #ifndef SHMHEAP_FORMAT_H
 #define SHMHEAP_FORMAT_H
@@ -52,7 +57,7 @@
 /* ---- format constants (any change here bumps SH_FORMAT) ---------------- */
 
 #define SH_MAGIC 0x5041454d48534853ULL /* "SHSHMEAP" little-endian */
-#define SH_FORMAT 5u
+#define SH_FORMAT 6u
 
 #define SH_PAGE_SHIFT 12
 #define SH_PAGE ((size_t)1 << SH_PAGE_SHIFT)
@@ -100,12 +105,17 @@ struct span {
   uint16_t reserved; /* small: blocks carved so far (bump) */
   uint16_t used;     /* small: blocks not on the local free list, uncarved excluded */
   uint32_t bsize;    /* small: block size; large: requested bytes */
-  uint64_t free;     /* small: local free list head (offset), owner only */
+  union {
+    uint64_t free;   /* small: local free list head (offset), owner only */
+    struct {         /* free with dirty pages: the dirty list (I8) */
+      uint32_t dnext, dprev;
+    };
+  };
   _Atomic uint64_t thread_free; /* small: remote frees (offset | TF_NOTIFY) */
   uint32_t next, prev; /* list links: heap class list or free bin */
   uint32_t ndirty;     /* free: upper bound of pages that may be non-zero */
   uint32_t pad;
-  uint64_t dirty_ms;   /* free: when its pages were freed, ms (mean by dirty pages) */
+  uint64_t dirty_ms;   /* free: when its pages were freed, ms (its place in the dirty list) */
 };
 _Static_assert(sizeof(struct span) == 64, "span descriptor is one cache line");
 
@@ -237,6 +247,7 @@ struct shm_header {
   uint32_t bins[SH_NBINS];
   uint64_t binmap[2];
   uint64_t dirty_pages;  /* free pages that may be non-zero */
+  uint32_t dirty_head, dirty_tail; /* free spans with dirty pages, oldest first (I8) */
   uint64_t live_pages;   /* pages in small and large spans */
   uint64_t large_in_use; /* bytes of large blocks handed out */
   uint64_t large_count;

@@ -142,10 +142,42 @@ static struct span *free_span_ending(uint32_t pg) {
   return (s->state == SPAN_FREE && s->first + s->npages - 1 == pg) ? s : NULL;
 }
 
-/* ---- purging --------------------------------------------------------------- */
+/* ---- the dirty list (I8) ------------------------------------------------------ */
 
 static inline uint32_t span_ndirty(const struct span *s) { return s->ndirty; }
 static inline void span_set_ndirty(struct span *s, uint32_t n) { JW(s->ndirty) = n; }
+
+/* A link of the dirty list, before it is followed or written through: the
+ * list is as writable by a stray store as the rest of the metadata. */
+static inline struct span *dirty_at(uint32_t i) {
+  if (unlikely(i >= H()->span_count)) pages_bad_list("dirty-span", 0, i);
+  return &G.spans[i];
+}
+
+static void dirty_unlink(struct span *s) {
+  struct shm_header *h = H();
+  uint32_t nx = s->dnext, pv = s->dprev;
+  if (pv) JW(dirty_at(pv)->dnext) = nx;
+  else JW(h->dirty_head) = nx;
+  if (nx) JW(dirty_at(nx)->dprev) = pv;
+  else JW(h->dirty_tail) = pv;
+}
+
+/* Links s after the span at index after (0: at the head).  The caller
+ * keeps the order: s's dirty_ms is at least after's and at most the next's. */
+static void dirty_link_after(struct span *s, uint32_t after) {
+  struct shm_header *h = H();
+  uint32_t i = span_index(s);
+  uint32_t nx = after ? dirty_at(after)->dnext : h->dirty_head;
+  JW(s->dprev) = after;
+  JW(s->dnext) = nx;
+  if (after) JW(G.spans[after].dnext) = i;
+  else JW(h->dirty_head) = i;
+  if (nx) JW(dirty_at(nx)->dprev) = i;
+  else JW(h->dirty_tail) = i;
+}
+
+/* ---- purging --------------------------------------------------------------- */
 
 /* One step of its own: a crash after the madvise but before the step is
  * complete restores a dirty count that is too high, which is allowed (it is
@@ -167,6 +199,7 @@ static void purge(struct span *s) {
     char *hi = (char *)(((uintptr_t)a + len) & ~(uintptr_t)(SH_HUGE_PAGE - 1));
     if (hi <= lo) {
       memset(a, 0, len);
+      dirty_unlink(s);
       JW(H()->dirty_pages) -= s->ndirty;
       JW(s->ndirty) = 0;
       journal_step();
@@ -177,6 +210,7 @@ static void purge(struct span *s) {
     memset(hi, 0, (size_t)(a + len - hi));
   } else
     os_release_pages(a, len);
+  dirty_unlink(s);
   JW(H()->dirty_pages) -= s->ndirty;
   JW(H()->purged_pages) += s->ndirty;
   JW(s->ndirty) = 0;
@@ -187,21 +221,31 @@ static void purge(struct span *s) {
  * no system call; decay needs no better. */
 static uint64_t now_ms(void) { return os_clock_ns(CLOCK_MONOTONIC_COARSE) / 1000000; }
 
-/* Purges free spans that became dirty at or before `when`, largest bins
- * first, while more than DIRTY_MIN_PAGES are dirty.  Returns the oldest
- * dirty_ms of the dirty spans left, or UINT64_MAX if none are. */
-static uint64_t purge_older(uint64_t when) {
+/* The head of the dirty list, the oldest dirty span, or NULL. */
+static struct span *dirty_head(void) {
+  uint32_t i = H()->dirty_head;
+  if (!i) return NULL;
+  struct span *s = dirty_at(i);
+  if (unlikely(s->state != SPAN_FREE || !s->ndirty)) pages_bad_list("dirty-span", 0, i);
+  return s;
+}
+
+/* Purges the dirty spans freed DECAY_MS or more before now, oldest first,
+ * while more than DIRTY_MIN_PAGES are dirty.  A time later than now + DECAY_MS
+ * is another boot's (the segment outlived a reboot) or a bad writer's: due.
+ * Returns the dirty_ms of the oldest dirty span left, or UINT64_MAX. */
+static uint64_t purge_older(uint64_t now) {
   struct shm_header *h = H();
-  uint64_t oldest = UINT64_MAX;
-  for (int b = SH_NBINS - 1; b >= 0; b--)
-    for (uint32_t i = h->bins[b], n = 0; i; i = G.spans[i].next) {
-      if (unlikely(!span_step_ok(i, &n))) pages_bad_list("free-span bin", (unsigned)b, i);
-      struct span *s = &G.spans[i];
-      if (!s->ndirty) continue;
-      if (s->dirty_ms <= when && h->dirty_pages > DIRTY_MIN_PAGES) purge(s);
-      else if (s->dirty_ms < oldest) oldest = s->dirty_ms;
-    }
-  return oldest;
+  uint64_t when = now > DECAY_MS ? now - DECAY_MS : 0;
+  struct span *s;
+  for (uint32_t n = 0; (s = dirty_head()); purge(s)) {
+    /* Each step purges the head, which leaves the list: a list that comes
+     * back to it was written over. */
+    if (unlikely(++n > h->span_count)) pages_bad_list("dirty-span", 0, span_index(s));
+    if (h->dirty_pages <= DIRTY_MIN_PAGES || (s->dirty_ms > when && s->dirty_ms <= now + DECAY_MS))
+      return s->dirty_ms;
+  }
+  return UINT64_MAX;
 }
 
 /* Called by the allocator after each of its locked edits: usually one
@@ -220,10 +264,12 @@ void page_purge_due(void) {
       !atomic_load_explicit(&pages_purge_wanted, memory_order_relaxed))
     atomic_store_explicit(&pages_purge_wanted, 1, memory_order_relaxed);
   uint64_t now = now_ms();
-  if (now < h->purge_due_ms) return;
+  /* A due time more than a decay ahead is not this boot's clock (see
+   * purge_older): it would stop purging until the clock got there. */
+  if (now < h->purge_due_ms && h->purge_due_ms - now <= DECAY_MS) return;
   journal_begin();
-  uint64_t oldest = purge_older(now > DECAY_MS ? now - DECAY_MS : 0);
-  uint64_t due = oldest == UINT64_MAX ? now + DECAY_MS : oldest + DECAY_MS;
+  uint64_t oldest = purge_older(now);
+  uint64_t due = oldest >= now ? now + DECAY_MS : oldest + DECAY_MS;
   JW(h->purge_due_ms) = due > now + DECAY_MS / 8 ? due : now + DECAY_MS / 8;
   journal_end();
 }
@@ -247,11 +293,9 @@ size_t page_purge_all(void) {
   SH_ASSERT(pages_locked() && !journal_open(), "I6");
   uint64_t before = h->purged_pages;
   journal_begin();
-  for (int b = 0; b < SH_NBINS; b++)
-    for (uint32_t i = h->bins[b], n = 0; i; i = G.spans[i].next) {
-      if (unlikely(!span_step_ok(i, &n))) pages_bad_list("free-span bin", (unsigned)b, i);
-      purge(&G.spans[i]);
-    }
+  struct span *s;
+  for (uint32_t n = 0; (s = dirty_head()); purge(s))
+    if (unlikely(++n > h->span_count)) pages_bad_list("dirty-span", 0, span_index(s));
   journal_end();
   return (size_t)(h->purged_pages - before) << SH_PAGE_SHIFT;
 }
@@ -276,6 +320,9 @@ static int split_front(struct span *s, uint32_t n) {
   JW(H()->dirty_pages) -= nd;
   span_set_ndirty(s, nd < n ? nd : n);
   JW(H()->dirty_pages) += span_ndirty(s);
+  /* Both parts dirty (nd > 0 bounds each): r is as old as s, so it goes
+   * next to it (I8). */
+  if (nd) dirty_link_after(r, span_index(s));
   map_ends(r);
   map_ends(s);
   bin_insert(r);
@@ -334,6 +381,7 @@ struct span *page_alloc(uint32_t npages, uint32_t align_pages, int *zeroed) {
     }
   }
   if (split_front(s, npages) < 0) { bin_insert(s); return NULL; }
+  if (span_ndirty(s)) dirty_unlink(s);
   JW(H()->dirty_pages) -= span_ndirty(s);
   JW(H()->live_pages) += s->npages;
   *zeroed = s->ndirty == 0;
@@ -345,37 +393,47 @@ struct span *page_alloc(uint32_t npages, uint32_t align_pages, int *zeroed) {
 void page_free(struct span *s) {
   struct shm_header *h = H();
   SH_ASSERT(journal_open() && (s->state == SPAN_SMALL || s->state == SPAN_LARGE), "I6");
-  uint32_t nd = s->npages;
-  /* The merged span's age is the mean of its parts' weighted by their dirty
-   * pages: the newest part's time would let a big old free span be reset by
-   * every small block cut from it and freed again, and never age. */
-  double age_sum = (double)now_ms() * nd;
+  struct span *l = s->first > 0 ? free_span_ending(s->first - 1) : NULL;
+  struct span *r = free_span_at(s->first + s->npages);
+  /* The merged span takes the age and the dirty-list place of its part
+   * with the most dirty pages (the freed pages win a tie): the list stays
+   * in order without a search (I8), and a big old free span that a small
+   * block is cut from and freed again keeps its age (the newest part's
+   * time would reset it every time, and it would never be purged).  The
+   * price: a minority part is purged up to DECAY_MS early or late. */
+  struct span *w = NULL;
+  uint32_t wnd = s->npages, nd = s->npages;
+  if (l && span_ndirty(l) > wnd) w = l, wnd = span_ndirty(l);
+  if (r && span_ndirty(r) > wnd) w = r;
   JW(h->live_pages) -= s->npages;
   JW(s->state) = SPAN_FREE;
   JW(s->flags) = 0;
-  if (s->first > 0) {
-    struct span *l = free_span_ending(s->first - 1);
-    if (l) {
-      bin_remove(l);
-      nd += span_ndirty(l);
-      age_sum += (double)l->dirty_ms * span_ndirty(l);
-      JW(h->dirty_pages) -= span_ndirty(l);
-      JW(s->first) = l->first;
-      JW(s->npages) += l->npages;
-      desc_release(l);
-    }
+  if (w) {
+    JW(s->dirty_ms) = w->dirty_ms;
+    dirty_link_after(s, span_index(w));
   }
-  struct span *r = free_span_at(s->first + s->npages);
+  if (l) {
+    bin_remove(l);
+    if (span_ndirty(l)) dirty_unlink(l);
+    nd += span_ndirty(l);
+    JW(h->dirty_pages) -= span_ndirty(l);
+    JW(s->first) = l->first;
+    JW(s->npages) += l->npages;
+    desc_release(l);
+  }
   if (r) {
     bin_remove(r);
+    if (span_ndirty(r)) dirty_unlink(r);
     nd += span_ndirty(r);
-    age_sum += (double)r->dirty_ms * span_ndirty(r);
     JW(h->dirty_pages) -= span_ndirty(r);
     JW(s->npages) += r->npages;
     desc_release(r);
   }
+  if (!w) {
+    JW(s->dirty_ms) = now_ms();
+    dirty_link_after(s, h->dirty_tail);
+  }
   span_set_ndirty(s, nd);
-  JW(s->dirty_ms) = (uint64_t)(age_sum / nd);
   JW(h->dirty_pages) += nd;
   map_ends(s);
   bin_insert(s);
@@ -418,6 +476,7 @@ int page_resize(struct span *s, uint32_t npages) {
       bin_remove(r);
       if (split_front(r, need) < 0) { bin_insert(r); return 0; }
     }
+    if (span_ndirty(r)) dirty_unlink(r);
     JW(h->dirty_pages) -= span_ndirty(r);
     desc_release(r);
   }

@@ -32,6 +32,7 @@ _Static_assert(sizeof(struct seen) == 12, "a fifth of a descriptor");
 #define SEEN_SMALL 0x4u   /* state SPAN_SMALL */
 #define SEEN_FULL 0x8u    /* flag SPAN_FULL */
 #define SEEN_DAMAGED 0x10u /* flag SPAN_DAMAGED */
+#define SEEN_DIRTY 0x20u  /* on the dirty list */
 
 static inline unsigned tiled(const struct seen *e) { return e->tag & SEEN_TILED; }
 static inline void set_tiled(struct seen *e, unsigned t) { e->tag = (uint8_t)((e->tag & ~SEEN_TILED) | t); }
@@ -266,7 +267,7 @@ long hv_check_ex(const struct hv *v, unsigned flags, hv_report rep, void *ctx, s
   if (!seen) return -1;
   prefault(v->spans, (size_t)count * sizeof *v->spans);
   prefault(v->pagemap, (size_t)top * sizeof *v->pagemap);
-  uint64_t dirty = 0, live = 0, large = 0, large_bytes = 0, nfree = 0;
+  uint64_t dirty = 0, live = 0, large = 0, large_bytes = 0, nfree = 0, ndirtyspans = 0;
   int prev_free = 0;
   uint32_t pg = 0;
   while (pg < top) {
@@ -292,6 +293,7 @@ long hv_check_ex(const struct hv *v, unsigned flags, hv_report rep, void *ctx, s
       if (prev_free) bad_on(&k, ON_COUNTERS, i, "span %u: free, next to another free span (not coalesced)", i);
       if (s->ndirty > s->npages) bad(&k, "span %u: %u dirty pages of %u", i, s->ndirty, s->npages);
       dirty += s->ndirty;
+      ndirtyspans += s->ndirty != 0;
       nfree++;
       break;
     case SPAN_SMALL:
@@ -341,6 +343,28 @@ long hv_check_ex(const struct hv *v, unsigned flags, hv_report rep, void *ctx, s
     }
   }
   if (walked && binned != nfree) bad(&k, "%llu free spans, %llu of them in bins", (unsigned long long)nfree, (unsigned long long)binned);
+
+  /* The dirty list (I8): every free span with dirty pages, once.  Its age
+   * order is not judged: a span out of order is purged late, nothing worse. */
+  uint64_t listed = 0;
+  uint32_t dprev = 0;
+  for (uint32_t i = h->dirty_head, steps = 0; i; i = v->spans[i].dnext) {
+    if (i >= count || ++steps > count) {
+      bad(&k, "dirty list: broken (index %u)", i);
+      break;
+    }
+    const struct span *s = &v->spans[i];
+    if (s->state != SPAN_FREE || !s->ndirty || s->dprev != dprev || tiled(&seen[i]) != 2 || (seen[i].tag & SEEN_DIRTY)) {
+      bad(&k, "dirty list: span %u (state %u, %u dirty pages) does not belong here", i, s->state, s->ndirty);
+      break;
+    }
+    seen[i].tag |= SEEN_DIRTY;
+    listed++;
+    dprev = i;
+  }
+  if (h->dirty_tail != dprev) bad(&k, "dirty list: ends at span %u, the header says %u", dprev, h->dirty_tail);
+  if (walked && listed != ndirtyspans)
+    bad(&k, "%llu free spans with dirty pages, %llu of them on the dirty list", (unsigned long long)ndirtyspans, (unsigned long long)listed);
 
   /* Descriptor free list: unused descriptors only. */
   uint32_t steps = 0;

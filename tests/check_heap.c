@@ -9,9 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "format.h"
+
+static void sleep_ms(unsigned ms) {
+  struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000};
+  while (nanosleep(&t, &t) != 0) {
+  }
+}
 
 static int reports;
 static char first_report[256];
@@ -127,6 +134,122 @@ START_TEST(t_reports_a_problem) {
 }
 END_TEST
 
+/* ---- purge order (I8): free pages go back oldest first -------------------- */
+
+static uint64_t ms_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+static struct shmheap_info info_now(void) {
+  struct shmheap_info in;
+  ck_assert_int_eq(shmheap_get_info(&in), 0);
+  return in;
+}
+
+/* Makes the allocator look at its dirty pages (page_purge_due runs after
+ * every locked edit): a 3 MiB block fits none of the tests' free spans,
+ * so it comes from fresh pages and leaves the free ones alone. */
+static void *poke(void) {
+  void *p = malloc(3 << 20);
+  ck_assert_ptr_nonnull(p);
+  return p;
+}
+
+#define GROUP 40 /* blocks of 1 MiB in each group: both together are far over the 8 MiB floor */
+
+/* Two groups of free spans, one freed 500 ms before the other: once the
+ * first is a second old and the second is not, a purge gives back the
+ * first and keeps the second.  A dirty list out of age order would stop
+ * at a young span before it reached the old ones. */
+START_TEST(t_purge_oldest_first) {
+  for (int attempt = 0;; attempt++) {
+    static char *b[4 * GROUP];
+    for (int i = 0; i < 4 * GROUP; i++) ck_assert_ptr_nonnull(b[i] = malloc(1 << 20));
+    for (int i = 0; i < 4 * GROUP; i++) memset(b[i], 0x5a, 1 << 20);
+    /* b[4k] old, b[4k + 2] young; the odd ones keep them apart.  The
+     * background thread may purge before poke() does: counted from here. */
+    uint64_t before = info_now().purged_bytes;
+    for (int i = 0; i < 4 * GROUP; i += 4) free(b[i]);
+    sleep_ms(500);
+    uint64_t young_from = ms_now();
+    for (int i = 2; i < 4 * GROUP; i += 4) free(b[i]);
+    sleep_ms(650);
+    void *p = poke();
+    uint64_t young_age = ms_now() - young_from;
+    struct shmheap_info in = info_now();
+    free(p);
+    for (int i = 1; i < 4 * GROUP; i += 2) free(b[i]);
+    ck_assert_int_eq(check_heap(), 0);
+    /* A stall of more than 300 ms made the young ones old too: again. */
+    if (young_age >= 950 && attempt < 4) {
+      sleep_ms(1200);
+      continue;
+    }
+    ck_assert_msg(young_age < 950, "the machine stalled in every attempt");
+    /* Less a page or two: a small span the process needed meanwhile may
+     * have been cut from a free span of either group. */
+    size_t group = (size_t)GROUP << 20, slack = 1 << 20;
+    ck_assert_msg(in.purged_bytes - before >= group - slack,
+                  "%llu bytes purged since the old group's free, which alone is %zu",
+                  (unsigned long long)(in.purged_bytes - before), group);
+    ck_assert_msg(in.free_dirty >= group - slack, "%zu dirty bytes left: the young group (%zu) was purged too", in.free_dirty, group);
+    ck_assert_msg(in.free_dirty < group + (8u << 20), "%zu dirty bytes left, the young group is %zu", in.free_dirty, group);
+    break;
+  }
+}
+END_TEST
+
+/* A big free span that small blocks are cut from and freed again keeps its
+ * age (the merged span takes its majority part's): it is purged a second
+ * after its own free, not never. */
+START_TEST(t_purge_keeps_majority_age) {
+  char *lo = malloc(1 << 20), *big = malloc(32 << 20), *hi = malloc(1 << 20);
+  ck_assert(lo && big && hi);
+  memset(big, 0x5a, 32 << 20);
+  uint64_t before = info_now().purged_bytes;
+  uintptr_t big_lo = (uintptr_t)big, big_hi = big_lo + (32 << 20);
+  uint64_t t0 = ms_now();
+  free(big);
+  int cut = 0;
+  while (ms_now() - t0 < 1400) {
+    char *p = malloc(512 << 10);
+    ck_assert_ptr_nonnull(p);
+    cut += (uintptr_t)p >= big_lo && (uintptr_t)p < big_hi;
+    memset(p, 1, 512 << 10);
+    free(p);
+    sleep_ms(20);
+  }
+  free(poke());
+  struct shmheap_info in = info_now();
+  free(lo);
+  free(hi);
+  ck_assert_int_eq(check_heap(), 0);
+  ck_assert_msg(cut > 0, "no block was cut from the freed 32 MiB span: the test's premise fails");
+  ck_assert_msg(in.purged_bytes - before >= (31u << 20), "%llu bytes purged after 1.4 s: the 32 MiB span kept getting younger",
+                (unsigned long long)(in.purged_bytes - before));
+}
+END_TEST
+
+/* The check walks the dirty list: a header that says it ends elsewhere is reported. */
+START_TEST(t_reports_a_broken_dirty_list) {
+  char *a = malloc(1 << 20), *sep = malloc(1 << 20);
+  ck_assert(a && sep);
+  memset(a, 1, 1 << 20);
+  free(a);
+  struct shm_header *h = info_now().base;
+  ck_assert_msg(h->dirty_tail != 0, "a freed 1 MiB block is not on the dirty list");
+  uint32_t keep = h->dirty_tail;
+  h->dirty_tail = keep == 1 ? 2 : 1;
+  int n = check_heap();
+  h->dirty_tail = keep;
+  ck_assert_msg(n >= 1 && strstr(first_report, "dirty list"), "%d problems, first: %s", n, first_report);
+  ck_assert_int_eq(check_heap(), 0);
+  free(sep);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("heap");
   TCase *tc = tcase_create("check");
@@ -135,6 +258,12 @@ int main(void) {
   tcase_add_test(tc, t_consistent_in_fork_children);
   tcase_add_test(tc, t_reports_a_problem);
   suite_add_tcase(s, tc);
+  TCase *tp = tcase_create("purge");
+  tcase_set_timeout(tp, 60);
+  tcase_add_test(tp, t_purge_oldest_first);
+  tcase_add_test(tp, t_purge_keeps_majority_age);
+  tcase_add_test(tp, t_reports_a_broken_dirty_list);
+  suite_add_tcase(s, tp);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);

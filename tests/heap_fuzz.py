@@ -456,10 +456,10 @@ def mut_field(S, rng, where, fname, off, size, plausible):
 HEADER_FIELDS = ["magic", "format", "header_size", "size", "base", "key", "name", "creator_uid", "creator_pid",
                  "page_size", "nclass", "class_size", "class_pages", "heaps_off", "spans_off", "pagemap_off",
                  "heap_off", "npages", "nspans", "lock", "top", "span_count", "span_free", "bins", "binmap",
-                 "dirty_pages", "live_pages", "large_in_use", "large_count", "purge_due_ms", "max_heap", "roots",
+                 "dirty_pages", "dirty_head", "dirty_tail", "live_pages", "large_in_use", "large_count", "purge_due_ms", "max_heap", "roots",
                  "program", "last_pid", "procs", "image", "ulog"]
 # the fields the allocator follows get most of the draws
-HEADER_WEIGHTS = {"top": 4, "span_count": 4, "span_free": 4, "bins": 8, "binmap": 3, "max_heap": 3, "roots": 4,
+HEADER_WEIGHTS = {"top": 4, "span_count": 4, "span_free": 4, "bins": 8, "dirty_head": 3, "dirty_tail": 2, "binmap": 3, "max_heap": 3, "roots": 4,
                   "procs": 3, "ulog": 5, "lock": 4, "class_size": 2, "class_pages": 2}
 
 
@@ -517,6 +517,7 @@ def corrupt_header(S, rng):
         "top": [S.npages, S.npages + 1, S.top - 1, S.top + 1, 0, 0xffffffff],
         "span_count": indices_plausible(S, rng, S.span_count),
         "span_free": indices_plausible(S, rng),
+        "dirty_head": indices_plausible(S, rng), "dirty_tail": indices_plausible(S, rng),
         "max_heap": [0, 1, 1023, 1024, 1025, 0xffffffff, S.max_heap + 1],
         "dirty_pages": [S.npages, 1 << 40], "live_pages": [0, 1 << 40],
         "large_count": [0, 1 << 63], "large_in_use": [0, 1 << 63],
@@ -562,6 +563,8 @@ SPAN_PLAUS = {
     "bsize": lambda S, s, rng: [0, 1, 16, 8, 32768, 65536, s["bsize"] * 2],
     "next": lambda S, s, rng: indices_plausible(S, rng),
     "prev": lambda S, s, rng: indices_plausible(S, rng),
+    "dnext": lambda S, s, rng: indices_plausible(S, rng),
+    "dprev": lambda S, s, rng: indices_plausible(S, rng),
     "ndirty": lambda S, s, rng: [0, s["npages"] + 1, 0xffffffff],
     "free": lambda S, s, rng: offsets_plausible(S, rng),
     "thread_free": lambda S, s, rng: [o | 1 for o in offsets_plausible(S, rng)] + offsets_plausible(S, rng),

@@ -66,7 +66,7 @@ static int layout(void) {
   F(shm_header, spans_off); F(shm_header, pagemap_off); F(shm_header, heap_off); F(shm_header, npages);
   F(shm_header, nspans); F(shm_header, lock); F(shm_header, repairs); F(shm_header, top);
   F(shm_header, span_count); F(shm_header, span_free); A(shm_header, bins); A(shm_header, binmap);
-  F(shm_header, dirty_pages); F(shm_header, live_pages); F(shm_header, large_in_use);
+  F(shm_header, dirty_pages); F(shm_header, dirty_head); F(shm_header, dirty_tail); F(shm_header, live_pages); F(shm_header, large_in_use);
   F(shm_header, large_count); F(shm_header, purged_pages); F(shm_header, purge_due_ms);
   F(shm_header, max_heap); A(shm_header, roots); A(shm_header, program); F(shm_header, last_pid);
   F(shm_header, crashes); F(shm_header, attaches); A(shm_header, procs); F(shm_header, image);
@@ -76,6 +76,7 @@ static int layout(void) {
   F(span, first); F(span, npages); F(span, state); F(span, cls); F(span, spare); F(span, flags);
   F(span, owner); F(span, capacity); F(span, reserved); F(span, used); F(span, bsize); F(span, free);
   F(span, thread_free); F(span, next); F(span, prev); F(span, ndirty); F(span, dirty_ms);
+  F(span, dnext); F(span, dprev);
   printf("}},\n");
   open_struct("theap", sizeof(struct theap));
   F(theap, busy); F(theap, edit_span); F(theap, owner_pid); F(theap, owner_tid); F(theap, full_remote);
