@@ -160,20 +160,8 @@ __attribute__((noinline)) void heap_retire(struct theap *h, struct span *s) {
   errno = saved;
 }
 
-/* The span that was current until now is retired if it is empty: it was
- * kept only as the current one, and no free will come to it again to retire
- * it (its blocks are all free), so a program that frees everything it made
- * in one size (in any order) would otherwise leave one empty span behind
- * for each span it filled, and no other size could use their pages. */
-__attribute__((noinline)) void heap_unpark(struct theap *h, struct span *s) {
-  struct heap_class *hc = &h->cls[s->cls];
-  uint32_t was = hc->avail;
-  small_unpark(hc, s);
-  if (was) {
-    struct span *o = &G.spans[was];
-    if (o->used == 0 && !o->flags) heap_retire(h, o);
-  }
-}
+/* Out of line: the free fast path stays small. */
+__attribute__((noinline)) void heap_unpark(struct theap *h, struct span *s) { small_unpark(&h->cls[s->cls], s); }
 
 /* The page allocator is out of pages (or malloc_trim asks): every span of h
  * that blocks freed by other threads have emptied goes back to it.  Those

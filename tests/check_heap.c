@@ -250,6 +250,64 @@ START_TEST(t_reports_a_broken_dirty_list) {
 }
 END_TEST
 
+/* The descriptor of the small span a block is in, from the heap's own
+ * tables (format.h). */
+static struct span *span_of(const void *p) {
+  char *base = info_now().base;
+  const struct shm_header *h = (const struct shm_header *)base;
+  uint64_t page = ((uint64_t)((const char *)p - base) - h->heap_off) >> SH_PAGE_SHIFT;
+  struct span *s = (struct span *)(base + h->spans_off) + ((const uint32_t *)(base + h->pagemap_off))[page];
+  ck_assert_int_eq(s->state, SPAN_SMALL);
+  return s;
+}
+
+/* A parked (full) span that a quarter of its blocks come back to waits
+ * behind the current span, which serves until it runs dry: made current
+ * at once, it would be dry again after those few blocks (a park and a
+ * refill for every few).  Then its freed blocks are used, not lost. */
+START_TEST(t_unparked_span_waits) {
+  enum { RB = 1000, N = 128 };
+  static char *p[N + 1];
+  int n = N;
+  for (int i = 0; i < n; i++) ck_assert_ptr_nonnull(p[i] = malloc(RB));
+  struct span *cur = span_of(p[n - 1]);
+  if (cur->used == cur->capacity) {
+    ck_assert_ptr_nonnull(p[n] = malloc(RB));
+    cur = span_of(p[n++]);
+  }
+  /* A span full of this test's blocks only, other than the current one. */
+  struct span *full = NULL;
+  for (int i = 0; i < n && !full; i++) {
+    struct span *s = span_of(p[i]);
+    int mine = 0;
+    for (int k = 0; k < n; k++) mine += span_of(p[k]) == s;
+    if (s != cur && s->used == s->capacity && mine == s->capacity) full = s;
+  }
+  ck_assert_msg(full != NULL, "no span full of this test's %d blocks: the premise fails", n);
+  ck_assert_int_ge(full->capacity, 8);
+  unsigned quarter = full->capacity / 4, freed = 0;
+  for (int i = 0; i < n && freed < quarter; i++)
+    if (span_of(p[i]) == full) {
+      free(p[i]);
+      p[i] = NULL;
+      freed++;
+    }
+  int room = cur->capacity - cur->used;
+  static char *q[64];
+  ck_assert_int_le(room + 1, 64);
+  for (int k = 0; k < room; k++) {
+    ck_assert_ptr_nonnull(q[k] = malloc(RB));
+    ck_assert_msg(span_of(q[k]) == cur, "block %d of the current span's room of %d came from another span: the unparked one displaced it", k, room);
+  }
+  /* Dry: the freed blocks come back. */
+  ck_assert_ptr_nonnull(q[room] = malloc(RB));
+  ck_assert_msg(span_of(q[room]) == full, "after the current span ran dry, a block from another span than the one with %u free", quarter);
+  for (int k = 0; k <= room; k++) free(q[k]);
+  for (int i = 0; i < n; i++) free(p[i]);
+  ck_assert_int_eq(check_heap(), 0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("heap");
   TCase *tc = tcase_create("check");
@@ -264,6 +322,9 @@ int main(void) {
   tcase_add_test(tp, t_purge_keeps_majority_age);
   tcase_add_test(tp, t_reports_a_broken_dirty_list);
   suite_add_tcase(s, tp);
+  TCase *tr = tcase_create("reuse");
+  tcase_add_test(tr, t_unparked_span_waits);
+  suite_add_tcase(s, tr);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
