@@ -118,13 +118,16 @@ SH_HIDDEN int small_sound(const struct shm_header *h, const struct span *s);
 /* ---- edits, by the owner of the span's heap (I4) ---------------------------------------- */
 
 /* Class lists of a thread heap (owner only, or the repairer of a dead owner). */
-static inline void small_list_push(uint32_t *head, struct span *s) {
-  uint32_t i = span_index(s);
-  s->prev = 0;
-  s->next = *head;
-  if (*head) G.spans[*head].prev = i;
-  *head = i;
+/* Links s after the span at index after, or at the head if after is 0. */
+static inline void small_list_insert(uint32_t *head, uint32_t after, struct span *s) {
+  uint32_t i = span_index(s), nx = after ? G.spans[after].next : *head;
+  s->prev = after;
+  s->next = nx;
+  if (nx) G.spans[nx].prev = i;
+  if (after) G.spans[after].next = i;
+  else *head = i;
 }
+static inline void small_list_push(uint32_t *head, struct span *s) { small_list_insert(head, 0, s); }
 
 static inline void small_list_remove(uint32_t *head, struct span *s) {
   if (s->prev) G.spans[s->prev].next = s->next;
@@ -263,24 +266,14 @@ static inline int small_park(struct heap_class *hc, struct span *s) {
 }
 
 /* The span comes back behind the current one (the head), which keeps
- * serving until it runs dry: made current at once, a span with an eighth
- * free would run dry after a few blocks and be parked again, a park and
- * an unpark for every few blocks (larson, 16..1024 B: one per eight
- * allocations), and the current span it displaced would sit unused. */
+ * serving until it runs dry: made current at once, a span with few blocks
+ * free would run dry after them and be parked again, and the current span
+ * it displaced would sit unused. */
 static inline void small_unpark(struct heap_class *hc, struct span *s) {
   atomic_fetch_and_explicit(&s->thread_free, ~TF_NOTIFY, memory_order_relaxed);
   small_list_remove(&hc->full, s);
   s->flags &= (uint8_t)~SPAN_FULL;
-  if (!hc->avail) {
-    small_list_push(&hc->avail, s);
-    return;
-  }
-  struct span *cur = &G.spans[hc->avail];
-  uint32_t i = span_index(s);
-  s->prev = hc->avail;
-  s->next = cur->next;
-  if (cur->next) G.spans[cur->next].prev = i;
-  cur->next = i;
+  small_list_insert(&hc->avail, hc->avail, s);
 }
 
 #endif
