@@ -159,6 +159,9 @@ static void finished(void) {
 static void *pf_main(void *arg) {
   struct pf_thread *t = arg;
   os_set_self_name("shmheap-prefault");
+  /* The gate of prefault_start, and PF.top and PF.planned set before it
+   * opened. */
+  if (!may_go_on()) return NULL;
   if (walk(t->i, PF.n, 1)) {
     if (atomic_fetch_sub(&PF.left, 1) == 1) finished();
     /* Last: after this the thread touches nothing of the heap's or of
@@ -168,15 +171,21 @@ static void *pf_main(void *arg) {
   return NULL;
 }
 
-void prefault_start(void) {
-  if (PF.mode != SHMHEAP_PREFAULT_NONE || opts.prefault == SH_PREFAULT_OFF) return;
+/* What the walk is to map: the pages in use now, below the heap's top.
+ * 0 when there is nothing. */
+static int plan(void) {
   uint32_t top = __atomic_load_n(&G.hdr->top, __ATOMIC_RELAXED);
   uint64_t live = __atomic_load_n(&G.hdr->live_pages, __ATOMIC_RELAXED);
   uint32_t npages = (uint32_t)(G.heap_len >> SH_PAGE_SHIFT);
   if (top > npages) top = npages;
-  if (live == 0 || top == 0) return;
   PF.top = top;
   PF.planned = live < top ? live : top;
+  return live != 0 && top != 0;
+}
+
+void prefault_start(void) {
+  if (PF.mode != SHMHEAP_PREFAULT_NONE || opts.prefault == SH_PREFAULT_OFF) return;
+  if (!plan()) return;
   PF.t0 = os_clock_ns(CLOCK_MONOTONIC);
   unsigned cpus = os_ncpus();
   int sync = opts.prefault == SH_PREFAULT_SYNC ||
@@ -192,6 +201,11 @@ void prefault_start(void) {
   PF.n = cpus < PF_MAX_THREADS ? cpus : PF_MAX_THREADS;
   atomic_store(&PF.left, PF.n);
   atomic_store(&PF.busy, (int)PF.n);
+  /* Each thread's creation allocates its descriptors from the heap (glibc's
+   * DTV), perhaps in a new span: the threads wait parked until all exist
+   * and the plan is made again, so that a walk counts what was in use when
+   * it began, whoever allocated before. */
+  atomic_store(&PF.hold, PF_PARK);
   for (unsigned i = 0; i < PF.n; i++) {
     PF.th[i].i = i;
     if (os_thread_start(pf_main, &PF.th[i]) != 0) {
@@ -201,6 +215,9 @@ void prefault_start(void) {
       if (atomic_fetch_sub(&PF.busy, 1) == 1) os_futex_wake_all(&PF.busy);
     }
   }
+  plan();
+  atomic_store(&PF.hold, PF_RUN);
+  os_futex_wake_all(&PF.hold);
 }
 
 /* Sets the hold and waits until no thread is busy (each looks at the hold
