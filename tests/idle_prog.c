@@ -12,8 +12,8 @@
  *                              too, then waits for the child.  In share
  *                              mode the child reuses pages the parent
  *                              mapped: the parent's figure includes what
- *                              the child holds, and its time runs from the
- *                              child's last free
+ *                              the child holds, and its time (and its
+ *                              SECONDS) run from the child's last free
  *   idle_prog nofree SECONDS   fill 256 MiB and free 1 MiB of it: no more
  *                              than the floor of free pages
  * Each prints "in_use=KiB rss_after_free=KiB fell=T|never rss=KiB
@@ -104,12 +104,18 @@ static size_t fill_and_free(size_t total, size_t keep) {
 static void watch(const char *who, size_t held, double seconds, int peer) {
   long after = rss_kib(), limit = (long)(held >> 10) + 16 * 1024;
   double t0 = now(), tref = peer < 0 ? t0 : -1, fell = -1;
-  while (now() - t0 < seconds) {
+  /* SECONDS from the reference; the child's fill and free before it may
+   * take long on a loaded machine (a minute at most). */
+  while (tref < 0 ? now() - t0 < 60 : now() - tref < seconds) {
     size_t other;
-    if (tref < 0 && read(peer, &other, sizeof other) == (ssize_t)sizeof other) {
-      tref = now();
-      held += other;
-      limit += (long)(other >> 10);
+    if (tref < 0) {
+      ssize_t n = read(peer, &other, sizeof other);
+      if (n == 0) break; /* the child is gone without a word */
+      if (n == (ssize_t)sizeof other) {
+        tref = now();
+        held += other;
+        limit += (long)(other >> 10);
+      }
     }
     if (tref >= 0 && rss_kib() <= limit) {
       fell = now() - tref;
@@ -153,6 +159,7 @@ int main(int argc, char **argv) {
       watch("child: ", h, seconds, -1);
       _exit(0);
     }
+    close(p[1]); /* the child's word, or the end of the pipe if it dies */
     watch("parent: ", held, seconds, share ? p[0] : -1);
     int status;
     if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) return 1;
