@@ -188,9 +188,13 @@ typedef void (*shmheap_report_fn)(void *ctx, const char *problem);
  * lists of every block, free-page bins, thread heaps, counters) and checks
  * the allocator's invariants.  Calls report (if not NULL) for each problem.
  * Returns the number of problems, 0 for a consistent heap, or -1 with errno
- * ENOMEM if the check could not get its scratch memory.  The result is exact
- * when no other thread or process allocates during the call; one that does
- * can make it see a list in the middle of an edit. */
+ * ENOMEM if the check could not get its scratch memory.  The walk holds the
+ * page allocator's lock (other threads' large blocks and new spans wait for
+ * it; the reports are made after it is released), so the library's own
+ * background purge and other processes sharing the heap never show it a
+ * span or page count mid-edit.  The result is exact when no other thread
+ * or process allocates small blocks during the call; one that does can make
+ * it see a free list in the middle of an edit. */
 int shmheap_check(shmheap_report_fn report, void *ctx);
 
 #ifdef __cplusplus

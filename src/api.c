@@ -50,26 +50,61 @@ SH_API int shmheap_recovered(struct shmheap_recovery *info) {
 
 /* ---- checking the heap from inside the process ------------------------------------ */
 
-struct count_ctx {
-  shmheap_report_fn report;
-  void *ctx;
+/* The problems found under the lock wait here, in scratch memory, and are
+ * handed to the report function after it is released: a report may
+ * allocate, and an allocation may need the lock. */
+struct held {
+  char *buf;
+  size_t len, cap;
+  long lost; /* problems whose text did not fit (no scratch memory) */
 };
 
-static void forward(void *c, const char *problem) {
-  struct count_ctx *cc = c;
-  if (cc->report) cc->report(cc->ctx, problem);
+static void hold(void *c, const char *problem) {
+  struct held *h = c;
+  size_t n = strlen(problem) + 1;
+  if (h->len + n > h->cap) {
+    size_t cap = h->cap ? 2 * h->cap : 16384;
+    while (cap < h->len + n) cap *= 2;
+    char *b = os_scratch(cap);
+    if (!b) {
+      h->lost++;
+      return;
+    }
+    if (h->buf) {
+      memcpy(b, h->buf, h->len);
+      os_scratch_free(h->buf, h->cap);
+    }
+    h->buf = b;
+    h->cap = cap;
+  }
+  memcpy(h->buf + h->len, problem, n);
+  h->len += n;
 }
 
+/* Under the page allocator's lock: the library's own threads (the purge in
+ * the background) and, in a shared heap, other processes change the spans
+ * and page counts under it, so they are seen whole.  Thread heaps' lists
+ * are edited without it (I4), as the header says. */
 SH_API int shmheap_check(shmheap_report_fn report, void *ctx) {
   ensure_init();
   struct hv v;
   char why[160];
-  struct count_ctx cc = {report, ctx};
   if (fmt_open(&v, G.base, G.hdr->size, why, sizeof why) < 0) {
-    forward(&cc, why);
+    if (report) report(ctx, why);
     return 1;
   }
-  long n = hv_check(&v, forward, &cc);
+  struct held h = {NULL, 0, 0, 0};
+  pages_lock();
+  long n = hv_check(&v, hold, &h);
+  pages_unlock();
+  if (report) {
+    for (size_t at = 0; at < h.len; at += strlen(h.buf + at) + 1) report(ctx, h.buf + at);
+    if (h.lost) {
+      os_fmt(why, sizeof why, "%ld more problem(s): no memory to hold their text", h.lost);
+      report(ctx, why);
+    }
+  }
+  if (h.buf) os_scratch_free(h.buf, h.cap);
   if (n < 0) {
     errno = ENOMEM;
     return -1;

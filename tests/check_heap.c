@@ -98,13 +98,17 @@ START_TEST(t_consistent_in_fork_children) {
     pid_t pid = shmheap_fork(mode ? SHMHEAP_FORK_SHARE : SHMHEAP_FORK_COPY);
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-      if (check_heap() != 0) _exit(10);
+      if (check_heap() != 0) {
+        fprintf(stderr, "%s child: %d problem(s) at the fork, first: %s\n", mode ? "share" : "copy", reports, first_report);
+        _exit(10);
+      }
       /* Sharing, the parent's blocks are the parent's: the child forgets
        * them (freeing them here would make the parent's free a double free). */
       if (mode)
         for (int i = 0; i < SLOTS; i++) atomic_store(&slot[i], NULL);
       run_churn(2); /* the copy (or the shared heap) keeps working */
       int bad = check_heap();
+      if (bad) fprintf(stderr, "%s child: %d problem(s) after its churn, first: %s\n", mode ? "share" : "copy", reports, first_report);
       if (mode) free_all();
       _exit(bad == 0 ? 0 : 11);
     }
