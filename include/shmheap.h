@@ -124,6 +124,11 @@ struct shmheap_recovery {
   uint64_t check_ns;         /* of which: checking the heap's metadata */
   uint64_t spans_quarantined; /* small spans found corrupt and taken out of use */
   uint64_t blocks_lost;      /* their free blocks, never handed out again */
+  /* The collection at restart (SHMHEAP_GC=auto): blocks no named root
+   * reached, freed before main; 0 when none ran. */
+  uint64_t gc_blocks;        /* blocks freed */
+  uint64_t gc_bytes;         /* their bytes (large blocks: their pages) */
+  uint64_t gc_ns;            /* time the collection took (part of recovery_ns) */
 };
 
 /* Whether this process attached a heap that existed before it, and whether

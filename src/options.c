@@ -266,6 +266,12 @@ void options_parse(struct options *o) {
     else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_BACKGROUND=%s is not on or off: use on (the default: a thread gives free pages back a second after they were freed) or off (only when the program calls the allocator)", v);
   }
 
+  if ((v = env_get("SHMHEAP_GC")) && *v) {
+    if (!strcmp(v, "auto")) o->gc = 1;
+    else if (!strcmp(v, "off")) o->gc = 0;
+    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_GC=%s is not a collection setting: use auto (free at restart what no named root reaches) or off (the default: keep every block)", v);
+  }
+
   if ((v = env_get("SHMHEAP_PREFAULT")) && *v) {
     if (!strcmp(v, "auto")) o->prefault = SH_PREFAULT_AUTO;
     else if (!strcmp(v, "sync")) o->prefault = SH_PREFAULT_SYNC;

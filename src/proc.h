@@ -73,6 +73,11 @@ SH_HIDDEN void recover_register_self(void); /* a share-mode child */
 SH_HIDDEN void recover_leave(void);         /* at exit */
 SH_HIDDEN void recover_reap(void);          /* the supervisor, after its worker died */
 
+/* ---- collection at restart (collect.c), under hdr->lock, nobody else using the heap ---- */
+
+/* Frees every block the named roots do not reach; adds what it did to *f. */
+SH_HIDDEN void collect_at_restart(struct shmheap_recovery *f);
+
 /* ---- warm restart (prefault.c) ------------------------------------------------------------------ */
 
 /* After the attach of a keyed heap: maps its in-use pages in (before

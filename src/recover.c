@@ -491,8 +491,19 @@ enum recover_verdict recover_attach(uint64_t t0) {
   unsigned dead = reap(f, 1);
   f->dead_processes = dead;
   f->previous_pid = h->last_pid;
+  /* A collection killed mid-sweep left a heap busy that nobody owns (reap
+   * rebuilds only the heaps of the dead): rebuilt now, so that every
+   * span's count is true before anything trusts it. */
+  for (uint32_t hi = 0; hi < h->max_heap && hi < SH_MAX_HEAPS; hi++)
+    if (atomic_load(&G.heaps[hi].busy)) {
+      repair_heap(&G.heaps[hi]);
+      f->heaps_repaired++;
+    }
   int crashed = dead || f->lock_recovered || f->heaps_repaired;
   f->origin = crashed ? SHMHEAP_CRASHED : SHMHEAP_CLEAN;
+  /* What departed processes left and no root reaches: freed before this
+   * process allocates anything (collect.c). */
+  if (opts.gc) collect_at_restart(f);
   journal_begin();
   register_self();
   journal_end();

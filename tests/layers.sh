@@ -16,7 +16,7 @@ LAYERS=(
   "1 format: format"
   "2 pages: lock journal pages"
   "3 allocator: small alloc view stats"
-  "4 processes: thread repair fork recover image prefault background"
+  "4 processes: thread repair fork recover collect image prefault background"
   "5 start-up: init segment"
   "6 exported: interpose cxx exec api roots supervise"
 )

@@ -73,7 +73,7 @@ AM_TESTS_ENVIRONMENT = \
 	CXX='$(CXX)'; export CXX; \
 	$(SAN_TESTS_ENVIRONMENT) \
 	unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERBOSE \
-		SHMHEAP_PROGRAM SHMHEAP_IMAGE SHMHEAP_MODE SHMHEAP_FRESH SHMHEAP_REEXEC SHMHEAP_HUGEPAGES;
+		SHMHEAP_PROGRAM SHMHEAP_IMAGE SHMHEAP_MODE SHMHEAP_FRESH SHMHEAP_REEXEC SHMHEAP_HUGEPAGES SHMHEAP_GC;
 
 # Any sanitizer finding fails its test: with -fno-sanitize-recover it
 # already stops the program, these make sure of it (and keep LeakSanitizer
@@ -278,3 +278,13 @@ check_PROGRAMS += tests/idle_prog
 tests_idle_prog_SOURCES = tests/idle_prog.c
 TESTS += tests/background.sh
 EXTRA_DIST += tests/background.sh
+
+# gc.sh (gc_prog, NOT linked with the library: preloaded)   SHMHEAP_GC: the
+# collection at restart keeps what the named roots reach, whole, and frees
+# the rest; kill -9 during it; restarts do not grow the heap
+check_PROGRAMS += tests/gc_prog
+tests_gc_prog_SOURCES = tests/gc_prog.cc
+tests_gc_prog_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17
+tests_gc_prog_LDADD = -ldl
+TESTS += tests/gc.sh
+EXTRA_DIST += tests/gc.sh

@@ -29,7 +29,7 @@ show() { # show FILE: the first lines of a file, for a failure message
 : "${top_srcdir:=$(cd "$(dirname "$0")/.." && pwd)}"
 : "${SHMHEAP_LIB:=$top_builddir/src/.libs/libshmheap.so}"
 [ -f "$SHMHEAP_LIB" ] || fail "SHMHEAP_LIB=$SHMHEAP_LIB does not exist (build src/libshmheap.la first)"
-unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERBOSE SHMHEAP_HUGEPAGES SHMHEAP_PREFAULT SHMHEAP_BACKGROUND || :
+unset LD_PRELOAD SHMHEAP_KEY SHMHEAP_SIZE SHMHEAP_ADDR SHMHEAP_FORK SHMHEAP_VERBOSE SHMHEAP_HUGEPAGES SHMHEAP_PREFAULT SHMHEAP_BACKGROUND SHMHEAP_GC || :
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/shmheap-real.XXXXXX")
 # keyed heaps made by the test (see keyed_heap_bytes) are removed on exit too

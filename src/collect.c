@@ -1,0 +1,283 @@
+/* Collection at restart (shmheap(7), "What a restart frees"): a keyed heap
+ * that no live process uses keeps only what its named roots reach.
+ *
+ * Everything a departed process had not freed (its stdio buffers, request
+ * state, what a program never frees before exit) would otherwise stay
+ * allocated for good, and a heap restarted daily or crash-looping would
+ * fill.  The collection is a mark from the roots and a sweep of the rest:
+ *
+ *  - the mark is conservative and exact about what it sees: a block is
+ *    reached when an 8-byte-aligned word of a reached block or a root holds
+ *    an address inside it (its first byte, an interior byte, or one past
+ *    its end where that is not the first byte of a block in use: reach());
+ *  - only live blocks are marked or scanned: a stale pointer into a free
+ *    block keeps nothing alive;
+ *  - a span whose free lists do not walk cleanly (a cycle, a link out of the
+ *    span) or that is damaged is not swept: its blocks all count as live.
+ *
+ * Every table the mark uses is built here in scratch memory from the span
+ * descriptors that attach checked, never from the segment's page map: the
+ * heap is input from a possibly dead or buggy writer.
+ *
+ * A kill at any instruction leaves a heap the next start recovers:
+ *  - small blocks go onto their span's local list the way free does (the
+ *    chain linked first, the head stored once, I5), with the span's heap
+ *    busy and the span named in edit_span, so an interrupted sweep is
+ *    rebuilt by repair_heap (I7), which the next attach runs first
+ *    (recover_attach), whether it collects or not;
+ *  - large blocks and emptied spans go back to the page allocator in
+ *    logged steps of one span each (I6), so no step can overflow the log.
+ * Under hdr->lock, in the first malloc, with nobody else using the heap. */
+#include <string.h>
+
+#include "proc.h"
+
+struct gc {
+  uintptr_t lo;      /* first heap byte in this process */
+  uint64_t len;      /* bytes of pages [0, top) */
+  uint32_t *owner;   /* per page: the span covering it, 0 for none */
+  uint64_t *live;    /* per 16-byte granule: a live block starts here */
+  uint64_t *mark;    /* ... and it was reached */
+  uint64_t *stack;   /* reached blocks not scanned yet: heap offsets */
+  size_t n, cap;
+  uint64_t *unswept; /* per descriptor: its lists did not walk cleanly */
+  size_t nunswept;
+  int failed;        /* no scratch memory for the stack: nothing may be freed */
+};
+
+static int bit_get(const uint64_t *m, uint64_t g) { return (m[g >> 6] >> (g & 63)) & 1; }
+static void bit_set(uint64_t *m, uint64_t g) { m[g >> 6] |= 1ULL << (g & 63); }
+
+static int push(struct gc *c, uint64_t rel) {
+  if (c->n == c->cap) {
+    size_t cap = c->cap ? c->cap * 2 : 65536;
+    uint64_t *s = os_scratch(cap * sizeof *s);
+    if (!s) {
+      c->failed = 1;
+      return 0;
+    }
+    if (c->n) memcpy(s, c->stack, c->n * sizeof *s);
+    os_scratch_free(c->stack, c->cap * sizeof *s);
+    c->stack = s;
+    c->cap = cap;
+  }
+  c->stack[c->n++] = rel;
+  return 1;
+}
+
+/* The live block that byte rel of the heap belongs to, as its heap-relative
+ * start, or UINT64_MAX if it is in none. */
+static uint64_t block_at(const struct gc *c, uint64_t rel) {
+  if (rel >= c->len) return UINT64_MAX;
+  uint32_t si = c->owner[rel >> SH_PAGE_SHIFT];
+  if (!si) return UINT64_MAX;
+  const struct span *s = &G.spans[si];
+  uint64_t start = (uint64_t)s->first << SH_PAGE_SHIFT, b = start;
+  if (s->state == SPAN_SMALL) {
+    /* Exact floor division: rel - start < 2^18 and the reciprocal rounds
+     * up by less than one part in 2^30 (small.c). */
+    uint64_t q = ((rel - start) * small_class_recip[s->cls]) >> 48;
+    if (q >= s->reserved) return UINT64_MAX;
+    b = start + q * s->bsize;
+  }
+  return bit_get(c->live, b >> 4) ? b : UINT64_MAX;
+}
+
+/* An address read from a root or a reached block. */
+static void reach(struct gc *c, uint64_t word) {
+  uint64_t rel = word - c->lo;
+  if (rel > c->len) return;
+  uint64_t b = block_at(c, rel);
+  /* One past the end of a block is, at a block boundary, also the first
+   * byte of the block after it.  Taken for both, every pointer to a block
+   * would keep its neighbour too, and through the neighbour's pointers the
+   * neighbour's neighbours: in a heap dense with small objects that keeps
+   * nearly all garbage (tests/gc.sh: 98% of it).  So an address that is a
+   * block's first byte reaches that block, and one past the end of the
+   * block before only where no block in use starts (shmheap(7)). */
+  if (b == UINT64_MAX && rel && !(rel & 15)) b = block_at(c, rel - 1);
+  if (b == UINT64_MAX || bit_get(c->mark, b >> 4)) return;
+  bit_set(c->mark, b >> 4);
+  push(c, b);
+}
+
+/* The bytes of a live block to scan: all malloc_usable_size says the
+ * program may use.  For a large block that is its whole pages, but no page
+ * wholly past what was asked for: none that the program need never have
+ * touched (reading a hole of shared memory would allocate it). */
+static uint64_t scan_len(const struct span *s) {
+  return s->state == SPAN_SMALL ? s->bsize : (uint64_t)s->npages << SH_PAGE_SHIFT;
+}
+
+static void mark_from_roots(struct gc *c) {
+  const struct shm_header *h = G.hdr;
+  for (unsigned i = 0; i < SH_ROOT_MAX; i++)
+    if (atomic_load_explicit(&((struct shm_header *)h)->roots[i].name[0], memory_order_relaxed)) {
+      uint64_t off = atomic_load_explicit(&((struct shm_header *)h)->roots[i].off, memory_order_relaxed);
+      if (off) reach(c, (uint64_t)(uintptr_t)G.base + off);
+    }
+  while (c->n && !c->failed) {
+    uint64_t b = c->stack[--c->n];
+    const struct span *s = &G.spans[c->owner[b >> SH_PAGE_SHIFT]];
+    const uint64_t *w = (const uint64_t *)(c->lo + b);
+    uint64_t nw = scan_len(s) / 8;
+    for (uint64_t i = 0; i < nw; i++) {
+      uint64_t v = w[i];
+      if (v - c->lo <= c->len) reach(c, v);
+    }
+  }
+}
+
+/* The live blocks of small span s into c->live; 0 if its free lists do not
+ * walk cleanly (then it is not swept, and all its carved blocks count as
+ * live). */
+static int note_small(struct gc *c, const struct span *s, struct small_marks *m) {
+  const uint64_t start = small_start(s), rel = start - G.heap_off;
+  struct small_walk w;
+  const struct theap *t = &G.heaps[s->owner];
+  /* A chain a collect was moving (pend_*) is on neither list: after the
+   * repair of a busy heap none is left, and one that is must not be taken
+   * for blocks in use. */
+  int clean = !(s->flags & (SPAN_DAMAGED | SPAN_QUARANTINED)) && !(t->pend_head && t->pend_span == span_index(s));
+  small_marks_clear(m, s->reserved);
+  if (clean) {
+    small_walk(G.base, G.secret, s, start, s->free, s->reserved, m, &w);
+    clean = w.why == SMALL_END;
+  }
+  if (clean) {
+    small_walk(G.base, G.secret, s, start,
+               atomic_load_explicit(&((struct span *)s)->thread_free, memory_order_relaxed) & ~TF_NOTIFY,
+               s->reserved, m, &w);
+    clean = w.why == SMALL_END;
+  }
+  if (!clean) small_marks_clear(m, s->reserved);
+  for (uint32_t b = 0; b < s->reserved; b++)
+    if (!small_marked(m, b)) bit_set(c->live, (rel + (uint64_t)b * s->bsize) >> 4);
+  return clean;
+}
+
+/* Frees the unreached blocks of small span s (whose lists walked cleanly)
+ * as free would, in one chain in front of its local list.  Returns them. */
+static uint32_t sweep_small(const struct gc *c, struct span *s, uint64_t *bytes) {
+  const uint64_t start = small_start(s), rel = start - G.heap_off;
+  struct theap *t = &G.heaps[s->owner];
+  uint64_t head = s->free;
+  uint32_t n = 0;
+  for (uint32_t b = s->reserved; b-- > 0;) {
+    uint64_t g = (rel + (uint64_t)b * s->bsize) >> 4;
+    if (!bit_get(c->live, g) || bit_get(c->mark, g)) continue;
+    if (!n) {
+      /* The span this edit changes, before any of it (I7). */
+      t->edit_span = span_index(s);
+      atomic_signal_fence(memory_order_seq_cst);
+    }
+    uint64_t off = start + (uint64_t)b * s->bsize;
+    small_set_next(off, head);
+    head = off;
+    n++;
+  }
+  if (!n) return 0;
+  atomic_signal_fence(memory_order_seq_cst);
+  s->free = head;
+  atomic_signal_fence(memory_order_seq_cst);
+  s->used = (uint16_t)(s->used > n ? s->used - n : 0);
+  t->in_use -= (uint64_t)n * s->bsize;
+  t->nfree += n;
+  *bytes += (uint64_t)n * s->bsize;
+  /* A parked span with blocks free again goes back on its class list. */
+  if (s->flags & SPAN_FULL) small_unpark(&t->cls[s->cls], s);
+  return n;
+}
+
+static void collect_free(struct gc *c) {
+  os_scratch_free(c->owner, (c->len >> SH_PAGE_SHIFT) * sizeof *c->owner);
+  os_scratch_free(c->live, ((c->len >> 4) / 64 + 1) * 8);
+  os_scratch_free(c->mark, ((c->len >> 4) / 64 + 1) * 8);
+  os_scratch_free(c->stack, c->cap * sizeof *c->stack);
+  os_scratch_free(c->unswept, c->nunswept);
+}
+
+void collect_at_restart(struct shmheap_recovery *f) {
+  uint64_t t0 = os_clock_ns(CLOCK_MONOTONIC);
+  struct shm_header *h = G.hdr;
+  const uint32_t top = h->top <= G.hdr->npages ? h->top : G.hdr->npages;
+  uint32_t count = h->span_count < G.nspans ? h->span_count : G.nspans;
+  if (!top) return;
+  static struct gc c; /* not on the first malloc's stack */
+  static struct small_marks m;
+  static uint8_t busy[SH_MAX_HEAPS];
+  memset(&c, 0, sizeof c);
+  memset(busy, 0, sizeof busy);
+  c.lo = G.heap_lo;
+  c.len = (uint64_t)top << SH_PAGE_SHIFT;
+  size_t bits = ((c.len >> 4) / 64 + 1) * 8;
+  c.owner = os_scratch((size_t)top * sizeof *c.owner);
+  c.live = os_scratch(bits);
+  c.mark = os_scratch(bits);
+  c.nunswept = ((size_t)count / 64 + 1) * 8;
+  c.unswept = os_scratch(c.nunswept);
+  if (!c.owner || !c.live || !c.mark || !c.unswept) {
+    os_say("libshmheap: SHMHEAP_KEY=%s: no memory for the collection at restart (%zu bytes): nothing was collected",
+           options_key_label(), (size_t)top * 4 + 2 * bits + c.nunswept);
+    collect_free(&c);
+    return;
+  }
+  /* The spans in use: attach checked that they tile [0, top) and that a
+   * small one has its class's shape. */
+  for (uint32_t i = 1; i < count; i++) {
+    struct span *s = &G.spans[i];
+    if (s->state != SPAN_SMALL && s->state != SPAN_LARGE) continue;
+    if (s->first >= top || s->npages > top - s->first || !s->npages) continue;
+    if (s->state == SPAN_SMALL && (!small_sound(h, s) || s->owner >= SH_MAX_HEAPS)) continue;
+    for (uint32_t p = 0; p < s->npages; p++) c.owner[s->first + p] = i;
+    if (s->state == SPAN_LARGE) bit_set(c.live, ((uint64_t)s->first << SH_PAGE_SHIFT) >> 4);
+    else if (!note_small(&c, s, &m)) bit_set(c.unswept, i);
+  }
+  mark_from_roots(&c);
+  if (c.failed) {
+    os_say("libshmheap: SHMHEAP_KEY=%s: no memory for the collection's mark stack: nothing was collected",
+           options_key_label());
+    collect_free(&c);
+    return;
+  }
+  uint64_t blocks = 0, bytes = 0;
+  for (uint32_t i = 1; i < count; i++) {
+    struct span *s = &G.spans[i];
+    if (s->state != SPAN_SMALL || c.owner[s->first < top ? s->first : 0] != i) continue;
+    if (bit_get(c.unswept, i)) continue;
+    struct theap *t = &G.heaps[s->owner];
+    if (!busy[s->owner]) {
+      busy[s->owner] = 1;
+      atomic_store(&t->busy, 1);
+    }
+    blocks += sweep_small(&c, s, &bytes);
+  }
+  for (uint32_t hi = 0; hi < SH_MAX_HEAPS; hi++)
+    if (busy[hi]) {
+      G.heaps[hi].edit_span = 0;
+      atomic_store_explicit(&G.heaps[hi].busy, 0, memory_order_release);
+    }
+  /* Large blocks: one logged step each. */
+  journal_begin();
+  for (uint32_t i = 1; i < count; i++) {
+    struct span *s = &G.spans[i];
+    if (s->state != SPAN_LARGE || s->first >= top || c.owner[s->first] != i) continue;
+    uint64_t g = ((uint64_t)s->first << SH_PAGE_SHIFT) >> 4;
+    if (bit_get(c.mark, g)) continue;
+    uint64_t len = (uint64_t)s->npages << SH_PAGE_SHIFT;
+    JW(h->large_in_use) -= len;
+    JW(h->large_count)--;
+    page_free(s);
+    journal_step();
+    blocks++;
+    bytes += len;
+  }
+  journal_end();
+  collect_free(&c);
+  /* The spans the sweep emptied, of heaps nobody holds. */
+  for (uint32_t hi = 0; hi < SH_MAX_HEAPS; hi++)
+    if (busy[hi] && atomic_load(&G.heaps[hi].owner_pid) == 0) f->spans_returned += repair_trim(&G.heaps[hi]);
+  f->gc_blocks = blocks;
+  f->gc_bytes = bytes;
+  f->gc_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
+}

@@ -1,0 +1,112 @@
+#!/bin/sh
+# SHMHEAP_GC=auto (issue 15): a process that attaches a keyed heap nobody
+# uses frees, before main, every block its named roots do not reach.  Each
+# case runs tests/gc_prog under the preload:
+#  - a rooted structure (a list linked through interior pointers, an array
+#    of pointers in a large block, a tree, realloc'd blocks, C++ objects
+#    with vtables, a block reached only one past its end, one reached only
+#    from a root into its middle) comes through a collection whole, every
+#    byte checked, and shmheap_check is clean; the 20,000 garbage blocks
+#    left beside it are freed, after a clean exit and after kill -9;
+#  - SHMHEAP_VERBOSE says what was collected; shmheap_recovered reports it;
+#  - SHMHEAP_GC=off frees nothing;
+#  - 20 restarts that each leave garbage do not grow the heap;
+#  - kill -9 at random moments of starts that collect: the next start
+#    repairs and collects, and the structure is whole;
+#  - a bad SHMHEAP_GC exits 78, naming the variable.
+. "$(dirname "$0")/real_common.sh"
+unset SHMHEAP_GC SHMHEAP_FRESH
+PROG=$top_builddir/tests/gc_prog
+DUMP=$top_builddir/tools/shmheap-dump
+[ -x "$PROG" ] || fail "$PROG is not built"
+H=$(heap_name gc)
+export SHMHEAP_KEY=$H SHMHEAP_SIZE=1G
+
+run() { # run CASE GC ARGS...: gc_prog under the preload, output in $TMP/CASE.{out,err}
+  _c=$1 _g=$2
+  shift 2
+  set +e
+  LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_VERBOSE=1 SHMHEAP_GC=$_g "$PROG" "$@" >"$TMP/$_c.out" 2>"$TMP/$_c.err" </dev/null
+  status=$?
+  set -e
+}
+ok() { [ "$status" = 0 ] || { show "$TMP/$1.out"; show "$TMP/$1.err"; fail "$1: gc_prog exits $status"; }; }
+field() { sed -n "s/.*\<$2=\([0-9]*\).*/\1/p" "$TMP/$1.out" | tail -n 1; } # field CASE NAME
+remove() { ipcrm -M "$("$DUMP" --json "$H" | sed -n 's/.*"key": *\([0-9]*\).*/\1/p' | head -n 1)" 2>/dev/null || :; }
+
+# 1. A clean exit, then a collecting start.
+run build off build
+ok build
+gb=$(field build garbage_bytes) built=$(field build in_use)
+run v1 auto verify
+ok v1
+c1=$(field v1 gc_bytes) u1=$(field v1 in_use) n1=$(field v1 gc_blocks)
+echo "clean exit: garbage $gb bytes, in use $built; collected $n1 blocks, $c1 bytes in $(field v1 gc_us) us; in use $u1"
+[ "$(field v1 origin)" = 1 ] || fail "v1: origin $(field v1 origin), not 1 (clean)"
+[ "$n1" -ge 20000 ] || fail "v1: $n1 blocks collected, fewer than the 20000 garbage blocks"
+[ "$c1" -ge "$gb" ] || fail "v1: $c1 bytes collected, fewer than the $gb of garbage"
+[ "$u1" -le $((built - gb)) ] || fail "v1: $u1 bytes in use after the collection, more than $built - $gb"
+grep -q "^libshmheap: collection: $n1 block(s) no root reaches freed, $c1 bytes, [0-9]* us$" "$TMP/v1.err" ||
+  { show "$TMP/v1.err"; fail "v1: no SHMHEAP_VERBOSE line with the collection's figures"; }
+
+# 2. The same structure and garbage, left by kill -9.
+remove
+run crash off build crash
+[ "$status" = 137 ] || { show "$TMP/crash.err"; fail "crash: gc_prog build crash exits $status, not 137"; }
+run v2 auto verify
+ok v2
+[ "$(field v2 origin)" = 2 ] || fail "v2: origin $(field v2 origin), not 2 (crashed)"
+[ "$(field v2 gc_blocks)" -ge 20000 ] || fail "v2: $(field v2 gc_blocks) blocks collected after kill -9, fewer than 20000"
+echo "kill -9: collected $(field v2 gc_blocks) blocks, $(field v2 gc_bytes) bytes in $(field v2 gc_us) us"
+
+# 3. SHMHEAP_GC=off keeps what no root reaches.
+run g3 auto garbage 5000
+ok g3
+run off off verify
+ok off
+[ "$(field off gc_blocks)" = 0 ] || fail "off: SHMHEAP_GC=off collected $(field off gc_blocks) blocks"
+[ "$(field off in_use)" -ge "$(($(field g3 in_use) + $(field g3 garbage_bytes)))" ] ||
+  fail "off: in use $(field off in_use) after SHMHEAP_GC=off, less than the $(field g3 in_use) + $(field g3 garbage_bytes) garbage left"
+grep -q "^libshmheap: collection:" "$TMP/off.err" && fail "off: a collection line with SHMHEAP_GC=off"
+run v3 auto verify
+ok v3
+[ "$(field v3 gc_blocks)" -ge 5000 ] || fail "v3: the garbage SHMHEAP_GC=off kept was not collected the next time"
+
+# 4. Restarts that each leave garbage do not grow the heap.
+run r0 auto garbage 3000
+ok r0
+base=$(field r0 in_use)
+i=1
+while [ $i -le 20 ]; do
+  run r auto garbage 3000
+  ok r
+  i=$((i + 1))
+done
+last=$(field r in_use)
+echo "20 restarts leaving 3000 garbage blocks each: in use $base, then $last"
+[ "$last" -le $((base + base / 20)) ] || fail "restarts: in use grew from $base to $last over 20 restarts"
+
+# 5. kill -9 during starts that collect: each leaves a heap the next start
+# repairs; the structure stays whole.
+i=1
+while [ $i -le 20 ]; do
+  run k auto garbage 20000
+  ok k
+  LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_GC=auto "$PROG" verify >/dev/null 2>&1 </dev/null &
+  pid=$!
+  # spread over the start: attach, the mark (about half a second here), the sweep
+  sleep "0.$(printf %02d $((i * 37 % 90 + 5)))"
+  kill -9 $pid 2>/dev/null || :
+  wait $pid 2>/dev/null || : # (the shell may say Killed)
+  i=$((i + 1))
+done
+run kv auto verify
+ok kv
+echo "20 kills during collecting starts: the structure is whole, $(field kv gc_blocks) blocks collected after the last"
+
+# 6. A bad value: exit 78 and the variable's name.
+run bad bogus verify
+[ "$status" = 78 ] || fail "bad: SHMHEAP_GC=bogus exits $status, not 78"
+grep -q "SHMHEAP_GC=bogus" "$TMP/bad.err" || { show "$TMP/bad.err"; fail "bad: the message does not name SHMHEAP_GC"; }
+remove
+echo "ok"
