@@ -133,8 +133,19 @@ struct shmheap_recovery {
 
 /* Whether this process attached a heap that existed before it, and whether
  * that heap was left cleanly or by a crash.  Fills *info if it is not NULL.
- * Returns info->origin. */
+ * Returns info->origin.
+ *
+ * The structure grows at its end as the library learns to say more (the
+ * gc_ fields came after the first packaged release): a call compiled with this header goes through
+ * shmheap_recovered_size with the size this header gives it, and the
+ * library fills no more than that, so a program built against an older
+ * header still links and runs, reading only the fields it knows.  The
+ * function itself (its address, dlsym) fills the fields up to blocks_lost,
+ * that release's structure. */
 int shmheap_recovered(struct shmheap_recovery *info);
+/* Fills the first size bytes of *info (at most sizeof *info, whole fields). */
+int shmheap_recovered_size(struct shmheap_recovery *info, size_t size);
+#define shmheap_recovered(info) shmheap_recovered_size((info), sizeof(struct shmheap_recovery))
 
 /* Warm restart.  A process that attaches a keyed heap with blocks in use
  * maps the pages of those blocks in before the program touches them

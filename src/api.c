@@ -41,11 +41,17 @@ SH_API int shmheap_get_info(struct shmheap_info *info) {
   return 0;
 }
 
-SH_API int shmheap_recovered(struct shmheap_recovery *info) {
+SH_API int shmheap_recovered_size(struct shmheap_recovery *info, size_t size) {
   ensure_init();
   const struct shmheap_recovery *rec = recover_findings();
-  if (info) *info = *rec;
+  if (info) memcpy(info, rec, size < sizeof *rec ? size : sizeof *rec);
   return rec->origin;
+}
+
+/* What a program built against the first release's header calls: its
+ * structure ends at blocks_lost.  In parentheses: not the header's macro. */
+SH_API int (shmheap_recovered)(struct shmheap_recovery *info) {
+  return shmheap_recovered_size(info, offsetof(struct shmheap_recovery, gc_blocks));
 }
 
 /* ---- checking the heap from inside the process ------------------------------------ */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -1192,6 +1193,32 @@ START_TEST(t_large_free_returns_rss) {
 }
 END_TEST
 
+/* shmheap_recovered grows at its end: a program built against the first
+ * packaged header calls the function itself and gets no byte past
+ * blocks_lost; the header's macro passes its size; a smaller size is
+ * honoured to the byte. */
+START_TEST(t_recovered_sizes) {
+  struct shmheap_recovery full, r;
+  int origin = shmheap_recovered(&full);
+  ck_assert_int_eq(origin, full.origin);
+  ck_assert_int_eq(shmheap_recovered(NULL), origin);
+  memset(&r, 0xa5, sizeof r);
+  ck_assert_int_eq((shmheap_recovered)(&r), origin);
+  ck_assert_mem_eq(&r, &full, offsetof(struct shmheap_recovery, gc_blocks));
+  const unsigned char *tail = (const unsigned char *)&r + offsetof(struct shmheap_recovery, gc_blocks);
+  for (size_t i = 0; i < sizeof r - offsetof(struct shmheap_recovery, gc_blocks); i++)
+    ck_assert_msg(tail[i] == 0xa5, "the old entry point wrote byte %zu past blocks_lost",
+                  i);
+  memset(&r, 0xa5, sizeof r);
+  ck_assert_int_eq(shmheap_recovered_size(&r, sizeof r.origin), origin);
+  ck_assert_int_eq(r.origin, origin);
+  ck_assert_uint_eq(((const unsigned char *)&r)[sizeof r.origin], 0xa5);
+  memset(&r, 0xa5, sizeof r);
+  ck_assert_int_eq(shmheap_recovered_size(&r, 1 << 20), origin); /* larger than the library knows */
+  ck_assert_mem_eq(&r, &full, sizeof r);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------------------- */
 
 static Suite *api_suite(void) {
@@ -1205,6 +1232,7 @@ static Suite *api_suite(void) {
   TU_TCASE(s, tc, "sizes", 30);
   tcase_add_test(tc, t_align16);
   tcase_add_test(tc, t_usable_size);
+  tcase_add_test(tc, t_recovered_sizes);
   tcase_add_test(tc, t_no_overlap);
 
   TU_TCASE(s, tc, "realloc", 20);

@@ -36,7 +36,7 @@ static int (*root_set)(const char *, const void *);
 static void *(*root_get)(const char *);
 static int (*get_info)(struct shmheap_info *);
 static int (*check)(shmheap_report_fn, void *);
-static int (*recovered)(struct shmheap_recovery *);
+static int (*recovered)(struct shmheap_recovery *, size_t);
 
 static uint64_t pattern(uint64_t seed, size_t j) { return (seed * 0x9e3779b97f4a7c15ULL + j * 31) & 0xff; }
 static void fill(void *p, size_t n, uint64_t seed) {
@@ -307,7 +307,7 @@ int main(int argc, char **argv) {
   root_get = reinterpret_cast<void *(*)(const char *)>(dlsym(RTLD_DEFAULT, "shmheap_root_get"));
   get_info = reinterpret_cast<int (*)(struct shmheap_info *)>(dlsym(RTLD_DEFAULT, "shmheap_get_info"));
   check = reinterpret_cast<int (*)(shmheap_report_fn, void *)>(dlsym(RTLD_DEFAULT, "shmheap_check"));
-  recovered = reinterpret_cast<int (*)(struct shmheap_recovery *)>(dlsym(RTLD_DEFAULT, "shmheap_recovered"));
+  recovered = reinterpret_cast<int (*)(struct shmheap_recovery *, size_t)>(dlsym(RTLD_DEFAULT, "shmheap_recovered_size"));
   if (!root_set || !root_get || !get_info || !check || !recovered || argc < 2) {
     std::fprintf(stderr, "gc_prog: run with LD_PRELOAD=libshmheap.so: gc_prog build [crash] | verify | garbage N\n");
     return 2;
@@ -326,7 +326,7 @@ int main(int argc, char **argv) {
   }
   if (std::strcmp(argv[1], "verify") && std::strcmp(argv[1], "garbage")) return 2;
   struct shmheap_recovery rec;
-  int origin = recovered(&rec);
+  int origin = recovered(&rec, sizeof rec);
   size_t before = in_use();
   int r = verify();
   if (!std::strcmp(argv[1], "garbage") && argc > 2) garbage(std::atol(argv[2]), &blocks, &bytes);
