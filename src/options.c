@@ -143,6 +143,7 @@ void options_parse(struct options *o) {
   o->addr = SH_DEFAULT_ADDR;
   o->mode = 0600;
   o->background = 1;
+  o->gc = 1; /* SHMHEAP_GC=auto */
 
   if ((v = env_get("SHMHEAP_REEXEC")) && *v) {
     unsigned long long pid;
@@ -269,7 +270,7 @@ void options_parse(struct options *o) {
   if ((v = env_get("SHMHEAP_GC")) && *v) {
     if (!strcmp(v, "auto")) o->gc = 1;
     else if (!strcmp(v, "off")) o->gc = 0;
-    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_GC=%s is not a collection setting: use auto (free at restart what no named root reaches) or off (the default: keep every block)", v);
+    else os_die(SH_EXIT_CONFIG, "libshmheap: SHMHEAP_GC=%s is not a collection setting: use auto (the default: free at restart what no named root reaches) or off (keep every block)", v);
   }
 
   if ((v = env_get("SHMHEAP_PREFAULT")) && *v) {

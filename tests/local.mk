@@ -286,5 +286,5 @@ check_PROGRAMS += tests/gc_prog
 tests_gc_prog_SOURCES = tests/gc_prog.cc
 tests_gc_prog_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17
 tests_gc_prog_LDADD = -ldl
-TESTS += tests/gc.sh
-EXTRA_DIST += tests/gc.sh
+TESTS += tests/gc.sh tests/gc_python.sh
+EXTRA_DIST += tests/gc.sh tests/gc_python.sh
