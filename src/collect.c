@@ -157,9 +157,9 @@ static int note_small(struct gc *c, const struct span *s, struct small_marks *m)
   const uint64_t start = small_start(s), rel = start - G.heap_off;
   struct small_walk w;
   const struct theap *t = &G.heaps[s->owner];
-  /* A chain a collect was moving (pend_*) is on neither list: after the
-   * repair of a busy heap none is left, and one that is must not be taken
-   * for blocks in use. */
+  /* A chain a collect was moving (pend_*) is on neither list, so its free
+   * blocks would look in use and be freed again: such a span (none is left
+   * after the repair of a busy heap) is not swept, all of it counts live. */
   int clean = !(s->flags & (SPAN_DAMAGED | SPAN_QUARANTINED)) && !(t->pend_head && t->pend_span == span_index(s));
   small_marks_clear(m, s->reserved);
   if (clean) {
@@ -266,8 +266,7 @@ void collect_at_restart(struct shmheap_recovery *f) {
   uint64_t blocks = 0, bytes = 0;
   for (uint32_t i = 1; i < count; i++) {
     struct span *s = &G.spans[i];
-    if (s->state != SPAN_SMALL || c.owner[s->first < top ? s->first : 0] != i) continue;
-    if (bit_get(c.unswept, i)) continue;
+    if (s->state != SPAN_SMALL || s->first >= top || c.owner[s->first] != i || bit_get(c.unswept, i)) continue;
     struct theap *t = &G.heaps[s->owner];
     if (!busy[s->owner]) {
       busy[s->owner] = 1;
