@@ -13,11 +13,16 @@
  *  - only live blocks are marked or scanned: a stale pointer into a free
  *    block keeps nothing alive;
  *  - a span whose free lists do not walk cleanly (a cycle, a link out of the
- *    span) or that is damaged is not swept: its blocks all count as live.
+ *    span) is not swept: its carved blocks all count as live;
+ *  - a span attach took out of use (quarantined: damaged, or its shape not
+ *    its class's) still holds what the program stored: it is one opaque
+ *    block, scanned whole and never freed.
  *
- * Every table the mark uses is built here in scratch memory from the span
- * descriptors that attach checked, never from the segment's page map: the
- * heap is input from a possibly dead or buggy writer.
+ * The heap is input from a possibly dead or buggy writer.  Which span covers
+ * a page comes from the tiling walk of the page map that attach checked
+ * (view.c), never from the descriptors alone: a stray descriptor outside
+ * the tiling covers nothing.  A span's block count is recounted from its
+ * lists, not read.  Every table the mark uses is built in scratch memory.
  *
  * A kill at any instruction leaves a heap the next start recovers:
  *  - small blocks go onto their span's local list the way free does (the
@@ -42,7 +47,9 @@ struct gc {
   uint64_t *stack;   /* reached blocks not scanned yet: heap offsets */
   size_t n, cap;
   uint64_t *unswept; /* per descriptor: its lists did not walk cleanly */
-  size_t nunswept;
+  uint64_t *opaque;  /* per descriptor: a small span taken as one block */
+  uint16_t *nlocal;  /* per descriptor: blocks on its local free list */
+  size_t nunswept, nnlocal;
   int failed;        /* no scratch memory for the stack: nothing may be freed */
 };
 
@@ -74,7 +81,7 @@ static uint64_t block_at(const struct gc *c, uint64_t rel) {
   if (!si) return UINT64_MAX;
   const struct span *s = &G.spans[si];
   uint64_t start = (uint64_t)s->first << SH_PAGE_SHIFT, b = start;
-  if (s->state == SPAN_SMALL) {
+  if (s->state == SPAN_SMALL && !bit_get(c->opaque, si)) {
     /* Exact floor division: rel - start < 2^18 and the reciprocal rounds
      * up by less than one part in 2^30 (small.c). */
     uint64_t q = ((rel - start) * small_class_recip[s->cls]) >> 48;
@@ -102,33 +109,45 @@ static void reach(struct gc *c, uint64_t word) {
   push(c, b);
 }
 
-/* The bytes of a live block to scan: all malloc_usable_size says the
- * program may use.  For a large block that is its whole pages, but no page
- * wholly past what was asked for: none that the program need never have
- * touched (reading a hole of shared memory would allocate it). */
-static uint64_t scan_len(const struct span *s) {
-  return s->state == SPAN_SMALL ? s->bsize : (uint64_t)s->npages << SH_PAGE_SHIFT;
+/* The bytes of a live block of span si to scan: all malloc_usable_size
+ * says the program may use; a large block's or an opaque span's whole
+ * pages. */
+static uint64_t scan_len(const struct gc *c, uint32_t si) {
+  const struct span *s = &G.spans[si];
+  return s->state == SPAN_SMALL && !bit_get(c->opaque, si) ? s->bsize : (uint64_t)s->npages << SH_PAGE_SHIFT;
 }
 
 /* This process's page tables are empty at its start: the mark's first read
- * of each page would be a page fault.  A populate maps runs of pages in use
- * for a fraction of that, and only reads (tests/gc.sh's heap, 175 MB in
- * use: 490 ms to collect without, 290 ms with, here).  A kernel without
- * MADV_POPULATE_READ faults as before. */
-static void populate_spans(const struct gc *c) {
-  uint64_t npages = c->len >> SH_PAGE_SHIFT;
+ * of each page would be a page fault.  A populate maps runs of pages for a
+ * fraction of that, and only reads (tests/gc.sh's heap, 175 MB in use: 490
+ * ms to collect without, 290 ms with, here).  A kernel without
+ * MADV_POPULATE_READ faults as before.  Reading a page of shared memory
+ * that was never written allocates it, so what is read is only what the
+ * mark reads: the carved blocks of small spans here, a large block when it
+ * is reached (garbage is never read). */
+static int populate(uint64_t rel, uint64_t len) {
+  return !(os_populate((void *)(uintptr_t)(G.heap_lo + rel), (size_t)len, 0) < 0 && errno == EINVAL);
+}
+
+static void populate_small(const struct gc *c) {
+  uint64_t npages = c->len >> SH_PAGE_SHIFT, run = 0, end = 0;
   for (uint64_t p = 0; p < npages;) {
-    if (!c->owner[p]) {
+    const struct span *s = &G.spans[c->owner[p]];
+    if (!c->owner[p] || s->state != SPAN_SMALL || s->first != p) {
       p++;
       continue;
     }
-    uint64_t e = p;
-    while (e < npages && c->owner[e]) e++;
-    if (os_populate((void *)(c->lo + (p << SH_PAGE_SHIFT)), (size_t)((e - p) << SH_PAGE_SHIFT), 0) < 0 &&
-        errno == EINVAL)
-      return;
-    p = e;
+    uint64_t at = p << SH_PAGE_SHIFT, len = (uint64_t)s->npages << SH_PAGE_SHIFT;
+    if (!bit_get(c->opaque, c->owner[p])) len = ((uint64_t)s->reserved * s->bsize + SH_PAGE - 1) & ~(uint64_t)(SH_PAGE - 1);
+    p += s->npages;
+    if (!len) continue;
+    if (end != at) {
+      if (end > run && !populate(run, end - run)) return;
+      run = at;
+    }
+    end = at + len;
   }
+  if (end > run) populate(run, end - run);
 }
 
 static void mark_from_roots(struct gc *c) {
@@ -140,9 +159,10 @@ static void mark_from_roots(struct gc *c) {
     }
   while (c->n && !c->failed) {
     uint64_t b = c->stack[--c->n];
-    const struct span *s = &G.spans[c->owner[b >> SH_PAGE_SHIFT]];
     const uint64_t *w = (const uint64_t *)(c->lo + b);
-    uint64_t nw = scan_len(s) / 8;
+    uint32_t si = c->owner[b >> SH_PAGE_SHIFT];
+    uint64_t nw = scan_len(c, si) / 8;
+    if (G.spans[si].state == SPAN_LARGE) populate(b, nw * 8);
     for (uint64_t i = 0; i < nw; i++) {
       uint64_t v = w[i];
       if (v - c->lo <= c->len) reach(c, v);
@@ -150,9 +170,9 @@ static void mark_from_roots(struct gc *c) {
   }
 }
 
-/* The live blocks of small span s into c->live; 0 if its free lists do not
- * walk cleanly (then it is not swept, and all its carved blocks count as
- * live). */
+/* The live blocks of small span s into c->live, and the length of its local
+ * list into c->nlocal; 0 if its free lists do not walk cleanly (then it is
+ * not swept, and all its carved blocks count as live). */
 static int note_small(struct gc *c, const struct span *s, struct small_marks *m) {
   const uint64_t start = small_start(s), rel = start - G.heap_off;
   struct small_walk w;
@@ -160,11 +180,12 @@ static int note_small(struct gc *c, const struct span *s, struct small_marks *m)
   /* A chain a collect was moving (pend_*) is on neither list, so its free
    * blocks would look in use and be freed again: such a span (none is left
    * after the repair of a busy heap) is not swept, all of it counts live. */
-  int clean = !(s->flags & (SPAN_DAMAGED | SPAN_QUARANTINED)) && !(t->pend_head && t->pend_span == span_index(s));
+  int clean = !(t->pend_head && t->pend_span == span_index(s));
   small_marks_clear(m, s->reserved);
   if (clean) {
     small_walk(G.base, G.secret, s, start, s->free, s->reserved, m, &w);
     clean = w.why == SMALL_END;
+    c->nlocal[span_index(s)] = (uint16_t)w.n;
   }
   if (clean) {
     small_walk(G.base, G.secret, s, start,
@@ -198,11 +219,19 @@ static uint32_t sweep_small(const struct gc *c, struct span *s, uint64_t *bytes)
     head = off;
     n++;
   }
-  if (!n) return 0;
+  /* Counted, not read: a used field that a stray store lowered would reach
+   * 0 here with reached blocks left, and repair_trim gives a span counted
+   * empty back.  Remote-freed blocks count as used until collected.  A
+   * recount is right whenever a kill lands, so it needs no edit. */
+  uint16_t used = (uint16_t)(s->reserved - c->nlocal[span_index(s)] - n);
+  if (!n) {
+    if (s->used != used) s->used = used;
+    return 0;
+  }
   atomic_signal_fence(memory_order_seq_cst);
   s->free = head;
   atomic_signal_fence(memory_order_seq_cst);
-  s->used = (uint16_t)(s->used > n ? s->used - n : 0);
+  s->used = used;
   t->in_use -= (uint64_t)n * s->bsize;
   t->nfree += n;
   *bytes += (uint64_t)n * s->bsize;
@@ -217,6 +246,8 @@ static void collect_free(struct gc *c) {
   os_scratch_free(c->mark, ((c->len >> 4) / 64 + 1) * 8);
   os_scratch_free(c->stack, c->cap * sizeof *c->stack);
   os_scratch_free(c->unswept, c->nunswept);
+  os_scratch_free(c->opaque, c->nunswept);
+  os_scratch_free(c->nlocal, c->nnlocal);
 }
 
 void collect_at_restart(struct shmheap_recovery *f) {
@@ -237,25 +268,41 @@ void collect_at_restart(struct shmheap_recovery *f) {
   c.live = os_scratch(bits);
   c.mark = os_scratch(bits);
   c.nunswept = ((size_t)count / 64 + 1) * 8;
+  c.nnlocal = (size_t)count * sizeof *c.nlocal;
   c.unswept = os_scratch(c.nunswept);
-  if (!c.owner || !c.live || !c.mark || !c.unswept) {
+  c.opaque = os_scratch(c.nunswept);
+  c.nlocal = os_scratch(c.nnlocal);
+  if (!c.owner || !c.live || !c.mark || !c.unswept || !c.opaque || !c.nlocal) {
     os_say("libshmheap: SHMHEAP_KEY=%s: no memory for the collection at restart (%zu bytes): nothing was collected",
-           options_key_label(), (size_t)top * 4 + 2 * bits + c.nunswept);
+           options_key_label(), (size_t)top * 4 + 2 * bits + 2 * c.nunswept + c.nnlocal);
     collect_free(&c);
     return;
   }
-  /* The spans in use: attach checked that they tile [0, top) and that a
-   * small one has its class's shape. */
-  for (uint32_t i = 1; i < count; i++) {
-    struct span *s = &G.spans[i];
+  /* The spans in use, along the page map as attach walked it: a page map
+   * entry that does not start its span there (attach refuses such a heap,
+   * so only a writer since) stops the collection. */
+  for (uint32_t pg = 0; pg < top;) {
+    uint32_t i = G.pagemap[pg];
+    struct span *s = &G.spans[i < count ? i : 0];
+    if (!i || i >= count || s->first != pg || !s->npages || s->npages > top - pg) {
+      os_say("libshmheap: SHMHEAP_KEY=%s: page %u of the heap starts no span (page map entry %u): nothing was collected",
+             options_key_label(), pg, i);
+      collect_free(&c);
+      return;
+    }
+    pg += s->npages;
     if (s->state != SPAN_SMALL && s->state != SPAN_LARGE) continue;
-    if (s->first >= top || s->npages > top - s->first || !s->npages) continue;
-    if (s->state == SPAN_SMALL && (!small_sound(h, s) || s->owner >= SH_MAX_HEAPS)) continue;
     for (uint32_t p = 0; p < s->npages; p++) c.owner[s->first + p] = i;
-    if (s->state == SPAN_LARGE) bit_set(c.live, ((uint64_t)s->first << SH_PAGE_SHIFT) >> 4);
+    int sound = s->state == SPAN_SMALL && small_sound(h, s) && s->owner < SH_MAX_HEAPS &&
+                !(s->flags & (SPAN_DAMAGED | SPAN_QUARANTINED));
+    if (s->state == SPAN_SMALL && !sound) {
+      bit_set(c.opaque, i);
+      bit_set(c.unswept, i);
+    }
+    if (s->state == SPAN_LARGE || !sound) bit_set(c.live, ((uint64_t)s->first << SH_PAGE_SHIFT) >> 4);
     else if (!note_small(&c, s, &m)) bit_set(c.unswept, i);
   }
-  populate_spans(&c);
+  populate_small(&c);
   mark_from_roots(&c);
   if (c.failed) {
     os_say("libshmheap: SHMHEAP_KEY=%s: no memory for the collection's mark stack: nothing was collected",

@@ -14,6 +14,10 @@
 #  - kill -9 at random moments of starts that collect: the next start
 #    repairs and collects, and the structure is whole;
 #  - a bad SHMHEAP_GC exits 78, naming the variable.
+#  - metadata a stray store changed (tests/gc_corrupt.py: a descriptor
+#    outside the tiling covering a page in use, small spans attach takes out
+#    of use, block counts lowered) makes the collection free nothing that
+#    the roots reach: the structure is whole, the counts are right again.
 . "$(dirname "$0")/real_common.sh"
 unset SHMHEAP_GC SHMHEAP_FRESH
 PROG=$top_builddir/tests/gc_prog
@@ -112,4 +116,28 @@ run bad bogus verify
 [ "$status" = 78 ] || fail "bad: SHMHEAP_GC=bogus exits $status, not 78"
 grep -q "SHMHEAP_GC=bogus" "$TMP/bad.err" || { show "$TMP/bad.err"; fail "bad: the message does not name SHMHEAP_GC"; }
 remove
+
+# 7. Corrupt metadata: a start either refuses the heap (65) or keeps the
+# structure whole.  quarantine's spans stay out of use, and shmheap_check
+# reports them as it must: its verify leaves the check out.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+for c in stray quarantine used; do
+  run "b$c" off build
+  ok "b$c"
+  run "g$c" auto garbage 20000
+  ok "g$c"
+  sid=$("$DUMP" --json "$H" | sed -n 's/.*"shmid": *\([0-9]*\).*/\1/p' | head -n 1)
+  [ -n "$sid" ] || fail "$c: no shmid for $H"
+  top_builddir=$top_builddir "$PY" "$top_srcdir/tests/gc_corrupt.py" "$sid" "$c" ||
+    fail "$c: tests/gc_corrupt.py exits $?"
+  if [ "$c" = quarantine ]; then run "v$c" auto verify nocheck; else run "v$c" auto verify; fi
+  if [ "$status" = 65 ] && grep -q "^libshmheap: " "$TMP/v$c.err"; then
+    echo "$c: the heap was refused"
+  else
+    ok "v$c"
+    echo "$c: the structure is whole; collected $(field "v$c" gc_blocks) blocks"
+  fi
+  remove
+done
 echo "ok"

@@ -281,10 +281,11 @@ EXTRA_DIST += tests/background.sh
 
 # gc.sh (gc_prog, NOT linked with the library: preloaded)   SHMHEAP_GC: the
 # collection at restart keeps what the named roots reach, whole, and frees
-# the rest; kill -9 during it; restarts do not grow the heap
+# the rest; kill -9 during it; restarts do not grow the heap; metadata that
+# a stray store changed (tests/gc_corrupt.py) frees nothing reached
 check_PROGRAMS += tests/gc_prog
 tests_gc_prog_SOURCES = tests/gc_prog.cc
 tests_gc_prog_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17
 tests_gc_prog_LDADD = -ldl
 TESTS += tests/gc.sh tests/gc_python.sh
-EXTRA_DIST += tests/gc.sh tests/gc_python.sh
+EXTRA_DIST += tests/gc.sh tests/gc_python.sh tests/gc_corrupt.py
