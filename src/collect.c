@@ -123,8 +123,8 @@ static uint64_t scan_len(const struct gc *c, uint32_t si) {
  * ms to collect without, 290 ms with, here).  A kernel without
  * MADV_POPULATE_READ faults as before.  Reading a page of shared memory
  * that was never written allocates it, so what is read is only what the
- * mark reads: the carved blocks of small spans here, a large block when it
- * is reached (garbage is never read). */
+ * mark reads: the carved blocks of small spans here, a large block or an
+ * opaque span when it is reached (unreached ones are never read). */
 static int populate(uint64_t rel, uint64_t len) {
   return !(os_populate((void *)(uintptr_t)(G.heap_lo + rel), (size_t)len, 0) < 0 && errno == EINVAL);
 }
@@ -137,8 +137,8 @@ static void populate_small(const struct gc *c) {
       p++;
       continue;
     }
-    uint64_t at = p << SH_PAGE_SHIFT, len = (uint64_t)s->npages << SH_PAGE_SHIFT;
-    if (!bit_get(c->opaque, c->owner[p])) len = ((uint64_t)s->reserved * s->bsize + SH_PAGE - 1) & ~(uint64_t)(SH_PAGE - 1);
+    uint64_t at = p << SH_PAGE_SHIFT, len = ((uint64_t)s->reserved * s->bsize + SH_PAGE - 1) & ~(uint64_t)(SH_PAGE - 1);
+    if (bit_get(c->opaque, c->owner[p])) len = 0; /* read when reached, as a large block */
     p += s->npages;
     if (!len) continue;
     if (end != at) {
@@ -162,7 +162,7 @@ static void mark_from_roots(struct gc *c) {
     const uint64_t *w = (const uint64_t *)(c->lo + b);
     uint32_t si = c->owner[b >> SH_PAGE_SHIFT];
     uint64_t nw = scan_len(c, si) / 8;
-    if (G.spans[si].state == SPAN_LARGE) populate(b, nw * 8);
+    if (G.spans[si].state == SPAN_LARGE || bit_get(c->opaque, si)) populate(b, nw * 8);
     for (uint64_t i = 0; i < nw; i++) {
       uint64_t v = w[i];
       if (v - c->lo <= c->len) reach(c, v);
@@ -293,7 +293,7 @@ void collect_at_restart(struct shmheap_recovery *f) {
     pg += s->npages;
     if (s->state != SPAN_SMALL && s->state != SPAN_LARGE) continue;
     for (uint32_t p = 0; p < s->npages; p++) c.owner[s->first + p] = i;
-    int sound = s->state == SPAN_SMALL && small_sound(h, s) && s->owner < SH_MAX_HEAPS &&
+    int sound = s->state == SPAN_SMALL && small_sound(h, s) && s->owner < SH_MAX_HEAPS && s->owner < h->max_heap &&
                 !(s->flags & (SPAN_DAMAGED | SPAN_QUARANTINED));
     if (s->state == SPAN_SMALL && !sound) {
       bit_set(c.opaque, i);

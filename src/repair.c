@@ -93,6 +93,23 @@ void repair_heap(struct theap *h) {
  * others.  The caller holds hdr->lock, outside an edit: each span given
  * back is a step of one edit.  Busy is set meanwhile: a crash between taking
  * a span off its list and freeing it leaves the heap to be rebuilt. */
+/* Is small span s of heap hi empty, by its lists rather than its count?
+ * used is a number a stray store can lower (the attach check reads no
+ * blocks), and a span given back with a block in use loses it: the local
+ * list must walk cleanly over every carved block, and nothing be waiting
+ * on thread_free. */
+static int span_empty(uint16_t hi, const struct span *s) {
+  if (s->used != 0 || s->owner != hi || (s->flags & SPAN_DAMAGED) || !small_sound(G.hdr, s) ||
+      (atomic_load_explicit(&((struct span *)s)->thread_free, memory_order_relaxed) & ~TF_NOTIFY))
+    return 0;
+  const uint64_t start = ptr2off(span_addr(s));
+  struct small_marks seen;
+  struct small_walk w;
+  small_marks_clear(&seen, s->reserved);
+  small_walk(G.base, G.secret, s, start, s->free, s->reserved, &seen, &w);
+  return w.why == SMALL_END && w.n == s->reserved;
+}
+
 uint64_t repair_trim(struct theap *h) {
   uint64_t n = 0;
   uint32_t count = G.hdr->span_count;
@@ -111,7 +128,7 @@ uint64_t repair_trim(struct theap *h) {
         }
         struct span *s = &G.spans[i];
         nx = s->next;
-        if (s->used != 0) continue;
+        if (!span_empty((uint16_t)(h - G.heaps), s)) continue;
         small_list_remove(head, s);
         page_free(s);
         journal_step();

@@ -14,6 +14,9 @@ usage: gc_corrupt.py SHMID CASE
   used        every small span with two or more blocks in use counts one:
               a sweep that trusted the count would give spans that still
               hold reached blocks back to the page allocator
+  used0       the same with a count of none, on a heap whose process was
+              killed: the restart gives a dead thread's empty spans back
+              before any collection
 Prints what it changed; exit 0, 1 if the heap has nothing to corrupt for
 the case, 99 on a harness error.
 """
@@ -72,14 +75,14 @@ def main():
             put(i, "capacity", get(i, "capacity") + 1)
         if small:
             changed.append("%d small spans: capacity + 1" % len(small))
-    elif case == "used":
+    elif case in ("used", "used0"):
         n = 0
         for i in small:
             if get(i, "used") >= 2:
-                put(i, "used", 1)
+                put(i, "used", 1 if case == "used" else 0)
                 n += 1
         if n:
-            changed.append("%d small spans: used 1" % n)
+            changed.append("%d small spans: used %d" % (n, 1 if case == "used" else 0))
     else:
         print("gc_corrupt: no case %s" % case, file=sys.stderr)
         return 99
