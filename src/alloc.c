@@ -87,11 +87,19 @@ static struct span *span_new_small(struct theap *h, unsigned c) {
     s->capacity = (uint16_t)(((size_t)s->npages << SH_PAGE_SHIFT) / s->bsize);
     s->reserved = 0;
     s->used = 0;
-    s->free = 0;
+    /* free shares its word with the dirty-list links of a free span (the
+     * union in format.h): logged, so that an edit rolled back (a kill
+     * before journal_end) leaves the span on the dirty list with the links
+     * it had.  Cleared unlogged, the links read 0 after the rollback; the
+     * next unlink of its neighbour then wrote a dirty-list link into this
+     * word once the span was small again, and the carve chained it as a
+     * free block (check_fork share:t_share_child_killed, 1 run in 25). */
+    JW(s->free) = 0;
     atomic_store_explicit(&s->thread_free, 0, memory_order_relaxed);
     s->flags = 0;
-    /* Only the state is logged: if it is rolled back to free, the fields
-     * above and the inner page map entries are ones a free span ignores. */
+    /* The state is logged too: if it is rolled back to free, the other
+     * fields above and the inner page map entries are ones a free span
+     * ignores. */
     uint32_t i = span_index(s);
     for (uint32_t p = 0; p < s->npages; p++) G.pagemap[s->first + p] = i; /* I3 */
     atomic_thread_fence(memory_order_release);
