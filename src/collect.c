@@ -293,13 +293,14 @@ void collect_at_restart(struct shmheap_recovery *f) {
     pg += s->npages;
     if (s->state != SPAN_SMALL && s->state != SPAN_LARGE) continue;
     for (uint32_t p = 0; p < s->npages; p++) c.owner[s->first + p] = i;
-    int sound = s->state == SPAN_SMALL && small_sound(h, s) && s->owner < SH_MAX_HEAPS && s->owner < h->max_heap &&
-                !(s->flags & (SPAN_DAMAGED | SPAN_QUARANTINED));
-    if (s->state == SPAN_SMALL && !sound) {
+    int opaque = s->state == SPAN_SMALL &&
+                 (!small_sound(h, s) || s->owner >= SH_MAX_HEAPS || s->owner >= h->max_heap ||
+                  (s->flags & (SPAN_DAMAGED | SPAN_QUARANTINED)));
+    if (opaque) {
       bit_set(c.opaque, i);
       bit_set(c.unswept, i);
     }
-    if (s->state == SPAN_LARGE || !sound) bit_set(c.live, ((uint64_t)s->first << SH_PAGE_SHIFT) >> 4);
+    if (s->state == SPAN_LARGE || opaque) bit_set(c.live, ((uint64_t)s->first << SH_PAGE_SHIFT) >> 4);
     else if (!note_small(&c, s, &m)) bit_set(c.unswept, i);
   }
   populate_small(&c);

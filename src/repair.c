@@ -88,11 +88,6 @@ void repair_heap(struct theap *h) {
   atomic_store_explicit(&h->busy, 0, memory_order_release);
 }
 
-/* Gives the empty spans of heap h (idle, its owner gone) back to the page
- * allocator, so the pages of a dead thread's caches are not kept from the
- * others.  The caller holds hdr->lock, outside an edit: each span given
- * back is a step of one edit.  Busy is set meanwhile: a crash between taking
- * a span off its list and freeing it leaves the heap to be rebuilt. */
 /* Is small span s of heap hi empty, by its lists rather than its count?
  * used is a number a stray store can lower (the attach check reads no
  * blocks), and a span given back with a block in use loses it: the local
@@ -110,6 +105,11 @@ static int span_empty(uint16_t hi, const struct span *s) {
   return w.why == SMALL_END && w.n == s->reserved;
 }
 
+/* Gives the empty spans of heap h (idle, its owner gone) back to the page
+ * allocator, so the pages of a dead thread's caches are not kept from the
+ * others.  The caller holds hdr->lock, outside an edit: each span given
+ * back is a step of one edit.  Busy is set meanwhile: a crash between taking
+ * a span off its list and freeing it leaves the heap to be rebuilt. */
 uint64_t repair_trim(struct theap *h) {
   uint64_t n = 0;
   uint32_t count = G.hdr->span_count;
