@@ -14,22 +14,27 @@
 
 /* ---- the fork gate ---------------------------------------------------------- */
 
-extern SH_HIDDEN _Atomic int alloc_gate;  /* closed (1) while a copy-mode fork copies */
+/* alloc_gate's bits.  One word, so a heap_enter looks once: nonzero sends
+ * it to alloc_gate_pass, which fences when membarrier is missing and waits
+ * while the gate is closed. */
+#define GATE_CLOSED 1 /* a copy-mode fork is copying */
+#define GATE_FENCE 2  /* no membarrier: every heap_enter fences for itself */
+extern SH_HIDDEN _Atomic int alloc_gate;
 extern SH_HIDDEN int alloc_membarrier;    /* the forker fences for us */
 SH_HIDDEN void alloc_gate_register(void); /* at start and in every child */
 SH_HIDDEN int alloc_gate_close(void);     /* 1 if this call closed it */
 SH_HIDDEN void alloc_gate_open(void);
-SH_HIDDEN void alloc_gate_wait(struct theap *h);
+SH_HIDDEN void alloc_gate_pass(struct theap *h);
 
 static inline void heap_enter(struct theap *h) {
   atomic_store_explicit(&h->busy, 1, memory_order_relaxed);
-  /* With membarrier the forking thread supplies the CPU fence for us
-   * (asymmetric Dekker); without it we pay for a real one. */
-  if (unlikely(!alloc_membarrier)) atomic_thread_fence(memory_order_seq_cst);
   /* busy must be visible before any edit store, also to whoever finds this
-   * process dead (a release fence: free on x86). */
-  else atomic_thread_fence(memory_order_release);
-  if (unlikely(atomic_load_explicit(&alloc_gate, memory_order_relaxed))) alloc_gate_wait(h);
+   * process dead (a release fence: free on x86).  With membarrier the
+   * forking thread supplies the CPU fence between the busy store and the
+   * look at the gate (asymmetric Dekker); without it GATE_FENCE is set and
+   * alloc_gate_pass makes a real one. */
+  atomic_thread_fence(memory_order_release);
+  if (unlikely(atomic_load_explicit(&alloc_gate, memory_order_relaxed))) alloc_gate_pass(h);
 }
 
 static inline void heap_leave(struct theap *h) {
@@ -47,19 +52,38 @@ static inline void edit_mark(struct theap *h, uint32_t span) {
   atomic_signal_fence(memory_order_seq_cst);
 }
 
+/* heap_enter for the fast paths: 0 (and h left again) if the gate word is
+ * not clear, and the caller takes its slow path, which enters with
+ * heap_enter.  Nothing is edited before the look, so there is nothing to
+ * undo. */
+static inline int heap_enter_fast(struct theap *h) {
+  atomic_store_explicit(&h->busy, 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release);
+  if (likely(atomic_load_explicit(&alloc_gate, memory_order_relaxed) == 0)) return 1;
+  heap_leave(h);
+  return 0;
+}
+
 SH_HIDDEN void *heap_alloc_refill(struct theap *h, unsigned c);
 
-static inline void *heap_alloc(struct theap *h, unsigned c) {
+/* A block of class c from the local list of its current span, or NULL if
+ * that list is empty.  h is entered. */
+static inline void *heap_alloc_pop(struct theap *h, unsigned c) {
   uint32_t si = h->cls[c].avail;
-  edit_mark(h, si);
   struct span *s = &G.spans[si];
-  void *p;
-  if (likely(s->free != 0)) {
-    p = small_pop(s);
-  } else {
-    p = heap_alloc_refill(h, c);
-    if (!p) return NULL;
-  }
+  if (unlikely(s->free == 0)) return NULL;
+  edit_mark(h, si);
+  void *p = small_pop(s);
+  h->in_use += s->bsize;
+  h->nmalloc++;
+  return p;
+}
+
+static inline void *heap_alloc(struct theap *h, unsigned c) {
+  void *p = heap_alloc_pop(h, c);
+  if (likely(p != NULL)) return p;
+  p = heap_alloc_refill(h, c);
+  if (!p) return NULL;
   h->in_use += small_class_size[c];
   h->nmalloc++;
   return p;
@@ -71,29 +95,25 @@ SH_HIDDEN unsigned heap_reclaim(struct theap *h);
  * behind the current span (small_unpark). */
 SH_HIDDEN void heap_unpark(struct theap *h, struct span *s);
 
-/* Free by the owner (I4).  A span whose last block comes back goes back to
- * the page allocator unless it is the class's current span (a malloc/free
- * pair at a span boundary must not map and unmap a span each time). */
-static inline void heap_free_local(struct theap *h, struct span *s, void *p) {
+/* Free by the owner (I4), the part every free makes; key is p's link key
+ * (small_push).  Returns 0 if the span needs heap_free_tail. */
+static inline int heap_free_push(struct theap *h, struct span *s, void *p, uint64_t key) {
   SH_ASSERT(s->owner == h->index, "I4");
   edit_mark(h, span_index(s));
-  small_push(s, p);
+  small_push(s, p, key);
   h->in_use -= s->bsize;
   h->nfree++;
-  if (unlikely(s->flags)) {
-    /* Damaged (quarantined): on no list, never retired; the block stays. */
-    if (s->flags & SPAN_DAMAGED) return;
-    /* A parked span comes back once a quarter of it is free, not at its
-     * first free: otherwise a span of long-lived blocks ping-pongs between
-     * the lists (park, one free, unpark, one malloc, park: two atomics and
-     * a refill per block).  Spans are small (16 KiB: 16 blocks of 1 KiB),
-     * so an eighth was two blocks and still a refill every two (bench/
-     * larson 0.24 s; a quarter: 0.19 s).  Blocks freed meanwhile wait, at
-     * most a quarter of a parked span (churn's peak RSS: 13.4 -> 14.8 MB). */
-    if ((s->flags & SPAN_FULL) && s->used <= s->capacity - s->capacity / 4) heap_unpark(h, s);
-  } else if (unlikely(s->used == 0) && h->cls[s->cls].avail != span_index(s)) {
-    heap_retire(h, s);
-  }
+  return likely(s->flags == 0 && s->used != 0);
+}
+
+/* After heap_free_push said 0: a damaged span keeps the block; a parked one
+ * may come back; an empty one that is not its class's current span goes
+ * back to the page allocator (a malloc/free pair at a span boundary must
+ * not map and unmap a span each time). */
+SH_HIDDEN void heap_free_tail(struct theap *h, struct span *s);
+
+static inline void heap_free_local(struct theap *h, struct span *s, void *p, uint64_t key) {
+  if (unlikely(!heap_free_push(h, s, p, key))) heap_free_tail(h, s);
 }
 
 /* Free by another thread than the owner: h is the freeing thread's heap,
@@ -146,9 +166,12 @@ static inline struct span *alloc_block(const void *p) {
 SH_HIDDEN void alloc_bad_pointer(const void *p, const char *fn) __attribute__((cold));
 
 /* The checks of a small block handed back to fn, before anything changes:
- * a block on a free list stops the process (small_check_free). */
-static inline void alloc_check_small(struct span *s, void *p, const char *fn) {
-  if (unlikely(small_looks_free(s, p))) small_check_free(s, p, fn);
+ * a block on a free list stops the process (small_check_free).  Returns
+ * p's link key, for the push that frees it. */
+static inline uint64_t alloc_check_small(struct span *s, void *p, const char *fn) {
+  uint64_t key = small_link_key(G.secret, ptr2off(p));
+  if (unlikely(small_link_ok(s, small_start(s), *(const uint64_t *)p ^ key))) small_check_free(s, p, fn);
+  return key;
 }
 
 static inline size_t alloc_usable(const struct span *s) {

@@ -547,7 +547,7 @@ static void child(void) {
     fork_stack[d].copy = NULL;
   }
   files_back_in_child(1);
-  atomic_store(&alloc_gate, 0);
+  atomic_fetch_and(&alloc_gate, ~GATE_CLOSED);
   fork_depth--;
   fork_lock_drop();
 }

@@ -7,6 +7,8 @@
 uint32_t small_class_size[SH_NCLASS + 1];
 uint16_t small_class_pages[SH_NCLASS + 1];
 uint64_t small_class_recip[256];
+uint64_t small_class_inv[256];
+uint8_t small_class_shift[256];
 uint8_t small_class_lut[65];
 
 /* Classes: 16..128 in steps of 16, then four per doubling up to 32 KiB, so
@@ -25,6 +27,18 @@ void small_classes_init(void) {
     small_class_pages[c] = (uint16_t)(bytes >> SH_PAGE_SHIFT);
     /* block index = (offset * recip) >> 48 exactly, for offsets < 2^18 */
     small_class_recip[c] = ((1ULL << 48) + small_class_size[c] - 1) / small_class_size[c];
+  }
+  /* size = odd << shift; inv * odd == 1 mod 2^64 (Newton's iteration
+   * doubles the bits that are right: 3, 6, ... 96).  A cls byte that is no
+   * class gets size 2^48: only offset 0 is block 0 (what the division by a
+   * zero reciprocal gave), any other offset below 2^48 is no block. */
+  for (c = 0; c < 256; c++) {
+    uint64_t size = c >= 1 && c <= SH_NCLASS ? small_class_size[c] : 1ULL << 48;
+    unsigned shift = (unsigned)__builtin_ctzll(size);
+    uint64_t odd = size >> shift, inv = odd;
+    for (int k = 0; k < 5; k++) inv *= 2 - odd * inv;
+    small_class_inv[c] = inv;
+    small_class_shift[c] = (uint8_t)shift;
   }
   for (unsigned i = 0; i <= 64; i++) {
     size_t n = i ? i * 16 : 1, s = n - 1;

@@ -25,6 +25,9 @@ extern SH_HIDDEN uint32_t small_class_size[SH_NCLASS + 1];
 extern SH_HIDDEN uint16_t small_class_pages[SH_NCLASS + 1];
 /* 256 entries: indexed by a descriptor's cls byte, zero past the classes. */
 extern SH_HIDDEN uint64_t small_class_recip[256];
+/* The same, for the exact test of small_index_fast: size = odd << shift. */
+extern SH_HIDDEN uint64_t small_class_inv[256];
+extern SH_HIDDEN uint8_t small_class_shift[256];
 extern SH_HIDDEN uint8_t small_class_lut[65];
 SH_HIDDEN void small_classes_init(void);
 
@@ -47,13 +50,18 @@ static inline long small_index(const struct span *s, uint64_t rel, uint32_t limi
 }
 
 /* The same for a span of this process's heap, whose class tables are known
- * (the free fast path): the division becomes a multiplication, exact for
- * rel < 2^18. */
+ * (the fast paths: three times per malloc/free pair).  For size = odd <<
+ * shift, multiplying by odd's inverse mod 2^64 and rotating right by shift
+ * is a bijection of the 64-bit numbers that maps q * size to q for every q
+ * below 2^64 / size: so the result is below reserved exactly when rel is
+ * the start of a carved block, for any rel (one past a wrap included), and
+ * it is the block's index.  One multiplication, no division, no range test
+ * of its own. */
 static inline long small_index_fast(const struct span *s, uint64_t rel) {
-  if (unlikely(rel >= ((uint64_t)s->npages << SH_PAGE_SHIFT))) return -1;
-  uint64_t q = (rel * small_class_recip[s->cls]) >> 48;
-  if (unlikely(q * s->bsize != rel || q >= s->reserved)) return -1;
-  return (long)q;
+  unsigned r = small_class_shift[s->cls];
+  uint64_t x = rel * small_class_inv[s->cls];
+  uint64_t q = (x >> r) | (x << ((64 - r) & 63));
+  return likely(q < s->reserved) ? (long)q : -1;
 }
 
 /* ---- links inside free blocks (I8) ------------------------------------------------- */
@@ -158,11 +166,6 @@ SH_HIDDEN void small_bad_link(struct span *s, uint64_t block, uint64_t link, con
  * process; otherwise (the program's data happened to decode) it returns. */
 SH_HIDDEN void small_check_free(struct span *s, void *p, const char *fn);
 
-static inline int small_looks_free(const struct span *s, const void *p) {
-  uint64_t off = ptr2off(p);
-  return small_link_ok(s, small_start(s), small_next(off));
-}
-
 /* Pops the head of the local list (nonzero).  One store of the head (I5).
  * The link it follows is checked first, and the block handed out has its
  * link cleared, so a live block never decodes as a free one unless the
@@ -180,11 +183,12 @@ static inline void *small_pop(struct span *s) {
 }
 
 /* Pushes p on the local list: the link before the head, so the list is
- * whole at every instruction (I5). */
-static inline void small_push(struct span *s, void *p) {
-  uint64_t off = ptr2off(p);
-  small_set_next(off, s->free);
-  s->free = off;
+ * whole at every instruction (I5).  key is p's link key, small_link_key(
+ * G.secret, ptr2off(p)): the free path has made it for its double-free
+ * check already. */
+static inline void small_push(struct span *s, void *p, uint64_t key) {
+  *(uint64_t *)p = s->free ^ key;
+  s->free = ptr2off(p);
   s->used--;
 }
 

@@ -258,17 +258,18 @@ void *thread_alloc_large(size_t n, size_t align, int zero) {
 }
 
 void thread_free(struct span *s, void *p) {
+  uint64_t key = small_link_key(G.secret, ptr2off(p));
   struct theap *h = tl_heap ? tl_heap : thread_heap_claim();
   if (h) {
     heap_enter(h);
-    if (s->owner == h->index) heap_free_local(h, s, p);
+    if (s->owner == h->index) heap_free_local(h, s, p, key);
     else heap_free_remote(h, s, p);
     heap_leave(h);
     return;
   }
   struct theap *h0 = &G.heaps[0];
   heap0_lock();
-  if (s->owner == 0) heap_free_local(h0, s, p);
+  if (s->owner == 0) heap_free_local(h0, s, p, key);
   else heap_free_remote(h0, s, p);
   heap0_unlock();
 }

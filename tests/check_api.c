@@ -240,6 +240,36 @@ START_TEST(t_usable_size) {
 }
 END_TEST
 
+/* malloc_usable_size answers only for the start of a block (it is 0 for
+ * any other pointer, as for a pointer that is not ours): every interior
+ * byte of blocks of every small class is asked about, which checks the
+ * free path's exact block test (small_index_fast) at every offset. */
+START_TEST(t_usable_size_interior) {
+  enum { K = 8 };
+  size_t last = 0;
+  for (size_t n = 1; n <= 32768; n++) {
+    unsigned char *p[K];
+    p[0] = malloc(n);
+    ck_assert_ptr_nonnull(p[0]);
+    size_t size = malloc_usable_size(p[0]);
+    if (size == last) {
+      free(p[0]);
+      continue; /* one size of each class */
+    }
+    last = size;
+    for (int k = 1; k < K; k++) ck_assert_ptr_nonnull(p[k] = malloc(n));
+    for (int k = 0; k < K; k++) {
+      ck_assert_uint_eq(malloc_usable_size(p[k]), size);
+      for (size_t d = 1; d < size; d++)
+        ck_assert_msg(malloc_usable_size(p[k] + d) == 0, "class %zu: byte %zu of a block is taken for a block",
+                      size, d);
+    }
+    for (int k = 0; k < K; k++) free(p[k]);
+  }
+  ck_assert_uint_eq(last, 32768);
+}
+END_TEST
+
 START_TEST(t_no_overlap) {
   enum { N = 20000 };
   unsigned char **p = calloc(N, sizeof *p);
@@ -1232,6 +1262,7 @@ static Suite *api_suite(void) {
   TU_TCASE(s, tc, "sizes", 30);
   tcase_add_test(tc, t_align16);
   tcase_add_test(tc, t_usable_size);
+  tcase_add_test(tc, t_usable_size_interior);
   tcase_add_test(tc, t_recovered_sizes);
   tcase_add_test(tc, t_no_overlap);
 
