@@ -76,11 +76,10 @@ static __attribute__((noinline)) void free_slow(void *p, const char *fn) {
   errno = saved;
 }
 
+/* heap_retire keeps errno itself. */
 static __attribute__((noinline)) void free_tail(struct theap *h, struct span *s) {
-  int saved = errno; /* a retired span may be purged (madvise) */
   heap_free_tail(h, s);
   heap_leave(h);
-  errno = saved;
 }
 
 /* fn: the name the program called, for the message if p is bad.  The fast
