@@ -26,15 +26,20 @@ SH_HIDDEN int alloc_gate_close(void);     /* 1 if this call closed it */
 SH_HIDDEN void alloc_gate_open(void);
 SH_HIDDEN void alloc_gate_pass(struct theap *h);
 
-static inline void heap_enter(struct theap *h) {
+/* Publishes h->busy and returns the gate word.  busy must be visible
+ * before any edit store, also to whoever finds this process dead (a release
+ * fence: free on x86).  With membarrier the forking thread supplies the CPU
+ * fence between the busy store and the look at the gate (asymmetric
+ * Dekker); without it GATE_FENCE is set and alloc_gate_pass makes a real
+ * one. */
+static inline int heap_busy(struct theap *h) {
   atomic_store_explicit(&h->busy, 1, memory_order_relaxed);
-  /* busy must be visible before any edit store, also to whoever finds this
-   * process dead (a release fence: free on x86).  With membarrier the
-   * forking thread supplies the CPU fence between the busy store and the
-   * look at the gate (asymmetric Dekker); without it GATE_FENCE is set and
-   * alloc_gate_pass makes a real one. */
   atomic_thread_fence(memory_order_release);
-  if (unlikely(atomic_load_explicit(&alloc_gate, memory_order_relaxed))) alloc_gate_pass(h);
+  return atomic_load_explicit(&alloc_gate, memory_order_relaxed);
+}
+
+static inline void heap_enter(struct theap *h) {
+  if (unlikely(heap_busy(h))) alloc_gate_pass(h);
 }
 
 static inline void heap_leave(struct theap *h) {
@@ -57,9 +62,7 @@ static inline void edit_mark(struct theap *h, uint32_t span) {
  * heap_enter.  Nothing is edited before the look, so there is nothing to
  * undo. */
 static inline int heap_enter_fast(struct theap *h) {
-  atomic_store_explicit(&h->busy, 1, memory_order_relaxed);
-  atomic_thread_fence(memory_order_release);
-  if (likely(atomic_load_explicit(&alloc_gate, memory_order_relaxed) == 0)) return 1;
+  if (likely(heap_busy(h) == 0)) return 1;
   heap_leave(h);
   return 0;
 }
@@ -168,9 +171,12 @@ SH_HIDDEN void alloc_bad_pointer(const void *p, const char *fn) __attribute__((c
 /* The checks of a small block handed back to fn, before anything changes:
  * a block on a free list stops the process (small_check_free).  Returns
  * p's link key, for the push that frees it. */
+static inline int alloc_looks_free(const struct span *s, const void *p, uint64_t key) {
+  return small_link_ok(s, small_start(s), *(const uint64_t *)p ^ key);
+}
 static inline uint64_t alloc_check_small(struct span *s, void *p, const char *fn) {
   uint64_t key = small_link_key(G.secret, ptr2off(p));
-  if (unlikely(small_link_ok(s, small_start(s), *(const uint64_t *)p ^ key))) small_check_free(s, p, fn);
+  if (unlikely(alloc_looks_free(s, p, key))) small_check_free(s, p, fn);
   return key;
 }
 

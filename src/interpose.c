@@ -60,19 +60,8 @@ static __attribute__((noinline)) void free_slow(void *p, const char *fn) {
     return;
   }
   int saved = errno;
-  if (s->state == SPAN_SMALL) {
-    uint64_t key = alloc_check_small(s, p, fn);
-    struct theap *h = tl_heap;
-    if (h != NULL && s->owner == h->index) {
-      heap_enter(h);
-      heap_free_local(h, s, p, key);
-      heap_leave(h);
-    } else {
-      thread_free(s, p);
-    }
-  } else {
-    free_large(s);
-  }
+  if (s->state == SPAN_SMALL) thread_free(s, p, alloc_check_small(s, p, fn));
+  else free_large(s);
   errno = saved;
 }
 
@@ -91,7 +80,7 @@ static inline void do_free(void *p, const char *fn) {
   struct theap *h = tl_heap;
   if (likely(s != NULL && h != NULL && s->state == SPAN_SMALL && s->owner == h->index)) {
     uint64_t key = small_link_key(G.secret, ptr2off(p));
-    if (likely(!small_link_ok(s, small_start(s), *(const uint64_t *)p ^ key) && heap_enter_fast(h))) {
+    if (likely(!alloc_looks_free(s, p, key) && heap_enter_fast(h))) {
       if (unlikely(!heap_free_push(h, s, p, key))) {
         free_tail(h, s);
         return;

@@ -42,7 +42,7 @@ SH_HIDDEN void *thread_alloc(unsigned c);
 SH_HIDDEN void *thread_alloc_retry(unsigned c); /* after alloc_small gave NULL */
 SH_HIDDEN void *thread_alloc_large(size_t n, size_t align, int zero);
 SH_HIDDEN void thread_reclaim(int force); /* force: malloc_trim */
-SH_HIDDEN void thread_free(struct span *s, void *p);
+SH_HIDDEN void thread_free(struct span *s, void *p, uint64_t key); /* key: p's link key */
 
 /* ---- repair (repair.c), under hdr->lock ------------------------------------------------ */
 

@@ -257,8 +257,7 @@ void *thread_alloc_large(size_t n, size_t align, int zero) {
   return NULL;
 }
 
-void thread_free(struct span *s, void *p) {
-  uint64_t key = small_link_key(G.secret, ptr2off(p));
+void thread_free(struct span *s, void *p, uint64_t key) {
   struct theap *h = tl_heap ? tl_heap : thread_heap_claim();
   if (h) {
     heap_enter(h);
