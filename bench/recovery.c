@@ -4,8 +4,13 @@
  *   recovery fill NBLOCKS   allocate NBLOCKS blocks (16 B .. 4 KiB, a few
  *                           large) from 2 threads into a rooted table, then
  *                           churn until killed; prints "filled" first
- *   recovery attach         print what the attach found and took, then walk
- *                           the table from its root to prove it is whole
+ *   recovery attach         print what the attach found and took (the
+ *                           repair, the collection of what no root reaches),
+ *                           then walk the table from its root to prove it is
+ *                           whole
+ *   recovery unroot         remove the table's root and exit: the next start
+ *                           finds a heap whose roots hold no pointer
+ *   recovery empty          print what the start took to empty such a heap
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -18,7 +23,9 @@
 
 #include "shmheap.h"
 
-static int (*p_recovered)(struct shmheap_recovery *);
+static int (*p_recovered)(struct shmheap_recovery *, size_t);
+static int (*p_root_remove)(const char *);
+static int (*p_get_info)(struct shmheap_info *);
 static int (*p_prefault)(struct shmheap_prefault *);
 static int (*p_root_set)(const char *, const void *);
 static void *(*p_root_get)(const char *);
@@ -64,12 +71,14 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-  *(void **)&p_recovered = dlsym(RTLD_DEFAULT, "shmheap_recovered");
+  *(void **)&p_recovered = dlsym(RTLD_DEFAULT, "shmheap_recovered_size");
+  *(void **)&p_root_remove = dlsym(RTLD_DEFAULT, "shmheap_root_remove");
+  *(void **)&p_get_info = dlsym(RTLD_DEFAULT, "shmheap_get_info");
   *(void **)&p_root_set = dlsym(RTLD_DEFAULT, "shmheap_root_set");
   *(void **)&p_root_get = dlsym(RTLD_DEFAULT, "shmheap_root_get");
   *(void **)&p_prefault = dlsym(RTLD_DEFAULT, "shmheap_prefault_status");
-  if (!p_recovered || !p_root_set || !p_root_get || !p_prefault || argc < 2) {
-    fprintf(stderr, "recovery: run with LD_PRELOAD=libshmheap.so and SHMHEAP_KEY: recovery fill N | attach\n");
+  if (!p_recovered || !p_root_set || !p_root_get || !p_prefault || !p_root_remove || !p_get_info || argc < 2) {
+    fprintf(stderr, "recovery: run with LD_PRELOAD=libshmheap.so and SHMHEAP_KEY: recovery fill N | attach | unroot | empty\n");
     return 2;
   }
   if (!strcmp(argv[1], "fill") && argc > 2) {
@@ -97,9 +106,22 @@ int main(int argc, char **argv) {
     pthread_create(&ta, NULL, churn, &a);
     churn(&b);
   }
+  struct shmheap_recovery r;
+  struct shmheap_info info;
+  if (!strcmp(argv[1], "unroot")) return p_root_remove("bench.table") == 0 ? 0 : 3;
+  if (!strcmp(argv[1], "empty")) {
+    int origin = p_recovered(&r, sizeof r);
+    p_get_info(&info);
+    printf("origin=%d recovery_us=%.0f check_us=%.0f gc_reset=%llu gc_blocks=%llu gc_mib=%llu gc_us=%.0f in_use_kib=%llu\n",
+           origin, r.recovery_ns / 1e3, r.check_ns / 1e3, (unsigned long long)r.gc_reset,
+           (unsigned long long)r.gc_blocks, (unsigned long long)(r.gc_bytes >> 20), r.gc_ns / 1e3,
+           (unsigned long long)(info.in_use >> 10));
+    return r.gc_reset ? 0 : 4;
+  }
   if (!strcmp(argv[1], "attach")) {
-    struct shmheap_recovery r;
-    int origin = p_recovered(&r);
+    int origin = p_recovered(&r, sizeof r);
+    /* What the collection kept: the reachable heap it marked. */
+    p_get_info(&info);
     struct table *t = p_root_get("bench.table");
     if (!t) return 3;
     double t0 = now();
@@ -119,10 +141,14 @@ int main(int argc, char **argv) {
     struct shmheap_prefault pf;
     p_prefault(&pf);
     /* recovery_us is the whole attach; check_us the part of it that
-     * validated the metadata before the repair trusted it.  The prefault
+     * validated the metadata before the repair trusted it; gc_ms the
+     * collection (populate, mark, sweep), and mark_gib_s the heap it kept
+     * (all reachable: the table's blocks) over that time.  The prefault
      * figures are as they stand at the walk's end. */
-    printf("origin=%d recovery_us=%.0f check_us=%.0f dead=%u rebuilt=%u released=%u lock=%u quarantined=%llu live=%zu bytes=%llu walk_s=%.2f prefault=%d/%u mapped_mib=%llu of %llu%s end_ns=%lld\n",
-           origin, r.recovery_ns / 1e3, r.check_ns / 1e3, r.dead_processes, r.heaps_repaired, r.heaps_released,
+    double gc_s = r.gc_ns / 1e9;
+    printf("origin=%d recovery_us=%.0f check_us=%.0f gc_ms=%.0f gc_blocks=%llu reached_mib=%llu mark_gib_s=%.2f dead=%u rebuilt=%u released=%u lock=%u quarantined=%llu live=%zu bytes=%llu walk_s=%.2f prefault=%d/%u mapped_mib=%llu of %llu%s end_ns=%lld\n",
+           origin, r.recovery_ns / 1e3, r.check_ns / 1e3, gc_s * 1e3, (unsigned long long)r.gc_blocks,
+           (unsigned long long)(info.in_use >> 20), gc_s > 0 ? info.in_use / gc_s / (1 << 30) : 0.0, r.dead_processes, r.heaps_repaired, r.heaps_released,
            r.lock_recovered, (unsigned long long)r.spans_quarantined, live, (unsigned long long)bytes, walk, pf.mode,
            pf.threads, (unsigned long long)(pf.bytes_mapped >> 20), (unsigned long long)(pf.bytes_planned >> 20),
            pf.finished ? " finished" : "", (long long)end.tv_sec * 1000000000LL + end.tv_nsec);

@@ -1,7 +1,10 @@
 #!/bin/bash
 # Restart time of a large heap: fill a keyed heap with millions of blocks
 # (several GiB), kill -9 the process while two threads churn it, then time
-# the next process's attach and repair, and a clean re-attach after that.
+# the next process's attach, repair and collection (gc_ms, and the rate at
+# which it went through the reachable heap: mark_gib_s), and a clean
+# re-attach after that; then the same heap with its root removed, which the
+# next start empties whole (gc_us).
 # Then the whole restart: from exec to the end of a walk that reads every
 # live block, with each SHMHEAP_PREFAULT setting, on 4 KiB pages and on each
 # huge-page setting the machine allows (a heap of its own, filled and killed
@@ -46,8 +49,16 @@ start=$(date +%s%N)
 LD_PRELOAD=$lib "$prog" attach >"$tmp/attach" 2>&1
 end=$(date +%s%N)
 echo "  clean re-attach: $(cat "$tmp/attach") process_ms=$(( (end - start) / 1000000 ))"
-"$builddir/tools/shmheap-dump" "$key" | sed -n '1,4s/^/  /p'
+"$builddir/tools/shmheap-dump" "$key" | sed -n '1,5s/^/  /p'
 "$builddir/tools/shmheap-dump" --check "$key" >/dev/null && echo "  shmheap-dump --check: consistent"
+
+# A heap whose roots hold no pointer (its table's root removed): the next
+# start empties it whole, without a walk, at any size.
+LD_PRELOAD=$lib "$prog" unroot
+LD_PRELOAD=$lib "$prog" empty >"$tmp/empty" 2>&1 || { cat "$tmp/empty" >&2; echo "recovery: the heap without roots was not emptied whole" >&2; exit 1; }
+echo "  no root: $(cat "$tmp/empty")"
+FIRST=0 fill_and_kill # the table again, for the restarts below
+LD_PRELOAD=$lib "$prog" attach >/dev/null 2>&1
 
 # restart_row LABEL: three restarts of the heap under SHMHEAP_KEY with the
 # environment as it is; prints the median time from exec to the end of the

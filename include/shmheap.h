@@ -129,6 +129,10 @@ struct shmheap_recovery {
   uint64_t gc_blocks;        /* blocks freed */
   uint64_t gc_bytes;         /* their bytes (large blocks: their pages) */
   uint64_t gc_ns;            /* time the collection took (part of recovery_ns) */
+  /* 1: no root held a pointer, so the heap was emptied whole by resetting
+   * its metadata, without a walk (gc_blocks and gc_bytes then come from
+   * the heap's counters). */
+  uint64_t gc_reset;
 };
 
 /* Whether this process attached a heap that existed before it, and whether

@@ -250,12 +250,85 @@ static void collect_free(struct gc *c) {
   os_scratch_free(c->nlocal, c->nnlocal);
 }
 
+/* Does any named root hold a pointer? */
+static int any_root(void) {
+  struct shm_header *h = G.hdr;
+  for (unsigned i = 0; i < SH_ROOT_MAX; i++)
+    if (atomic_load_explicit(&h->roots[i].name[0], memory_order_relaxed) &&
+        atomic_load_explicit(&h->roots[i].off, memory_order_relaxed))
+      return 1;
+  return 0;
+}
+
+/* A heap whose roots hold no pointer is all garbage: it is emptied by
+ * forgetting its spans (page_reset) and the thread heaps' lists instead of
+ * a walk, in time bounded by the number of thread heaps, whatever the
+ * heap's size.  The figures reported come from the counters (blocks and
+ * bytes the heaps handed out minus those given back).  Every heap is busy
+ * from before the reset until its lists are empty (I7): a kill before the
+ * reset's step is complete has the step undone (I6) and the heaps rebuilt
+ * from their spans as they were, and the next start empties the heap
+ * again; a kill after it has the heaps rebuilt from no spans at all.
+ * Returns 0, having changed nothing, if a heap is still held. */
+static int reset_rootless(struct shmheap_recovery *f) {
+  struct shm_header *h = G.hdr;
+  const uint32_t max = h->max_heap < SH_MAX_HEAPS ? h->max_heap : SH_MAX_HEAPS;
+  uint64_t bytes = h->large_in_use, small = 0;
+  for (uint32_t hi = 0; hi < max; hi++) {
+    const struct theap *t = &G.heaps[hi];
+    if (atomic_load(&t->owner_pid)) return 0;
+    bytes += t->in_use;
+    small += t->nmalloc - t->nfree;
+  }
+  for (uint32_t hi = 0; hi < max; hi++) {
+    G.heaps[hi].edit_span = 0;
+    atomic_store(&G.heaps[hi].busy, 1);
+  }
+  /* Counted as a collection would have counted them: modulo 2^64, read
+   * back as signed, below zero is none. */
+  f->gc_blocks = ((int64_t)small > 0 ? small : 0) + h->large_count;
+  f->gc_bytes = (int64_t)bytes > 0 ? bytes : 0;
+  f->gc_reset = 1;
+  journal_begin();
+  page_reset();
+  journal_end();
+  for (uint32_t hi = 0; hi < max; hi++) {
+    struct theap *t = &G.heaps[hi];
+    memset(t->cls, 0, sizeof t->cls);
+    t->pend_head = 0;
+    t->pend_span = 0;
+    atomic_store(&t->full_remote, 0);
+    t->in_use = 0;
+    t->nfree = t->nmalloc;
+    atomic_store_explicit(&t->busy, 0, memory_order_release);
+  }
+  return 1;
+}
+
+/* For shmheap-dump's history: statistics, each store on its own. */
+static void collect_count(const struct shmheap_recovery *f) {
+  struct shm_header *h = G.hdr;
+  uint64_t us = f->gc_ns / 1000;
+  h->gc_last_us = us < UINT32_MAX ? (uint32_t)us : UINT32_MAX;
+  h->gc_last_reset = (uint32_t)f->gc_reset;
+  h->gc_last_blocks = f->gc_blocks;
+  h->gc_last_bytes = f->gc_bytes;
+  h->gc_total_blocks += f->gc_blocks;
+  h->gc_total_bytes += f->gc_bytes;
+  h->gc_runs++;
+}
+
 void collect_at_restart(struct shmheap_recovery *f) {
   uint64_t t0 = os_clock_ns(CLOCK_MONOTONIC);
   struct shm_header *h = G.hdr;
   const uint32_t top = h->top <= G.hdr->npages ? h->top : G.hdr->npages;
   uint32_t count = h->span_count < G.nspans ? h->span_count : G.nspans;
   if (!top) return;
+  if (!any_root() && reset_rootless(f)) {
+    f->gc_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
+    collect_count(f);
+    return;
+  }
   static struct gc c; /* not on the first malloc's stack */
   static struct small_marks m;
   static uint8_t busy[SH_MAX_HEAPS];
@@ -350,4 +423,5 @@ void collect_at_restart(struct shmheap_recovery *f) {
   f->gc_blocks = blocks;
   f->gc_bytes = bytes;
   f->gc_ns = os_clock_ns(CLOCK_MONOTONIC) - t0;
+  collect_count(f);
 }

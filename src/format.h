@@ -57,7 +57,7 @@
 /* ---- format constants (any change here bumps SH_FORMAT) ---------------- */
 
 #define SH_MAGIC 0x5041454d48534853ULL /* "SHSHMEAP" little-endian */
-#define SH_FORMAT 6u
+#define SH_FORMAT 7u
 
 #define SH_PAGE_SHIFT 12
 #define SH_PAGE ((size_t)1 << SH_PAGE_SHIFT)
@@ -255,6 +255,12 @@ struct shm_header {
   uint64_t purge_due_ms; /* no free span is old enough to purge before this */
   uint32_t max_heap;     /* heaps[0, max_heap) have ever been used */
   uint32_t last_recovery_us; /* the last re-attach's recovery (attach, check, repair), µs; 0: none yet */
+  /* statistics of the collections at restart (collect.c), for shmheap-dump */
+  uint32_t gc_last_us;      /* the last collection's time, µs (0: took less than 1 µs, or none yet) */
+  uint32_t gc_last_reset;   /* 1: it emptied a heap whose roots held no pointer, without a walk */
+  uint64_t gc_runs;         /* collections made */
+  uint64_t gc_last_blocks, gc_last_bytes; /* what the last one freed */
+  uint64_t gc_total_blocks, gc_total_bytes; /* what all of them freed */
   uint64_t link_secret;  /* encodes the links inside free blocks (small.h); random */
   struct root roots[SH_ROOT_MAX]; /* created and removed under lock */
 

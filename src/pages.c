@@ -300,6 +300,47 @@ size_t page_purge_all(void) {
   return (size_t)(h->purged_pages - before) << SH_PAGE_SHIFT;
 }
 
+/* ---- forgetting every span ------------------------------------------------- */
+
+void page_reset(void) {
+  struct shm_header *h = H();
+  SH_ASSERT(pages_locked() && journal_open(), "I6");
+  const uint32_t top = h->top;
+  for (unsigned b = 0; b < SH_NBINS; b++)
+    if (h->bins[b]) JW(h->bins[b]) = 0;
+  JW(h->binmap[0]) = 0;
+  JW(h->binmap[1]) = 0;
+  JW(h->dirty_head) = 0;
+  JW(h->dirty_tail) = 0;
+  JW(h->span_free) = 0;
+  JW(h->live_pages) = 0;
+  JW(h->large_in_use) = 0;
+  JW(h->large_count) = 0;
+  JW(h->dirty_pages) = 0;
+  /* Descriptors from 2 up are unused again, though the page map still
+   * names them: a lookup takes an entry only below span_count and only if
+   * its descriptor covers the page (I3), and desc_new clears a descriptor
+   * before it hands it out again. */
+  JW(h->span_count) = top ? 2 : 1;
+  if (!top) return;
+  struct span *s = &G.spans[1];
+  for (unsigned k = 0; k < sizeof *s / 8; k++) journal_touch((uint64_t *)s + k, 8);
+  memset(s, 0, sizeof *s);
+  s->first = 0;
+  s->npages = top;
+  s->state = SPAN_FREE;
+  /* Every page counts dirty (an upper bound, I8): which of them a purge
+   * left zero only a walk would tell.  As old as now: a process that
+   * allocates soon finds the pages still mapped, and the purge gives back
+   * what it leaves unused, a second later, in one step. */
+  s->ndirty = top;
+  s->dirty_ms = now_ms();
+  JW(h->dirty_pages) = top;
+  map_ends(s);
+  dirty_link_after(s, 0);
+  bin_insert(s);
+}
+
 /* ---- allocation ------------------------------------------------------------ */
 
 /* Splits the first n pages off free span s (already out of its bin) and bins

@@ -89,6 +89,10 @@ SH_HIDDEN int pages_locked(void); /* by this thread (for assertions) */
 SH_HIDDEN struct span *page_alloc(uint32_t npages, uint32_t align_pages, int *zeroed);
 SH_HIDDEN void page_free(struct span *s);
 SH_HIDDEN int page_resize(struct span *s, uint32_t npages); /* in place; 1 on success */
+/* Forgets every small and large span: pages [0, top) become one free span,
+ * all dirty, in one step of at most SH_NBINS + 32 logged stores, whatever
+ * the heap's size.  What the thread heaps' lists name is the caller's. */
+SH_HIDDEN void page_reset(void);
 /* Under the lock, outside an edit (each purge is an edit of its own): */
 SH_HIDDEN void page_purge_due(void);
 /* page_purge_due sets pages_purge_wanted to 1 when more than the floor of

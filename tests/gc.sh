@@ -13,6 +13,8 @@
 #  - 20 restarts that each leave garbage do not grow the heap;
 #  - kill -9 at random moments of starts that collect: the next start
 #    repairs and collects, and the structure is whole;
+#  - a heap whose roots hold no pointer is emptied whole without a walk,
+#    after a clean exit, after kill -9 and after kills during such starts;
 #  - a bad SHMHEAP_GC exits 78, naming the variable.
 #  - metadata a stray store changed (tests/gc_corrupt.py: a descriptor
 #    outside the tiling covering a page in use, small spans attach takes out
@@ -56,6 +58,9 @@ echo "clean exit: garbage $gb bytes, in use $built; collected $n1 blocks, $c1 by
 [ "$u1" -le $((built - gb / 100 * 99)) ] || fail "v1: $u1 bytes in use after the collection, more than $built - 99% of $gb"
 grep -q "^libshmheap: collection: $n1 block(s) no root reaches freed, $c1 bytes, [0-9]* us$" "$TMP/v1.err" ||
   { show "$TMP/v1.err"; fail "v1: no SHMHEAP_VERBOSE line with the collection's figures"; }
+"$DUMP" "$H" >"$TMP/v1.dump" 2>&1 || { show "$TMP/v1.dump"; fail "v1: shmheap-dump"; }
+grep -q "^collected  1 time(s) at restart, $n1 block(s) of .* in all; the last: $n1 of .* in [0-9]* us$" "$TMP/v1.dump" ||
+  { show "$TMP/v1.dump"; fail "v1: shmheap-dump's history does not show the collection"; }
 
 # 2. The same structure and garbage, left by kill -9.
 remove
@@ -112,13 +117,67 @@ run kv auto verify
 ok kv
 echo "20 kills during collecting starts: the structure is whole, $(field kv gc_blocks) blocks collected after the last"
 
-# 6. A bad value: exit 78 and the variable's name.
+# 6. A heap whose roots hold no pointer is emptied whole, by a reset of its
+# metadata instead of a walk (gc_reset=1): after a clean exit and after
+# kill -9 nothing of what was left stays in use, shmheap_check is clean, a
+# root set to null stays null.  Kills during such starts leave a heap the
+# next start empties again.
+run n0 auto rootless 20000
+ok n0
+[ "$(field n0 gc_reset)" = 0 ] || fail "n0: the heap had roots, but the start emptied it whole"
+[ "$(field n0 roots)" = 2 ] || fail "n0: $(field n0 roots) of the roots gc and gc.inner found, not 2"
+run n1 auto rootless 20000 crash
+[ "$status" = 137 ] || { show "$TMP/n1.err"; fail "n1: gc_prog rootless 20000 crash exits $status, not 137"; }
+for f in gc_reset:1 roots:0 problems:0 origin:1; do
+  [ "$(field n1 "${f%:*}")" = "${f#*:}" ] || { show "$TMP/n1.out"; fail "n1: ${f%:*}=$(field n1 "${f%:*}"), not ${f#*:}"; }
+done
+# 20000 garbage blocks and the structure (more than 2000 blocks).  What is
+# in use before main is the C++ runtime's (its exception pool: 72 KiB).
+[ "$(field n1 gc_blocks)" -ge 22000 ] || fail "n1: $(field n1 gc_blocks) blocks freed, fewer than the 22000 left"
+[ "$(field n1 gc_bytes)" -ge "$(field n0 garbage_bytes)" ] ||
+  fail "n1: $(field n1 gc_bytes) bytes freed, fewer than the $(field n0 garbage_bytes) of garbage left"
+[ "$(field n1 in_use)" -le 262144 ] || fail "n1: $(field n1 in_use) bytes in use before main after the heap was emptied"
+grep -q "^libshmheap: collection: no root holds a pointer: the heap was emptied, $(field n1 gc_blocks) block(s) freed, $(field n1 gc_bytes) bytes, [0-9]* us$" "$TMP/n1.err" ||
+  { show "$TMP/n1.err"; fail "n1: no SHMHEAP_VERBOSE line saying the heap was emptied"; }
+run n2 auto rootless 0
+ok n2
+for f in gc_reset:1 roots:0 problems:0 origin:2; do
+  [ "$(field n2 "${f%:*}")" = "${f#*:}" ] || { show "$TMP/n2.out"; fail "n2: ${f%:*}=$(field n2 "${f%:*}"), not ${f#*:}"; }
+done
+[ "$(field n2 gc_blocks)" -ge 20000 ] || fail "n2: $(field n2 gc_blocks) blocks freed after kill -9, fewer than the 20000 left"
+[ "$(field n2 in_use)" -le 262144 ] || fail "n2: $(field n2 in_use) bytes in use before main after kill -9"
+"$DUMP" --check "$H" >"$TMP/n2.check" 2>&1 || { show "$TMP/n2.check"; fail "n2: shmheap-dump --check after the heap was emptied"; }
+# shmheap-dump's history says it.
+"$DUMP" "$H" >"$TMP/n2.dump" 2>&1 || { show "$TMP/n2.dump"; fail "n2: shmheap-dump"; }
+grep -q "^collected  [0-9]* time(s) at restart, .*; the last: $(field n2 gc_blocks) of .* us (no root held a pointer: emptied whole)$" "$TMP/n2.dump" ||
+  { show "$TMP/n2.dump"; fail "n2: shmheap-dump's history does not show the collection that emptied the heap"; }
+"$DUMP" --json "$H" | grep -q "\"gc_last\": {\"blocks\": $(field n2 gc_blocks), \"bytes\": $(field n2 gc_bytes), \"us\": [0-9]*, \"emptied_whole\": true}" ||
+  fail "n2: shmheap-dump --json has no gc_last with the figures the start reported"
+echo "no root: emptied $(field n1 gc_blocks) blocks, $(field n1 gc_bytes) bytes in $(field n1 gc_us) us; after kill -9 $(field n2 gc_blocks) blocks in $(field n2 gc_us) us"
+i=1
+while [ $i -le 20 ]; do
+  run nk auto rootless 5000
+  ok nk
+  LD_PRELOAD=$SHMHEAP_LIB SHMHEAP_GC=auto "$PROG" rootless 0 >/dev/null 2>&1 </dev/null &
+  pid=$!
+  sleep "0.0$(printf %02d $((i * 37 % 60)))"
+  kill -9 $pid 2>/dev/null || :
+  wait $pid 2>/dev/null || :
+  i=$((i + 1))
+done
+run n3 auto rootless 0
+ok n3
+[ "$(field n3 in_use)" -le 262144 ] || fail "n3: $(field n3 in_use) bytes in use after 20 kills during starts that empty the heap"
+"$DUMP" --check "$H" >"$TMP/n3.check" 2>&1 || { show "$TMP/n3.check"; fail "n3: shmheap-dump --check after 20 kills during starts that empty the heap"; }
+echo "20 kills during starts that empty the heap: consistent, $(field n3 in_use) bytes in use"
+
+# 7. A bad value: exit 78 and the variable's name.
 run bad bogus verify
 [ "$status" = 78 ] || fail "bad: SHMHEAP_GC=bogus exits $status, not 78"
 grep -q "SHMHEAP_GC=bogus" "$TMP/bad.err" || { show "$TMP/bad.err"; fail "bad: the message does not name SHMHEAP_GC"; }
 remove
 
-# 7. Corrupt metadata: a start either refuses the heap (65) or keeps the
+# 8. Corrupt metadata: a start either refuses the heap (65) or keeps the
 # structure whole.  quarantine's spans stay out of use, and shmheap_check
 # reports them as it must: its verify leaves the check out.
 PY=/usr/bin/python3

@@ -13,6 +13,14 @@
 //                           difference
 //   gc_prog verify nocheck  the same without shmheap_check
 //   gc_prog garbage N       verify, then leaves N more garbage blocks
+//   gc_prog rootless N [crash]
+//                           prints what the start collected ("gc_reset=R
+//                           gc_blocks=N gc_bytes=B in_use=U origin=O
+//                           problems=P roots=K", P from shmheap_check, K the
+//                           roots "gc" and "gc.inner" that hold a pointer),
+//                           then sets "gc" to null, removes "gc.inner" and
+//                           leaves N garbage blocks: the next start finds no
+//                           root holding a pointer; exit 1 if P > 0
 //
 // The structure holds every kind of reference the collection must follow:
 // a list linked only through interior pointers, an array of pointers in a
@@ -38,6 +46,7 @@ static void *(*root_get)(const char *);
 static int (*get_info)(struct shmheap_info *);
 static int (*check)(shmheap_report_fn, void *);
 static int (*recovered)(struct shmheap_recovery *, size_t);
+static int (*root_remove)(const char *);
 
 static uint64_t pattern(uint64_t seed, size_t j) { return (seed * 0x9e3779b97f4a7c15ULL + j * 31) & 0xff; }
 static void fill(void *p, size_t n, uint64_t seed) {
@@ -311,8 +320,9 @@ int main(int argc, char **argv) {
   get_info = reinterpret_cast<int (*)(struct shmheap_info *)>(dlsym(RTLD_DEFAULT, "shmheap_get_info"));
   check = reinterpret_cast<int (*)(shmheap_report_fn, void *)>(dlsym(RTLD_DEFAULT, "shmheap_check"));
   recovered = reinterpret_cast<int (*)(struct shmheap_recovery *, size_t)>(dlsym(RTLD_DEFAULT, "shmheap_recovered_size"));
-  if (!root_set || !root_get || !get_info || !check || !recovered || argc < 2) {
-    std::fprintf(stderr, "gc_prog: run with LD_PRELOAD=libshmheap.so: gc_prog build [crash] | verify | garbage N\n");
+  root_remove = reinterpret_cast<int (*)(const char *)>(dlsym(RTLD_DEFAULT, "shmheap_root_remove"));
+  if (!root_set || !root_get || !get_info || !check || !recovered || !root_remove || argc < 2) {
+    std::fprintf(stderr, "gc_prog: run with LD_PRELOAD=libshmheap.so: gc_prog build [crash] | verify | garbage N | rootless N [crash]\n");
     return 2;
   }
   rnd ^= (uint64_t)getpid() << 20;
@@ -327,8 +337,26 @@ int main(int argc, char **argv) {
     if (argc > 2 && !std::strcmp(argv[2], "crash")) raise(SIGKILL);
     return 0;
   }
-  if (std::strcmp(argv[1], "verify") && std::strcmp(argv[1], "garbage")) return 2;
   struct shmheap_recovery rec;
+  if (!std::strcmp(argv[1], "rootless") && argc > 2) {
+    int origin = recovered(&rec, sizeof rec);
+    size_t before = in_use();
+    int problems = check([](void *, const char *what) { std::fprintf(stderr, "gc_prog: shmheap_check: %s\n", what); }, nullptr);
+    int roots = (root_get("gc") != nullptr) + (root_get("gc.inner") != nullptr);
+    std::printf("gc_reset=%llu gc_blocks=%llu gc_bytes=%llu gc_us=%llu in_use=%zu origin=%d problems=%d roots=%d\n",
+                (unsigned long long)rec.gc_reset, (unsigned long long)rec.gc_blocks,
+                (unsigned long long)rec.gc_bytes, (unsigned long long)(rec.gc_ns / 1000), before, origin, problems,
+                roots);
+    std::fflush(stdout);
+    if (root_get("gc")) root_set("gc", nullptr);
+    root_remove("gc.inner");
+    garbage(std::atol(argv[2]), &blocks, &bytes);
+    std::printf("garbage_blocks=%ld garbage_bytes=%zu\n", blocks, bytes);
+    std::fflush(stdout);
+    if (argc > 3 && !std::strcmp(argv[3], "crash")) raise(SIGKILL);
+    return problems ? 1 : 0;
+  }
+  if (std::strcmp(argv[1], "verify") && std::strcmp(argv[1], "garbage")) return 2;
   int origin = recovered(&rec, sizeof rec);
   size_t before = in_use();
   // nocheck: spans the test corrupted stay quarantined, and shmheap_check

@@ -235,6 +235,10 @@ static void summary(const struct seg *s, const struct hv *v) {
            (unsigned)h->repairs);
     jstr(h->program[0] ? h->program : prog, h->program[0] ? SH_PROGRAM_MAX : sizeof prog);
     printf(",\n");
+    printf(" \"gc_runs\": %llu, \"gc_blocks_total\": %llu, \"gc_bytes_total\": %llu, \"gc_last\": {\"blocks\": %llu, \"bytes\": %llu, \"us\": %u, \"emptied_whole\": %s},\n",
+           (unsigned long long)h->gc_runs, (unsigned long long)h->gc_total_blocks,
+           (unsigned long long)h->gc_total_bytes, (unsigned long long)h->gc_last_blocks,
+           (unsigned long long)h->gc_last_bytes, h->gc_last_us, h->gc_last_reset ? "true" : "false");
     printf(" \"in_use\": %llu, \"nmalloc\": %llu, \"nfree\": %llu, \"heap_bytes\": %llu, \"heap_capacity\": %llu,\n",
            (unsigned long long)in_use, (unsigned long long)u.nmalloc, (unsigned long long)u.nfree,
            (unsigned long long)(u.top_pages << SH_PAGE_SHIFT), (unsigned long long)h->npages << SH_PAGE_SHIFT);
@@ -285,6 +289,14 @@ static void summary_text(FILE *out, const struct seg *s, const struct hv *v, con
     fprintf(out, "state      left cleanly by pid %d (program %s)\n", h->last_pid, prog);
   fprintf(out, "history    %llu re-attach(es), %u after a crash; %u repair(s) made\n", (unsigned long long)h->attaches,
          h->crashes, (unsigned)h->repairs);
+  if (h->gc_runs)
+    fprintf(out, "collected  %llu time(s) at restart, %llu block(s) of %s in all; the last: %llu of %s in %u us%s\n",
+            (unsigned long long)h->gc_runs, (unsigned long long)h->gc_total_blocks,
+            human(h->gc_total_bytes, b1, sizeof b1), (unsigned long long)h->gc_last_blocks,
+            human(h->gc_last_bytes, b2, sizeof b2), h->gc_last_us,
+            h->gc_last_reset ? " (no root held a pointer: emptied whole)" : "");
+  else
+    fprintf(out, "collected  never (no restart with SHMHEAP_GC=auto yet)\n");
   fprintf(out, "in use     %s in blocks (%llu malloc, %llu free of small blocks)\n", human(in_use, b1, sizeof b1),
          (unsigned long long)u->nmalloc, (unsigned long long)u->nfree);
   fprintf(out, "pages      %s carved of %s; small spans %s, large blocks %llu (%s)\n",
@@ -521,6 +533,7 @@ struct prom_heap {
   struct hv_usage u;
   struct who w;
   uint64_t size, nattch, purged_pages, attaches, crashes, repairs, last_recovery_us;
+  uint64_t gc_runs, gc_total_blocks, gc_total_bytes, gc_last_us;
   uint64_t class_size[SH_NCLASS + 1];
 };
 
@@ -558,6 +571,10 @@ static int prom_read(int shmid, struct prom_heap *p) {
     p->crashes = h->crashes;
     p->repairs = h->repairs;
     p->last_recovery_us = h->last_recovery_us;
+    p->gc_runs = h->gc_runs;
+    p->gc_total_blocks = h->gc_total_blocks;
+    p->gc_total_bytes = h->gc_total_bytes;
+    p->gc_last_us = h->gc_last_us;
     for (unsigned c = 1; c <= SH_NCLASS; c++) p->class_size[c] = h->class_size[c];
   }
   shmdt(s.map);
@@ -566,7 +583,8 @@ static int prom_read(int shmid, struct prom_heap *p) {
 
 enum prom_what {
   P_SIZE, P_IN_USE, P_CARVED, P_FREE, P_DIRTY, P_PURGED, P_LARGE_BLOCKS, P_LARGE_BYTES, P_NMALLOC, P_NFREE,
-  P_ATTACHED, P_USERS, P_USERS_GONE, P_THREADS, P_ATTACHES, P_CRASHES, P_REPAIRS, P_RECOVERY, P_CLASS_BLOCKS,
+  P_ATTACHED, P_USERS, P_USERS_GONE, P_THREADS, P_ATTACHES, P_CRASHES, P_REPAIRS, P_RECOVERY, P_GC_RUNS,
+  P_GC_BLOCKS, P_GC_BYTES, P_GC_LAST, P_CLASS_BLOCKS,
   P_CLASS_SPANS, P_N
 };
 static const struct {
@@ -590,6 +608,10 @@ static const struct {
     {"shmheap_crashes_total", "counter", "Re-attaches that found a crash."},
     {"shmheap_repairs_total", "counter", "Crash repairs made (the lock's or a thread heap's)."},
     {"shmheap_last_recovery_seconds", "gauge", "Time the last re-attach took to attach, check and repair the heap."},
+    {"shmheap_collections_total", "counter", "Collections at restart (SHMHEAP_GC=auto) of what no root reached."},
+    {"shmheap_collected_blocks_total", "counter", "Blocks the collections at restart freed."},
+    {"shmheap_collected_bytes_total", "counter", "Bytes of the blocks the collections at restart freed."},
+    {"shmheap_last_collection_seconds", "gauge", "Time the last collection at restart took."},
     {"shmheap_class_blocks", "gauge", "Small blocks in use, per size class (a block freed by another thread counts until collected)."},
     {"shmheap_class_spans", "gauge", "Spans of each size class."},
 };
@@ -629,6 +651,13 @@ static void prom_print(const struct prom_heap *heaps, int n) {
       case P_RECOVERY:
         if (!p->last_recovery_us) continue; /* never re-attached: no sample */
         v = (double)p->last_recovery_us / 1e6;
+        break;
+      case P_GC_RUNS: v = (double)p->gc_runs; break;
+      case P_GC_BLOCKS: v = (double)p->gc_total_blocks; break;
+      case P_GC_BYTES: v = (double)p->gc_total_bytes; break;
+      case P_GC_LAST:
+        if (!p->gc_runs) continue; /* never collected: no sample */
+        v = (double)p->gc_last_us / 1e6;
         break;
       case P_CLASS_BLOCKS:
       case P_CLASS_SPANS:
