@@ -333,6 +333,41 @@ int os_thread_start(void *(*fn)(void *), void *arg) {
   return e;
 }
 
+#define HELPER_STACK (64u << 10)
+
+int os_helper_start(struct os_helper *t, int (*fn)(void *), void *arg) {
+  t->stack = mmap(NULL, HELPER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (t->stack == MAP_FAILED) {
+    t->stack = NULL;
+    return -1;
+  }
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* the helper's mask */
+  /* PARENT_SETTID stores the id before either thread runs on, so a join
+   * never sees 0 before the end; CHILD_CLEARTID clears it and wakes the
+   * word (a futex not private: the kernel's wake is not) once the thread
+   * is off its stack. */
+  int r = clone(fn, (char *)t->stack + HELPER_STACK,
+                CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |
+                    CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID,
+                arg, (int *)&t->tid, NULL, (int *)&t->tid);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (r < 0) {
+    munmap(t->stack, HELPER_STACK);
+    t->stack = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+void os_helper_join(struct os_helper *t) {
+  if (!t->stack) return;
+  for (int v; (v = atomic_load(&t->tid)) != 0;) syscall(SYS_futex, &t->tid, FUTEX_WAIT, v, NULL, NULL, 0);
+  munmap(t->stack, HELPER_STACK);
+  t->stack = NULL;
+}
+
 /* The executable segments of libc and the dynamic loader, found once
  * (dl_iterate_phdr allocates nothing). */
 #define LIBC_RANGES 8

@@ -169,6 +169,19 @@ SH_HIDDEN void os_futex_wait_ms(_Atomic int *w, int val, uint64_t ms); /* at mos
  * reused, by the time its creator would.  0, or the error number.  It allocates (glibc's descriptors
  * of a thread): never from inside a heap edit. */
 SH_HIDDEN int os_thread_start(void *(*fn)(void *), void *arg);
+/* A helper for the work of a start that holds the heap's lock before main
+ * (collect.c): a thread made with clone(2) alone, which the C library does
+ * not know of and which allocates nothing, so it can run where malloc
+ * cannot be called.  fn shares the caller's thread pointer: it must not
+ * touch thread-local storage (errno included), call the C library or take
+ * a signal (all are blocked).  os_helper_start returns 0, or -1 (then fn
+ * did not run); os_helper_join waits for it to end and frees its stack. */
+struct os_helper {
+  _Atomic int tid; /* the kernel clears it when the thread ends */
+  void *stack;
+};
+SH_HIDDEN int os_helper_start(struct os_helper *t, int (*fn)(void *), void *arg);
+SH_HIDDEN void os_helper_join(struct os_helper *t);
 /* Is p in the code of libc or of the dynamic loader? */
 SH_HIDDEN int os_addr_in_libc(const void *p);
 SH_HIDDEN int os_membarrier_register(void); /* 1 if expedited private barriers work */
