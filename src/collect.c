@@ -4,25 +4,10 @@
  * Everything a departed process had not freed (its stdio buffers, request
  * state, what a program never frees before exit) would otherwise stay
  * allocated for good, and a heap restarted daily or crash-looping would
- * fill.  The collection is a mark from the roots and a sweep of the rest:
- *
- *  - the mark is conservative and exact about what it sees: a block is
- *    reached when an 8-byte-aligned word of a reached block or a root holds
- *    an address inside it (its first byte, an interior byte, or one past
- *    its end where that is not the first byte of a block in use: reach());
- *  - only live blocks are marked or scanned: a stale pointer into a free
- *    block keeps nothing alive;
- *  - a span whose free lists do not walk cleanly (a cycle, a link out of the
- *    span) is not swept: its carved blocks all count as live;
- *  - a span attach took out of use (quarantined: damaged, or its shape not
- *    its class's) still holds what the program stored: it is one opaque
- *    block, scanned whole and never freed.
- *
- * The heap is input from a possibly dead or buggy writer.  Which span covers
- * a page comes from the tiling walk of the page map that attach checked
- * (view.c), never from the descriptors alone: a stray descriptor outside
- * the tiling covers nothing.  A span's block count is recounted from its
- * lists, not read.  Every table the mark uses is built in scratch memory.
+ * fill.  The collection is a mark from the roots (mark.c, whose rules
+ * mark.h states; shmheap-dump --garbage runs the same mark) and a sweep of
+ * the rest.  A heap whose roots hold no pointer is emptied without either
+ * (reset_rootless).
  *
  * A kill at any instruction leaves a heap the next start recovers:
  *  - small blocks go onto their span's local list the way free does (the
@@ -36,90 +21,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "mark.h"
 #include "proc.h"
-
-struct gc {
-  uintptr_t lo;      /* first heap byte in this process */
-  uint64_t len;      /* bytes of pages [0, top) */
-  uint32_t *owner;   /* per page: the span covering it, 0 for none */
-  uint64_t *live;    /* per 16-byte granule: a live block starts here */
-  uint64_t *mark;    /* ... and it was reached */
-  uint64_t *stack;   /* reached blocks not scanned yet: heap offsets */
-  size_t n, cap;
-  uint64_t *unswept; /* per descriptor: its lists did not walk cleanly */
-  uint64_t *opaque;  /* per descriptor: a small span taken as one block */
-  uint16_t *nlocal;  /* per descriptor: blocks on its local free list */
-  size_t nunswept, nnlocal;
-  struct run {
-    uint64_t rel, len;
-  } *runs;           /* carved pages of small spans (populate_small) */
-  size_t nruns, nruns_cap;
-  int failed;        /* no scratch memory for the stack: nothing may be freed */
-};
-
-static int bit_get(const uint64_t *m, uint64_t g) { return (m[g >> 6] >> (g & 63)) & 1; }
-static void bit_set(uint64_t *m, uint64_t g) { m[g >> 6] |= 1ULL << (g & 63); }
-
-static int push(struct gc *c, uint64_t rel) {
-  if (c->n == c->cap) {
-    size_t cap = c->cap ? c->cap * 2 : 65536;
-    uint64_t *s = os_scratch(cap * sizeof *s);
-    if (!s) {
-      c->failed = 1;
-      return 0;
-    }
-    if (c->n) memcpy(s, c->stack, c->n * sizeof *s);
-    os_scratch_free(c->stack, c->cap * sizeof *s);
-    c->stack = s;
-    c->cap = cap;
-  }
-  c->stack[c->n++] = rel;
-  return 1;
-}
-
-/* The live block that byte rel of the heap belongs to, as its heap-relative
- * start, or UINT64_MAX if it is in none. */
-static uint64_t block_at(const struct gc *c, uint64_t rel) {
-  if (rel >= c->len) return UINT64_MAX;
-  uint32_t si = c->owner[rel >> SH_PAGE_SHIFT];
-  if (!si) return UINT64_MAX;
-  const struct span *s = &G.spans[si];
-  uint64_t start = (uint64_t)s->first << SH_PAGE_SHIFT, b = start;
-  if (s->state == SPAN_SMALL && !bit_get(c->opaque, si)) {
-    /* Exact floor division: rel - start < 2^18 and the reciprocal rounds
-     * up by less than one part in 2^30 (small.c). */
-    uint64_t q = ((rel - start) * small_class_recip[s->cls]) >> 48;
-    if (q >= s->reserved) return UINT64_MAX;
-    b = start + q * s->bsize;
-  }
-  return bit_get(c->live, b >> 4) ? b : UINT64_MAX;
-}
-
-/* An address read from a root or a reached block. */
-static void reach(struct gc *c, uint64_t word) {
-  uint64_t rel = word - c->lo;
-  if (rel > c->len) return;
-  uint64_t b = block_at(c, rel);
-  /* One past the end of a block is, at a block boundary, also the first
-   * byte of the block after it.  Taken for both, every pointer to a block
-   * would keep its neighbour too, and through the neighbour's pointers the
-   * neighbour's neighbours: in a heap dense with small objects that keeps
-   * nearly all garbage (tests/gc.sh: 98% of it).  So an address that is a
-   * block's first byte reaches that block, and one past the end of the
-   * block before only where no block in use starts (shmheap(7)). */
-  if (b == UINT64_MAX && rel && !(rel & 15)) b = block_at(c, rel - 1);
-  if (b == UINT64_MAX || bit_get(c->mark, b >> 4)) return;
-  bit_set(c->mark, b >> 4);
-  push(c, b);
-}
-
-/* The bytes of a live block of span si to scan: all malloc_usable_size
- * says the program may use; a large block's or an opaque span's whole
- * pages. */
-static uint64_t scan_len(const struct gc *c, uint32_t si) {
-  const struct span *s = &G.spans[si];
-  return s->state == SPAN_SMALL && !bit_get(c->opaque, si) ? s->bsize : (uint64_t)s->npages << SH_PAGE_SHIFT;
-}
 
 /* This process's page tables are empty at its start: the mark's first read
  * of each page would be a page fault.  A populate maps runs of pages for a
@@ -143,30 +46,37 @@ static int populate(uint64_t rel, uint64_t len) {
  * heap's lock is held and malloc cannot be called: os_helper_start).
  * bench/recovery's 170K pages: 0.8-0.9 s to touch alone, 0.62 s shared;
  * the host's faults do not scale to two threads here. */
+struct runs {
+  struct run {
+    uint64_t rel, len;
+  } *r;
+  size_t n, cap;
+};
+
 struct touch {
-  const struct gc *c;
+  const struct runs *runs;
   uint64_t from, to; /* the pages of the runs to touch, counted along the runs */
 };
 
 __attribute__((no_sanitize("address", "undefined"))) static int touch_runs(void *arg) {
   const struct touch *t = arg;
-  const struct gc *c = t->c;
+  const struct runs *u = t->runs;
   uint64_t at = 0;
-  for (size_t r = 0; r < c->nruns && at < t->to; r++) {
-    uint64_t n = c->runs[r].len >> SH_PAGE_SHIFT;
+  for (size_t r = 0; r < u->n && at < t->to; r++) {
+    uint64_t n = u->r[r].len >> SH_PAGE_SHIFT;
     for (uint64_t p = at < t->from ? t->from - at : 0; p < n && at + p < t->to; p++)
-      (void)*(volatile const unsigned char *)(c->lo + c->runs[r].rel + (p << SH_PAGE_SHIFT));
+      (void)*(volatile const unsigned char *)(G.heap_lo + u->r[r].rel + (p << SH_PAGE_SHIFT));
     at += n;
   }
   return 0;
 }
 
 /* The carved pages of the small spans, as runs, mapped and read once. */
-static void populate_small(struct gc *c, uint32_t count) {
+static void populate_small(const struct gc *c) {
   uint64_t npages = c->len >> SH_PAGE_SHIFT, run = 0, end = 0, pages = 0;
-  c->nruns_cap = (size_t)count + 1;
-  c->runs = os_scratch(c->nruns_cap * sizeof *c->runs);
-  if (!c->runs) return; /* then each page faults when read, as without this */
+  struct runs u = {NULL, 0, (size_t)c->v->count + 1};
+  u.r = os_scratch(u.cap * sizeof *u.r);
+  if (!u.r) return; /* then each page faults when read, as without this */
   for (uint64_t p = 0; p < npages;) {
     const struct span *s = &G.spans[c->owner[p]];
     if (!c->owner[p] || s->state != SPAN_SMALL || s->first != p) {
@@ -174,21 +84,21 @@ static void populate_small(struct gc *c, uint32_t count) {
       continue;
     }
     uint64_t at = p << SH_PAGE_SHIFT, len = ((uint64_t)s->reserved * s->bsize + SH_PAGE - 1) & ~(uint64_t)(SH_PAGE - 1);
-    if (bit_get(c->opaque, c->owner[p])) len = 0; /* read when reached, as a large block */
+    if (gc_bit(c->opaque, c->owner[p])) len = 0; /* read when reached, as a large block */
     p += s->npages;
     if (!len) continue;
     if (end != at) {
-      if (end > run && c->nruns < c->nruns_cap) c->runs[c->nruns++] = (struct run){run, end - run};
+      if (end > run && u.n < u.cap) u.r[u.n++] = (struct run){run, end - run};
       run = at;
     }
     end = at + len;
   }
-  if (end > run && c->nruns < c->nruns_cap) c->runs[c->nruns++] = (struct run){run, end - run};
-  for (size_t r = 0; r < c->nruns; r++) {
-    if (!populate(c->runs[r].rel, c->runs[r].len)) break;
-    pages += c->runs[r].len >> SH_PAGE_SHIFT;
+  if (end > run && u.n < u.cap) u.r[u.n++] = (struct run){run, end - run};
+  for (size_t r = 0; r < u.n; r++) {
+    if (!populate(u.r[r].rel, u.r[r].len)) break;
+    pages += u.r[r].len >> SH_PAGE_SHIFT;
   }
-  struct touch mine = {c, 0, pages}, other = {c, pages / 2, pages};
+  struct touch mine = {&u, 0, pages}, other = {&u, pages / 2, pages};
   struct os_helper h;
   if (os_ncpus() > 1 && pages >= 1024 && os_helper_start(&h, touch_runs, &other) == 0) {
     mine.to = pages / 2;
@@ -196,56 +106,11 @@ static void populate_small(struct gc *c, uint32_t count) {
     os_helper_join(&h);
   } else
     touch_runs(&mine);
+  os_scratch_free(u.r, u.cap * sizeof *u.r);
 }
 
-static void mark_from_roots(struct gc *c) {
-  const struct shm_header *h = G.hdr;
-  for (unsigned i = 0; i < SH_ROOT_MAX; i++)
-    if (atomic_load_explicit(&((struct shm_header *)h)->roots[i].name[0], memory_order_relaxed)) {
-      uint64_t off = atomic_load_explicit(&((struct shm_header *)h)->roots[i].off, memory_order_relaxed);
-      if (off) reach(c, (uint64_t)(uintptr_t)G.base + off);
-    }
-  while (c->n && !c->failed) {
-    uint64_t b = c->stack[--c->n];
-    const uint64_t *w = (const uint64_t *)(c->lo + b);
-    uint32_t si = c->owner[b >> SH_PAGE_SHIFT];
-    uint64_t nw = scan_len(c, si) / 8;
-    if (G.spans[si].state == SPAN_LARGE || bit_get(c->opaque, si)) populate(b, nw * 8);
-    for (uint64_t i = 0; i < nw; i++) {
-      uint64_t v = w[i];
-      if (v - c->lo <= c->len) reach(c, v);
-    }
-  }
-}
-
-/* The live blocks of small span s into c->live, and the length of its local
- * list into c->nlocal; 0 if its free lists do not walk cleanly (then it is
- * not swept, and all its carved blocks count as live). */
-static int note_small(struct gc *c, const struct span *s, struct small_marks *m) {
-  const uint64_t start = small_start(s), rel = start - G.heap_off;
-  struct small_walk w;
-  const struct theap *t = &G.heaps[s->owner];
-  /* A chain a collect was moving (pend_*) is on neither list, so its free
-   * blocks would look in use and be freed again: such a span (none is left
-   * after the repair of a busy heap) is not swept, all of it counts live. */
-  int clean = !(t->pend_head && t->pend_span == span_index(s));
-  small_marks_clear(m, s->reserved);
-  if (clean) {
-    small_walk(G.base, G.secret, s, start, s->free, s->reserved, m, &w);
-    clean = w.why == SMALL_END;
-    c->nlocal[span_index(s)] = (uint16_t)w.n;
-  }
-  if (clean) {
-    small_walk(G.base, G.secret, s, start,
-               atomic_load_explicit(&((struct span *)s)->thread_free, memory_order_relaxed) & ~TF_NOTIFY,
-               s->reserved, m, &w);
-    clean = w.why == SMALL_END;
-  }
-  if (!clean) small_marks_clear(m, s->reserved);
-  for (uint32_t b = 0; b < s->reserved; b++)
-    if (!small_marked(m, b)) bit_set(c->live, (rel + (uint64_t)b * s->bsize) >> 4);
-  return clean;
-}
+/* Large blocks and opaque spans, when the mark reaches them. */
+static void populate_reached(uint64_t rel, uint64_t len) { populate(rel, len); }
 
 /* Frees the unreached blocks of small span s (whose lists walked cleanly)
  * as free would, in one chain in front of its local list.  Returns them. */
@@ -256,7 +121,7 @@ static uint32_t sweep_small(const struct gc *c, struct span *s, uint64_t *bytes)
   uint32_t n = 0;
   for (uint32_t b = s->reserved; b-- > 0;) {
     uint64_t g = (rel + (uint64_t)b * s->bsize) >> 4;
-    if (!bit_get(c->live, g) || bit_get(c->mark, g)) continue;
+    if (!gc_bit(c->live, g) || gc_bit(c->mark, g)) continue;
     if (!n) {
       /* The span this edit changes, before any of it (I7). */
       t->edit_span = span_index(s);
@@ -286,17 +151,6 @@ static uint32_t sweep_small(const struct gc *c, struct span *s, uint64_t *bytes)
   /* A parked span with blocks free again goes back on its class list. */
   if (s->flags & SPAN_FULL) small_unpark(&t->cls[s->cls], s);
   return n;
-}
-
-static void collect_free(struct gc *c) {
-  os_scratch_free(c->owner, (c->len >> SH_PAGE_SHIFT) * sizeof *c->owner);
-  os_scratch_free(c->live, ((c->len >> 4) / 64 + 1) * 8);
-  os_scratch_free(c->mark, ((c->len >> 4) / 64 + 1) * 8);
-  os_scratch_free(c->stack, c->cap * sizeof *c->stack);
-  os_scratch_free(c->unswept, c->nunswept);
-  os_scratch_free(c->opaque, c->nunswept);
-  os_scratch_free(c->nlocal, c->nnlocal);
-  os_scratch_free(c->runs, c->nruns_cap * sizeof *c->runs);
 }
 
 /* Does any named root hold a pointer? */
@@ -379,75 +233,33 @@ void collect_at_restart(struct shmheap_recovery *f) {
     return;
   }
   static struct gc c; /* not on the first malloc's stack */
-  static struct small_marks m;
+  static struct mark_view v;
   static uint8_t busy[SH_MAX_HEAPS];
-  memset(&c, 0, sizeof c);
   memset(busy, 0, sizeof busy);
-  c.lo = G.heap_lo;
-  c.len = (uint64_t)top << SH_PAGE_SHIFT;
-  size_t bits = ((c.len >> 4) / 64 + 1) * 8;
-  c.owner = os_scratch((size_t)top * sizeof *c.owner);
-  c.live = os_scratch(bits);
-  c.mark = os_scratch(bits);
-  c.nunswept = ((size_t)count / 64 + 1) * 8;
-  c.nnlocal = (size_t)count * sizeof *c.nlocal;
-  c.unswept = os_scratch(c.nunswept);
-  c.opaque = os_scratch(c.nunswept);
-  c.nlocal = os_scratch(c.nnlocal);
-  if (!c.owner || !c.live || !c.mark || !c.unswept || !c.opaque || !c.nlocal) {
-    os_say("libshmheap: SHMHEAP_KEY=%s: no memory for the collection at restart (%zu bytes): nothing was collected",
-           options_key_label(), (size_t)top * 4 + 2 * bits + 2 * c.nunswept + c.nnlocal);
-    collect_free(&c);
+  v = (struct mark_view){G.base, h, G.spans, G.pagemap, G.heaps, G.heap_off, G.secret, G.heap_lo, top, count,
+                         h->max_heap < SH_MAX_HEAPS ? h->max_heap : SH_MAX_HEAPS};
+  char why[96];
+  if (mark_tables(&c, &v, why, sizeof why) < 0) {
+    os_say("libshmheap: SHMHEAP_KEY=%s: %s: nothing was collected", options_key_label(), why);
+    mark_free(&c);
     return;
   }
-  /* The spans in use, along the page map as attach walked it: a page map
-   * entry that does not start its span there (attach refuses such a heap,
-   * so only a writer since) stops the collection. */
-  for (uint32_t pg = 0; pg < top;) {
-    uint32_t i = G.pagemap[pg];
-    struct span *s = &G.spans[i < count ? i : 0];
-    if (!i || i >= count || s->first != pg || !s->npages || s->npages > top - pg) {
-      os_say("libshmheap: SHMHEAP_KEY=%s: page %u of the heap starts no span (page map entry %u): nothing was collected",
-             options_key_label(), pg, i);
-      collect_free(&c);
-      return;
-    }
-    pg += s->npages;
-    if (s->state != SPAN_SMALL && s->state != SPAN_LARGE) continue;
-    for (uint32_t p = 0; p < s->npages; p++) c.owner[s->first + p] = i;
-    int opaque = s->state == SPAN_SMALL &&
-                 (!small_sound(h, s) || s->owner >= SH_MAX_HEAPS || s->owner >= h->max_heap ||
-                  (s->flags & (SPAN_DAMAGED | SPAN_QUARANTINED)));
-    if (opaque) {
-      bit_set(c.opaque, i);
-      bit_set(c.unswept, i);
-    }
-    if (s->state == SPAN_LARGE || opaque) bit_set(c.live, ((uint64_t)s->first << SH_PAGE_SHIFT) >> 4);
-  }
   /* The free lists run through the blocks: mapped first, so that their
-   * walk below takes no fault per page. */
-  populate_small(&c, count);
-  for (uint32_t pg = 0; pg < top;) {
-    const uint32_t i = c.owner[pg];
-    const struct span *s = &G.spans[i];
-    if (!i || s->first != pg) {
-      pg++;
-      continue;
-    }
-    pg += s->npages;
-    if (s->state == SPAN_SMALL && !bit_get(c.opaque, i) && !note_small(&c, s, &m)) bit_set(c.unswept, i);
-  }
+   * walk takes no fault per page. */
+  populate_small(&c);
+  mark_notes(&c);
+  c.reading = populate_reached;
   mark_from_roots(&c);
   if (c.failed) {
     os_say("libshmheap: SHMHEAP_KEY=%s: no memory for the collection's mark stack: nothing was collected",
            options_key_label());
-    collect_free(&c);
+    mark_free(&c);
     return;
   }
   uint64_t blocks = 0, bytes = 0;
   for (uint32_t i = 1; i < count; i++) {
     struct span *s = &G.spans[i];
-    if (s->state != SPAN_SMALL || s->first >= top || c.owner[s->first] != i || bit_get(c.unswept, i)) continue;
+    if (!mark_sweepable(&c, i)) continue;
     struct theap *t = &G.heaps[s->owner];
     if (!busy[s->owner]) {
       busy[s->owner] = 1;
@@ -466,7 +278,7 @@ void collect_at_restart(struct shmheap_recovery *f) {
     struct span *s = &G.spans[i];
     if (s->state != SPAN_LARGE || s->first >= top || c.owner[s->first] != i) continue;
     uint64_t g = ((uint64_t)s->first << SH_PAGE_SHIFT) >> 4;
-    if (bit_get(c.mark, g)) continue;
+    if (gc_bit(c.mark, g)) continue;
     uint64_t len = (uint64_t)s->npages << SH_PAGE_SHIFT;
     JW(h->large_in_use) -= len;
     JW(h->large_count)--;
@@ -476,7 +288,7 @@ void collect_at_restart(struct shmheap_recovery *f) {
     bytes += len;
   }
   journal_end();
-  collect_free(&c);
+  mark_free(&c);
   /* The spans the sweep emptied, of heaps nobody holds. */
   for (uint32_t hi = 0; hi < SH_MAX_HEAPS; hi++)
     if (busy[hi] && atomic_load(&G.heaps[hi].owner_pid) == 0) f->spans_returned += repair_trim(&G.heaps[hi]);

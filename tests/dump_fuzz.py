@@ -29,7 +29,7 @@ for n in range(variants):
     cell = ctypes.c_uint8.from_address(base + off)
     old = cell.value
     cell.value = rng.choice([0, 0xff, old ^ (1 << rng.randrange(8)), rng.randrange(256)])
-    for args in (["--check"], [], ["--json"], ["--blocks", "--limit", "50"], ["--roots"]):
+    for args in (["--check"], [], ["--json"], ["--blocks", "--limit", "50"], ["--roots"], ["--garbage"]):
         try:
             r = subprocess.run([tool] + args + ["--shmid", str(shmid)], capture_output=True, timeout=20)
         except subprocess.TimeoutExpired:

@@ -9,6 +9,7 @@
 #    byte checked, and shmheap_check is clean; the 20,000 garbage blocks
 #    left beside it are freed, after a clean exit and after kill -9;
 #  - SHMHEAP_VERBOSE says what was collected; shmheap_recovered reports it;
+#  - shmheap-dump --garbage predicts what the collection frees, exactly;
 #  - SHMHEAP_GC=off frees nothing;
 #  - 20 restarts that each leave garbage do not grow the heap;
 #  - kill -9 at random moments of starts that collect: the next start
@@ -45,9 +46,24 @@ remove() { ipcrm -M "$("$DUMP" --json "$H" | sed -n 's/.*"key": *\([0-9]*\).*/\1
 run build off build
 ok build
 gb=$(field build garbage_bytes) built=$(field build in_use)
+# shmheap-dump --garbage runs the same mark read-only: what it predicts is
+# what the start then frees, to the block and the byte.
+"$DUMP" --json --garbage "$H" >"$TMP/g1.json" 2>&1 || { show "$TMP/g1.json"; fail "g1: shmheap-dump --json --garbage"; }
+"$DUMP" --garbage "$H" >"$TMP/g1.txt" 2>&1 || { show "$TMP/g1.txt"; fail "g1: shmheap-dump --garbage"; }
+pn=$(sed -n 's/.*"garbage_blocks": \([0-9]*\).*/\1/p' "$TMP/g1.json") pb=$(sed -n 's/.*"garbage_bytes": \([0-9]*\).*/\1/p' "$TMP/g1.json")
 run v1 auto verify
 ok v1
 c1=$(field v1 gc_bytes) u1=$(field v1 in_use) n1=$(field v1 gc_blocks)
+[ "$pn" = "$n1" ] && [ "$pb" = "$c1" ] ||
+  { show "$TMP/g1.json"; fail "g1: shmheap-dump --garbage predicted $pn blocks of $pb bytes; the start freed $n1 of $c1"; }
+grep -q "a collection now would free $n1 block(s)" "$TMP/g1.txt" || { show "$TMP/g1.txt"; fail "g1: the text of --garbage"; }
+# Per class, the blocks add up to the total (less the large ones).
+sum=$(grep -o '"blocks": [0-9]*' "$TMP/g1.json" | awk '{ s += $2 } END { print s + 0 }')
+lb=$(sed -n 's/.*"large_blocks": \([0-9]*\).*/\1/p' "$TMP/g1.json")
+[ $((sum + lb)) = "$pn" ] || { show "$TMP/g1.json"; fail "g1: the classes of --garbage add up to $sum + $lb large, not $pn"; }
+"$DUMP" --garbage "$H" >"$TMP/g2.txt" 2>&1 || fail "g2: shmheap-dump --garbage after the collection"
+grep -q "a collection now would free [0-9] block(s)" "$TMP/g2.txt" ||
+  { show "$TMP/g2.txt"; fail "g2: shmheap-dump --garbage finds more than 9 blocks right after a collection"; }
 echo "clean exit: garbage $gb bytes, in use $built; collected $n1 blocks, $c1 bytes in $(field v1 gc_us) us; in use $u1"
 [ "$(field v1 origin)" = 1 ] || fail "v1: origin $(field v1 origin), not 1 (clean)"
 # The reach is conservative: a word of the structure's data that happens to

@@ -6,6 +6,7 @@
  *   shmheap-dump --check KEY|NAME|--shmid ID  consistency check: exit 0, 1 or 2
  *   shmheap-dump --blocks [--limit N] HEAP  every live block
  *   shmheap-dump --roots HEAP               the named roots
+ *   shmheap-dump --garbage HEAP             what a collection would free now
  *   shmheap-dump --remove [--force] HEAP    remove a heap nobody has attached
  *   shmheap-dump --prometheus [HEAP...]     metrics in Prometheus' text format
  *   shmheap-dump --watch [SECONDS] HEAP     a live view, redrawn in place (watch.c)
@@ -25,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mark.h"
 #include "view.h"
 #include "watch.h"
 
@@ -39,6 +41,7 @@ static void usage(FILE *f) {
         "       shmheap-dump [--json] --blocks [--limit N] KEY|NAME|--shmid ID   every live block\n"
         "       shmheap-dump --remove [--force] KEY|NAME|--shmid ID    remove a heap no process has attached\n"
         "       shmheap-dump [--json] --roots KEY|NAME|--shmid ID      the named roots\n"
+        "       shmheap-dump [--json] --garbage KEY|NAME|--shmid ID    what a collection at restart would free now\n"
         "       shmheap-dump --prometheus [KEY|NAME...]      metrics of every heap (or these) in Prometheus' text format\n"
         "       shmheap-dump --watch [SECONDS] [--count N] KEY|NAME|--shmid ID   a live view (every SECONDS, default 1)\n",
         f);
@@ -773,6 +776,94 @@ static int remove_heap(struct seg *s, const struct hv *v, const char *label, int
   return EXIT_OK;
 }
 
+/* What a collection at restart would free now, per size class: the
+ * library's own mark (mark.c) over this read-only mapping, on a copy of the
+ * descriptors, so that a heap in use, whose descriptors change meanwhile,
+ * gives a snapshot that is wrong at worst, never a walk out of bounds.  Of
+ * a heap in use this is what its users' deaths would leave unreached, were
+ * they to die now.  0, or -1 with the reason said. */
+static int garbage(const struct hv *v, const char *label) {
+  const struct shm_header *h = v->h;
+  const uint32_t count = h->span_count, top = h->top, max_heap = h->max_heap;
+  if (count == 0 || count > v->nspans || top > v->npages || max_heap > SH_MAX_HEAPS) {
+    fprintf(stderr, "shmheap-dump: %s: header counters out of range (%u descriptors, top %u, %u heaps): run shmheap-dump --check\n",
+            label, count, top, max_heap);
+    return -1;
+  }
+  size_t sl = (size_t)count * sizeof(struct span);
+  struct span *copy = os_scratch(sl);
+  if (!copy) {
+    fprintf(stderr, "shmheap-dump: %s: out of memory for a copy of the descriptors\n", label);
+    return -1;
+  }
+  memcpy(copy, v->spans, sl);
+  small_classes_init(); /* the tables small_sound and the mark compare with */
+  const struct mark_view mv = {v->base, h, copy, v->pagemap, v->heaps, v->heap_off, h->link_secret,
+                               h->base + v->heap_off, top, count, max_heap};
+  struct gc c;
+  char why[96];
+  int r = mark_tables(&c, &mv, why, sizeof why);
+  if (r == 0) {
+    mark_notes(&c);
+    mark_from_roots(&c);
+    if (c.failed) snprintf(why, sizeof why, "no memory for the mark's stack"), r = -1;
+  }
+  if (r < 0) {
+    fprintf(stderr, "shmheap-dump: %s: %s\n", label, why);
+    mark_free(&c);
+    os_scratch_free(copy, sl);
+    return -1;
+  }
+  uint64_t nb[SH_NCLASS + 1] = {0}, nbytes[SH_NCLASS + 1] = {0}, large = 0, large_bytes = 0, reached = 0, unswept = 0;
+  for (uint32_t i = 1; i < count; i++) {
+    const struct span *s = &copy[i];
+    if (s->first >= top || c.owner[s->first] != i) continue;
+    const uint64_t rel = (uint64_t)s->first << SH_PAGE_SHIFT;
+    if (s->state == SPAN_LARGE || (s->state == SPAN_SMALL && gc_bit(c.opaque, i))) {
+      if (gc_bit(c.mark, rel >> 4)) reached++;
+      else if (s->state == SPAN_LARGE) large++, large_bytes += (uint64_t)s->npages << SH_PAGE_SHIFT;
+      unswept += s->state == SPAN_SMALL;
+      continue;
+    }
+    if (s->state != SPAN_SMALL) continue;
+    if (!mark_sweepable(&c, i)) {
+      unswept++;
+      continue;
+    }
+    for (uint32_t b = 0; b < s->reserved; b++) {
+      uint64_t g = (rel + (uint64_t)b * s->bsize) >> 4;
+      if (!gc_bit(c.live, g)) continue;
+      if (gc_bit(c.mark, g)) reached++;
+      else nb[s->cls]++, nbytes[s->cls] += s->bsize;
+    }
+  }
+  mark_free(&c);
+  os_scratch_free(copy, sl);
+  uint64_t blocks = large, bytes = large_bytes;
+  for (unsigned k = 1; k <= SH_NCLASS; k++) blocks += nb[k], bytes += nbytes[k];
+  char b1[32];
+  if (json) {
+    printf("{\"garbage_blocks\": %llu, \"garbage_bytes\": %llu, \"reached_blocks\": %llu, \"spans_kept_whole\": %llu, \"large_blocks\": %llu, \"large_bytes\": %llu, \"classes\": [",
+           (unsigned long long)blocks, (unsigned long long)bytes, (unsigned long long)reached,
+           (unsigned long long)unswept, (unsigned long long)large, (unsigned long long)large_bytes);
+    int n = 0;
+    for (unsigned k = 1; k <= SH_NCLASS; k++)
+      if (nb[k])
+        printf("%s\n  {\"size\": %u, \"blocks\": %llu, \"bytes\": %llu}", n++ ? "," : "", h->class_size[k],
+               (unsigned long long)nb[k], (unsigned long long)nbytes[k]);
+    printf("%s]}\n", n ? "\n " : "");
+    return 0;
+  }
+  printf("%s: a collection now would free %llu block(s), %s; %llu reached", label, (unsigned long long)blocks,
+         human(bytes, b1, sizeof b1), (unsigned long long)reached);
+  if (unswept) printf("; %llu span(s) kept whole (lists that do not walk, or out of use)", (unsigned long long)unswept);
+  printf("\n%10s %10s %12s\n", "CLASS", "BLOCKS", "BYTES");
+  for (unsigned k = 1; k <= SH_NCLASS; k++)
+    if (nb[k]) printf("%10u %10llu %12llu\n", h->class_size[k], (unsigned long long)nb[k], (unsigned long long)nbytes[k]);
+  if (large) printf("%10s %10llu %12llu\n", "large", (unsigned long long)large, (unsigned long long)large_bytes);
+  return 0;
+}
+
 static void roots(const struct hv *v) {
   const struct shm_header *h = v->h;
   int n = 0;
@@ -814,7 +905,7 @@ static void print_problem(void *ctx, const char *p) {
 }
 
 int main(int argc, char **argv) {
-  int check = 0, shmid = -1, show_blocks = 0, remove = 0, force = 0, show_roots = 0, watching = 0;
+  int check = 0, shmid = -1, show_blocks = 0, remove = 0, force = 0, show_roots = 0, watching = 0, show_garbage = 0;
   uint64_t limit = 10000;
   double seconds = 1;
   unsigned long count = 0;
@@ -824,6 +915,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--check")) check = 1;
     else if (!strcmp(argv[i], "--blocks")) show_blocks = 1;
     else if (!strcmp(argv[i], "--roots")) show_roots = 1;
+    else if (!strcmp(argv[i], "--garbage")) show_garbage = 1;
     else if (!strcmp(argv[i], "--remove")) remove = 1;
     else if (!strcmp(argv[i], "--force")) force = 1;
     else if (!strcmp(argv[i], "--watch")) {
@@ -849,7 +941,7 @@ int main(int argc, char **argv) {
           fprintf(stderr, "shmheap-dump: --prometheus takes heap names or keys only (not %s)\n", argv[k]);
           return EXIT_ERROR;
         }
-      if (json || check || show_blocks || show_roots || remove || watching || shmid >= 0 || target) {
+      if (json || check || show_blocks || show_roots || show_garbage || remove || watching || shmid >= 0 || target) {
         fprintf(stderr, "shmheap-dump: --prometheus goes alone, with the heaps after it\n");
         return EXIT_ERROR;
       }
@@ -894,8 +986,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "shmheap-dump: %s and --shmid %d: name the heap once, by KEY, NAME or --shmid ID\n", target, shmid);
     return EXIT_ERROR;
   }
-  if (check + show_blocks + remove + show_roots + watching > 1) {
-    fprintf(stderr, "shmheap-dump: --check, --blocks, --roots, --remove and --watch go one at a time\n");
+  if (check + show_blocks + remove + show_roots + show_garbage + watching > 1) {
+    fprintf(stderr, "shmheap-dump: --check, --blocks, --roots, --garbage, --remove and --watch go one at a time\n");
     return EXIT_ERROR;
   }
   if (watching && json) {
@@ -911,9 +1003,9 @@ int main(int argc, char **argv) {
     return EXIT_ERROR;
   }
   if (!target && shmid < 0) {
-    if (check || show_blocks || remove || show_roots || watching) {
+    if (check || show_blocks || remove || show_roots || show_garbage || watching) {
       fprintf(stderr, "shmheap-dump: %s needs a heap: KEY, NAME or --shmid ID\n",
-              check ? "--check" : show_blocks ? "--blocks" : show_roots ? "--roots" : watching ? "--watch" : "--remove");
+              check ? "--check" : show_blocks ? "--blocks" : show_roots ? "--roots" : show_garbage ? "--garbage" : watching ? "--watch" : "--remove");
       return EXIT_ERROR;
     }
     list_heaps();
@@ -973,6 +1065,7 @@ int main(int argc, char **argv) {
     roots(&v);
     return EXIT_OK;
   }
+  if (show_garbage) return garbage(&v, label) < 0 ? EXIT_ERROR : EXIT_OK;
   if (!check) {
     summary(&s, &v);
     return EXIT_OK;
