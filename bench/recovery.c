@@ -11,6 +11,10 @@
  *   recovery unroot         remove the table's root and exit: the next start
  *                           finds a heap whose roots hold no pointer
  *   recovery empty          print what the start took to empty such a heap
+ *   recovery firstread MIB  (no preload) the machine's own bound on a mark:
+ *                           how fast 1 and 2 threads read MIB of shared
+ *                           memory that a fresh attach populated, the first
+ *                           time and again
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -19,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/shm.h>
 #include <time.h>
 
 #include "shmheap.h"
@@ -70,7 +76,61 @@ static double now(void) {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* ---- firstread: reading shared memory a new process has just attached ---- */
+
+struct rd {
+  const uint64_t *w;
+  size_t lo, hi;
+  uint64_t sum;
+};
+
+static void *read_part(void *arg) {
+  struct rd *r = arg;
+  uint64_t s = 0;
+  for (size_t i = r->lo; i < r->hi; i++) s += r->w[i];
+  r->sum = s;
+  return NULL;
+}
+
+/* GB/s of threads reading len bytes at p, in equal parts. */
+static double read_rate(const char *p, size_t len, int threads) {
+  struct rd r[2];
+  pthread_t t[2];
+  size_t n = len / 8;
+  double t0 = now();
+  for (int i = 0; i < threads; i++) {
+    r[i] = (struct rd){(const uint64_t *)p, n * i / threads, n * (i + 1) / threads, 0};
+    if (i) pthread_create(&t[i], NULL, read_part, &r[i]);
+  }
+  read_part(&r[0]);
+  for (int i = 1; i < threads; i++) pthread_join(t[i], NULL);
+  return len / (now() - t0) / 1e9;
+}
+
+static int firstread(size_t mib) {
+  size_t len = mib << 20;
+  int id = shmget(IPC_PRIVATE, len, IPC_CREAT | 0600);
+  if (id < 0) return 3;
+  char *p = shmat(id, NULL, 0);
+  if (p == (void *)-1) return 3;
+  memset(p, 1, len); /* the pages exist, as a heap's do */
+  shmdt(p);
+  printf("firstread: %zu MiB of shared memory, attached anew and populated (MADV_POPULATE_READ) before each first read:", mib);
+  for (int threads = 1; threads <= 2; threads++) {
+    p = shmat(id, NULL, 0);
+    if (p == (void *)-1) return 3;
+    madvise(p, len, 22 /* MADV_POPULATE_READ */);
+    double first = read_rate(p, len, threads), again = read_rate(p, len, threads);
+    printf(" %d thread(s) %.2f GB/s, again %.2f;", threads, first, again);
+    shmdt(p);
+  }
+  printf("\n");
+  shmctl(id, IPC_RMID, NULL);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 2 && !strcmp(argv[1], "firstread")) return firstread(strtoull(argv[2], NULL, 0));
   *(void **)&p_recovered = dlsym(RTLD_DEFAULT, "shmheap_recovered_size");
   *(void **)&p_root_remove = dlsym(RTLD_DEFAULT, "shmheap_root_remove");
   *(void **)&p_get_info = dlsym(RTLD_DEFAULT, "shmheap_get_info");

@@ -15,7 +15,7 @@ LAYERS=(
   "0 os: os diag options"
   "1 format: format"
   "2 pages: lock journal pages"
-  "3 allocator: small alloc view stats"
+  "3 allocator: small alloc view mark stats"
   "4 processes: thread repair fork recover collect image prefault background"
   "5 start-up: init segment"
   "6 exported: interpose cxx exec api roots supervise"
@@ -64,8 +64,8 @@ for f in "${files[@]}"; do
       if [[ $sym =~ $OS_ONLY ]] && [ "${layer_of[$f]}" -ne 0 ]; then
         problem "$f.c (layer ${layer_of[$f]}) calls $sym: only the OS layer may (os.h)"
       fi
-      if [ "$f" = view ] && [[ $sym =~ ^(malloc|calloc|realloc|free)$ ]]; then
-        problem "view.c calls $sym: the reader must not allocate from the heap it reads"
+      if { [ "$f" = view ] || [ "$f" = mark ]; } && [[ $sym =~ ^(malloc|calloc|realloc|free)$ ]]; then
+        problem "$f.c calls $sym: the reader and the mark must not allocate from the heap they read"
       fi
       continue
     fi
