@@ -23,6 +23,7 @@
 
 #include "mark.h"
 #include "proc.h"
+#include "stats.h"
 
 /* This process's page tables are empty at its start: the mark's first read
  * of each page would be a page fault.  A populate maps runs of pages for a
@@ -176,22 +177,20 @@ static int any_root(void) {
 static int reset_rootless(struct shmheap_recovery *f) {
   struct shm_header *h = G.hdr;
   const uint32_t max = h->max_heap < SH_MAX_HEAPS ? h->max_heap : SH_MAX_HEAPS;
-  uint64_t bytes = h->large_in_use, small = 0;
-  for (uint32_t hi = 0; hi < max; hi++) {
-    const struct theap *t = &G.heaps[hi];
-    if (atomic_load(&t->owner_pid)) return 0;
-    bytes += t->in_use;
-    small += t->nmalloc - t->nfree;
-  }
+  for (uint32_t hi = 0; hi < max; hi++)
+    if (atomic_load(&G.heaps[hi].owner_pid)) return 0;
+  /* Counted as a collection would have counted them: the heaps' counters,
+   * summed as mallinfo sums them. */
+  struct stats_totals st;
+  stats_totals(&st);
+  uint64_t small = st.nmalloc - st.nfree;
+  f->gc_blocks = ((int64_t)small > 0 ? small : 0) + h->large_count;
+  f->gc_bytes = st.in_use;
+  f->gc_reset = 1;
   for (uint32_t hi = 0; hi < max; hi++) {
     G.heaps[hi].edit_span = 0;
     atomic_store(&G.heaps[hi].busy, 1);
   }
-  /* Counted as a collection would have counted them: modulo 2^64, read
-   * back as signed, below zero is none. */
-  f->gc_blocks = ((int64_t)small > 0 ? small : 0) + h->large_count;
-  f->gc_bytes = (int64_t)bytes > 0 ? bytes : 0;
-  f->gc_reset = 1;
   journal_begin();
   page_reset();
   journal_end();

@@ -41,13 +41,10 @@ static void say_attached(void) {
            (unsigned long long)rec->spans_returned, (unsigned long long)rec->spans_quarantined,
            (unsigned long long)rec->blocks_lost, rec->lock_recovered ? "rolled back" : "clean",
            (unsigned long long)(rec->recovery_ns / 1000), (unsigned long long)(rec->check_ns / 1000));
-  if (opts.gc && rec->origin != SHMHEAP_NEW && rec->gc_reset)
-    os_say("libshmheap: collection: no root holds a pointer: the heap was emptied, %llu block(s) freed, %llu bytes, %llu us",
-           (unsigned long long)rec->gc_blocks, (unsigned long long)rec->gc_bytes,
-           (unsigned long long)(rec->gc_ns / 1000));
-  else if (opts.gc && rec->origin != SHMHEAP_NEW)
-    os_say("libshmheap: collection: %llu block(s) no root reaches freed, %llu bytes, %llu us",
-           (unsigned long long)rec->gc_blocks, (unsigned long long)rec->gc_bytes,
+  if (opts.gc && rec->origin != SHMHEAP_NEW)
+    os_say("libshmheap: collection: %s%llu block(s)%s freed, %llu bytes, %llu us",
+           rec->gc_reset ? "no root holds a pointer: the heap was emptied, " : "", (unsigned long long)rec->gc_blocks,
+           rec->gc_reset ? "" : " no root reaches", (unsigned long long)rec->gc_bytes,
            (unsigned long long)(rec->gc_ns / 1000));
 }
 

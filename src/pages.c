@@ -316,7 +316,7 @@ void page_reset(void) {
   JW(h->live_pages) = 0;
   JW(h->large_in_use) = 0;
   JW(h->large_count) = 0;
-  JW(h->dirty_pages) = 0;
+  JW(h->dirty_pages) = top; /* all of them: see below */
   /* Descriptors from 2 up are unused again, though the page map still
    * names them: a lookup takes an entry only below span_count and only if
    * its descriptor covers the page (I3), and desc_new clears a descriptor
@@ -335,7 +335,6 @@ void page_reset(void) {
    * what it leaves unused, a second later, in one step. */
   s->ndirty = top;
   s->dirty_ms = now_ms();
-  JW(h->dirty_pages) = top;
   map_ends(s);
   dirty_link_after(s, 0);
   bin_insert(s);
